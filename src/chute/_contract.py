@@ -1,0 +1,171 @@
+"""The contract every chute transport keeps, written down as Protocols.
+
+The in-process queue implements it first; later transports (processes,
+SQLite, Redis) implement the same Protocols and pass the same test suite in
+``tests/contract``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, TypeVar
+
+__all__ = ["AsyncQueue", "Job", "QueueStatistics", "SyncQueue"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """A snapshot of a queue, taken under its lock (so it is self-consistent).
+
+    ``total_got`` counts hand-outs: an item returned by a failed reservation
+    and handed out again counts twice. ``unfinished_tasks`` is what ``join()``
+    waits on.
+    """
+
+    size: int
+    maxsize: int
+    getters_waiting: int
+    putters_waiting: int
+    in_flight: int
+    total_put: int
+    total_got: int
+    peak_size: int
+    dead_lettered: int
+    unfinished_tasks: int
+    shutdown: bool
+
+
+class Job(Protocol[T_co]):
+    """An item handed out by ``reserve()``: at-least-once delivery.
+
+    Settle it once with :meth:`ack` (done) or :meth:`nack` (give it back);
+    used as a context manager, a clean exit acks and an exception nacks.
+    """
+
+    @property
+    def item(self) -> T_co: ...
+
+    @property
+    def deliveries(self) -> int: ...
+
+    @property
+    def settled(self) -> bool: ...
+
+    def ack(self) -> None: ...
+
+    def nack(self, delay: float | None = None) -> None: ...
+
+
+class Reservation(Protocol[T_co]):
+    """What ``reserve()`` returns: an async context manager, or awaitable."""
+
+    async def __aenter__(self) -> Job[T_co]: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class AsyncQueue(Protocol[T]):
+    """The async face that every transport offers."""
+
+    @property
+    def maxsize(self) -> int: ...
+
+    def qsize(self) -> int: ...
+
+    def empty(self) -> bool: ...
+
+    def full(self) -> bool: ...
+
+    async def put(self, item: T, timeout: float | None = None) -> None: ...
+
+    def put_nowait(self, item: T) -> None: ...
+
+    async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None: ...
+
+    async def get(self, timeout: float | None = None) -> T: ...
+
+    def get_nowait(self) -> T: ...
+
+    async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]: ...
+
+    def task_done(self) -> None: ...
+
+    async def join(self) -> None: ...
+
+    def shutdown(self, immediate: bool = False) -> list[T]: ...
+
+    def reserve(self, timeout: float | None = None) -> Reservation[T]: ...
+
+    def statistics(self) -> QueueStatistics: ...
+
+    def __aiter__(self) -> AsyncIterator[T]: ...
+
+
+class SyncQueue(Protocol[T]):
+    """The blocking face for plain threads: a drop-in for ``queue.Queue``."""
+
+    @property
+    def maxsize(self) -> int: ...
+
+    def qsize(self) -> int: ...
+
+    def empty(self) -> bool: ...
+
+    def full(self) -> bool: ...
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None: ...
+
+    def put_nowait(self, item: T) -> None: ...
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T: ...
+
+    def get_nowait(self) -> T: ...
+
+    def task_done(self) -> None: ...
+
+    def join(self) -> None: ...
+
+    def shutdown(self, immediate: bool = False) -> list[T]: ...
+
+    def __iter__(self) -> Iterator[T]: ...
+
+
+def check_timeout(timeout: object) -> float:
+    """Validate a ``timeout=`` argument: a finite or infinite number >= 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    t = float(timeout)
+    if not t >= 0:  # also catches NaN
+        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+    return math.inf if t == math.inf else t
+
+
+def check_maxsize(maxsize: object) -> int:
+    """Validate a ``maxsize=`` argument: an int >= 0, where 0 means unbounded."""
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+        raise TypeError(f"maxsize must be an int (0 means unbounded), not {type(maxsize).__name__}")
+    if maxsize < 0:
+        raise ValueError(f"maxsize must be >= 0 (0 means unbounded), not {maxsize}")
+    return maxsize
+
+
+def check_max_items(max_items: object) -> int:
+    """Validate ``get_batch``'s ``max_items``: an int >= 1."""
+    if isinstance(max_items, bool) or not isinstance(max_items, int):
+        raise TypeError(f"max_items must be an int, not {type(max_items).__name__}")
+    if max_items < 1:
+        raise ValueError(f"max_items must be >= 1, not {max_items}")
+    return max_items
