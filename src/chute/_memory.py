@@ -579,7 +579,10 @@ class Queue(Generic[T]):
         """
         waiters = self._getters if getter else self._putters
         if not waiter.notified:
-            waiters.remove(waiter)
+            try:
+                waiters.remove(waiter)
+            except ValueError:  # already voided by _void (its loop was closed)
+                pass
             return []
         waiter.notified = False
         if getter:

@@ -1,0 +1,84 @@
+"""Test harness: every ``async def`` test runs once per event loop kind.
+
+A tiny runner instead of a plugin dependency: each coroutine test gets a
+fresh loop (the default one, and uvloop where it is installed), a hard
+timeout so that a hang fails instead of stalling the run, and its async
+fixtures closed (``aclose()``) on the same loop afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the test extra on POSIX
+    uvloop = None
+
+LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
+ASYNC_TEST_TIMEOUT = float(os.environ.get("CHUTE_TEST_TIMEOUT", "60"))
+
+
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if kind == "uvloop":
+        assert uvloop is not None
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return asyncio.new_event_loop
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if inspect.iscoroutinefunction(metafunc.function):
+        metafunc.fixturenames.append("loop_kind")
+        marker = metafunc.definition.get_closest_marker("loops")
+        kinds = [k for k in LOOPS if marker is None or k in marker.args]
+        metafunc.parametrize("loop_kind", kinds)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    func = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(func):
+        return None
+    kind = pyfuncitem.callspec.params["loop_kind"]
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+
+    async def run() -> None:
+        try:
+            async with asyncio.timeout(ASYNC_TEST_TIMEOUT):
+                await func(**kwargs)
+        finally:
+            for value in kwargs.values():
+                aclose = getattr(value, "aclose", None)
+                if aclose is not None and inspect.iscoroutinefunction(aclose):
+                    await aclose()
+
+    with asyncio.Runner(loop_factory=loop_factory(kind)) as runner:
+        runner.run(run())
+    return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "loops(*kinds): run an async test only on these loops")
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Yield to the loop until ``predicate()`` holds: an explicit ordering step.
+
+    It first gives other tasks every chance with ``sleep(0)``; it only
+    sleeps for real when the other side runs elsewhere (a thread).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    spins = 0
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s")
+        spins += 1
+        await asyncio.sleep(0 if spins < 100 else 0.001)

@@ -1,0 +1,132 @@
+"""reserve(): at-least-once delivery with the same shape on every transport."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import chute
+from tests.conftest import wait_until
+
+
+async def test_clean_exit_acknowledges(make_queue):
+    q = await make_queue()
+    await q.put("job")
+    async with q.reserve() as job:
+        assert (job.item, job.deliveries, job.settled) == ("job", 1, False)
+        assert q.statistics().in_flight == 1
+    assert job.settled
+    assert q.empty()
+    s = q.statistics()
+    assert (s.in_flight, s.unfinished_tasks) == (0, 0)
+    await asyncio.wait_for(q.join(), 10)
+
+
+async def test_exception_gives_the_item_back_in_front(make_queue):
+    q = await make_queue()
+    await q.put_batch(["first", "second"])
+    with pytest.raises(RuntimeError):
+        async with q.reserve() as job:
+            assert job.item == "first"
+            raise RuntimeError("handler failed")
+    assert q.qsize() == 2
+    async with q.reserve() as again:
+        assert (again.item, again.deliveries) == ("first", 2)
+    assert await q.get() == "second"
+
+
+async def test_cancelled_inside_gives_the_item_back(make_queue):
+    q = await make_queue()
+    await q.put("job")
+    entered = asyncio.Event()
+
+    async def consumer():
+        async with q.reserve():
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(consumer())
+    await asyncio.wait_for(entered.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert q.get_nowait() == "job"
+
+
+async def test_reserve_waits_and_times_out(make_queue):
+    q = await make_queue()
+    with pytest.raises(TimeoutError):
+        async with q.reserve(timeout=0.01):
+            pytest.fail("nothing to reserve")
+    waiter = asyncio.create_task(q.reserve(timeout=10).__aenter__())
+    await wait_until(lambda: q.statistics().getters_waiting == 1)
+    await q.put("late")
+    job = await asyncio.wait_for(waiter, 10)
+    assert job.item == "late"
+    job.ack()
+
+
+async def test_manual_ack_and_nack(make_queue):
+    q = await make_queue()
+    await q.put("x")
+    job = await q.reserve()
+    job.nack()
+    with pytest.raises(chute.JobSettledError):
+        job.ack()
+    job = await q.reserve()
+    assert job.deliveries == 2
+    job.ack()
+    with pytest.raises(chute.JobSettledError):
+        job.nack()
+    assert q.statistics().unfinished_tasks == 0
+
+
+async def test_nack_with_delay_returns_later(make_queue):
+    q = await make_queue()
+    await q.put("retry me")
+    job = await q.reserve()
+    job.nack(delay=0.05)
+    assert q.empty()
+    assert q.statistics().in_flight == 1
+    again = await q.reserve(timeout=10)
+    assert (again.item, again.deliveries) == ("retry me", 2)
+    again.ack()
+
+
+async def test_dead_letters_after_max_deliveries(make_queue):
+    q = await make_queue(max_deliveries=2)
+    await q.put("poison")
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            async with q.reserve():
+                raise ValueError("cannot handle")
+    assert q.empty()
+    assert q.statistics().dead_lettered == 1
+    assert q.dead_letters() == ["poison"]
+    await asyncio.wait_for(q.join(), 10)  # a dead letter is settled
+    assert q.requeue_dead() == 1
+    assert q.dead_letters() == []
+    async with q.reserve() as job:
+        assert job.item == "poison"
+    assert q.purge_dead() == []
+
+
+async def test_immediate_shutdown_hands_back_delayed_items(make_queue):
+    q = await make_queue()
+    await q.put("later")
+    job = await q.reserve()
+    job.nack(delay=60)
+    assert q.shutdown(immediate=True) == ["later"]
+    assert q.statistics().in_flight == 0
+
+
+async def test_item_given_back_after_shutdown_is_not_lost(make_queue):
+    q = await make_queue()
+    await q.put("x")
+    job = await q.reserve()
+    q.shutdown()
+    job.nack()
+    assert await q.get() == "x"  # drained before gets raise
+    with pytest.raises(chute.QueueShutDown):
+        await q.get()

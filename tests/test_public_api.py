@@ -1,0 +1,45 @@
+"""The public surface is what ``chute.__all__`` lists, and nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+
+import pytest
+
+import chute
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_all_names_exist_and_are_public():
+    for name in chute.__all__:
+        assert hasattr(chute, name), name
+    assert sorted(chute.__all__) == sorted(set(chute.__all__))
+    public = {n for n in dir(chute) if not n.startswith("_")}
+    # Nothing public besides __all__ (the modules themselves are private).
+    assert public == set(chute.__all__) - {"__version__"}
+
+
+def test_exceptions_subclass_the_stdlib_ones():
+    assert issubclass(chute.QueueEmpty, asyncio.QueueEmpty)
+    assert issubclass(chute.QueueEmpty, queue.Empty)
+    assert issubclass(chute.QueueFull, asyncio.QueueFull)
+    assert issubclass(chute.QueueFull, queue.Full)
+    for exc in (chute.QueueEmpty, chute.QueueFull, chute.QueueShutDown, chute.JobSettledError):
+        assert issubclass(exc, chute.ChuteError)
+    if hasattr(asyncio, "QueueShutDown"):
+        assert issubclass(chute.QueueShutDown, asyncio.QueueShutDown)
+        assert issubclass(chute.QueueShutDown, queue.ShutDown)
+
+
+def test_queues_are_generic():
+    q: chute.Queue[int] = chute.Queue[int]()
+    assert isinstance(q, chute.Queue)
+    assert chute.PriorityQueue[tuple[int, str]] is not None
+
+
+def test_py_typed_is_shipped():
+    from importlib.resources import files
+
+    assert files("chute").joinpath("py.typed").is_file()
