@@ -623,8 +623,12 @@ class Queue(Generic[T]):
         deadline = None if timeout is None else loop.time() + timeout
         waiter: AsyncWaiter | None = None
         expired = timeout == 0
+        mutex = self._mutex
         while True:
-            with self._guard:
+            # Explicit acquire/refresh/release: ``with self._guard`` costs a
+            # Python-level __enter__/__exit__ pair on every wait.
+            mutex.acquire()
+            try:
                 try:
                     got = self._try_get(waiter, reserve, batch, expired)
                 except _TimedOut:
@@ -636,6 +640,9 @@ class Queue(Generic[T]):
                         self._getters.appendleft(waiter)
                     else:
                         self._getters.append(waiter)
+            finally:
+                self._refresh()
+                mutex.release()
             if got is not None:
                 value, wake = got
                 self._wake_list(wake)
@@ -664,8 +671,12 @@ class Queue(Generic[T]):
         deadline = None if timeout is None else loop.time() + timeout
         waiter: AsyncWaiter | None = None
         expired = timeout == 0
+        mutex = self._mutex
         while True:
-            with self._guard:
+            # Explicit acquire/refresh/release: ``with self._guard`` costs a
+            # Python-level __enter__/__exit__ pair on every wait.
+            mutex.acquire()
+            try:
                 try:
                     wake = self._try_put(waiter, batch, expired)
                 except _TimedOut:
@@ -677,6 +688,9 @@ class Queue(Generic[T]):
                         self._putters.appendleft(waiter)
                     else:
                         self._putters.append(waiter)
+            finally:
+                self._refresh()
+                mutex.release()
             if wake is not None:
                 self._wake_list(wake)
                 return
