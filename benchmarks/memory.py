@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from typing import Any
 
 from .peers import Peer
@@ -32,6 +33,8 @@ class Scenario:
     consumers: int = 1
 
     def supports(self, peer: Peer) -> bool:
+        if peer.threads_only and THREAD not in (self.producer_side, self.consumer_side):
+            return False
         put_face, get_face = _FACES[self.producer_side][0], _FACES[self.consumer_side][1]
         return getattr(peer, put_face) is not None and getattr(peer, get_face) is not None
 
@@ -131,9 +134,7 @@ async def run_once(sc: Scenario, peer: Peer, module: Any, n: int, timeout: float
     produce, consume = _WORKERS[sc.producer_side][0], _WORKERS[sc.consumer_side][1]
 
     outs: list[list[int]] = [[] for _ in range(sc.consumers)]
-    bounds = [0]
-    for size in _split(n, sc.producers):
-        bounds.append(bounds[-1] + size)
+    bounds = list(accumulate(_split(n, sc.producers), initial=0))
 
     t0 = time.perf_counter()
     async with asyncio.timeout(timeout):
@@ -144,7 +145,7 @@ async def run_once(sc: Scenario, peer: Peer, module: Any, n: int, timeout: float
             ),
             *(
                 _launch(sc.producer_side, produce, put, range(lo, hi))
-                for lo, hi in zip(bounds, bounds[1:], strict=False)
+                for lo, hi in pairwise(bounds)
             ),
         )
     elapsed = time.perf_counter() - t0

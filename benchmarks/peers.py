@@ -44,6 +44,8 @@ class Peer:
     close: Callable[[Any], Awaitable[None]] | None = None
     #: Said under the table: what this column actually measures.
     note: str = ""
+    #: Only measured where a plain thread is one end (its loop face is a bridge).
+    threads_only: bool = False
 
 
 # -- queue.Queue: the stdlib way to reach a thread from the loop ----------------
@@ -109,6 +111,7 @@ PEERS: tuple[Peer, ...] = (
         async_get=_executor_get,
         sync_put=lambda q: q.put,
         sync_get=lambda q: q.get,
+        threads_only=True,
         note=(
             "queue.Queue: the thread calls it directly; the loop side goes through "
             "`loop.run_in_executor(None, q.get / q.put)`, except loop→thread unbounded, "

@@ -57,7 +57,8 @@ async def _tour(n: int = 20) -> None:
         t.start()
     for i in range(n):  # and this loop produces too
         await q.put(f"main-job-{i}")
-    await asyncio.to_thread(lambda: [t.join() for t in threads])
+    for t in threads:
+        await asyncio.to_thread(t.join)
     await q.join()  # every item acknowledged
     q.shutdown()
     await asyncio.gather(*workers)
