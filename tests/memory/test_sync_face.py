@@ -108,12 +108,13 @@ def test_shutdown_wakes_blocked_threads():
 
     putter = run_thread(blocked, lambda: q.sync.put(1))
     wait_stats(q, lambda s: s.putters_waiting == 1)
-    q.sync.shutdown(immediate=True)
-    getter = run_thread(blocked, q.sync.get)
+    assert q.sync.shutdown(immediate=True) == [0]
     putter.join(10)
+    assert len(errors) == 1
+    assert errors[0].item == 1
+    getter = run_thread(blocked, q.sync.get)
     getter.join(10)
     assert len(errors) == 2
-    assert errors[0].item == 1
 
 
 def test_iteration_stops_after_shutdown_and_drain():

@@ -1,0 +1,121 @@
+"""In-process details beyond the shared contract."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import chute
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_priority_give_back_keeps_priority_order():
+    q = chute.PriorityQueue()
+    await q.put_batch([(2, "b"), (1, "a"), (3, "c")])
+    with pytest.raises(RuntimeError):
+        async with q.reserve() as job:
+            assert job.item == (1, "a")
+            raise RuntimeError
+    await q.put((0, "urgent"))
+    assert [await q.get() for _ in range(4)] == [(0, "urgent"), (1, "a"), (2, "b"), (3, "c")]
+
+
+async def test_lifo_give_back_goes_on_top():
+    q = chute.LifoQueue()
+    await q.put_batch([1, 2, 3])
+    job = await q.reserve()
+    assert job.item == 3
+    job.nack()
+    assert await q.get_batch(3) == [3, 2, 1]
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (1.0, TypeError), (True, TypeError)])
+def test_bad_max_deliveries(value, error):
+    with pytest.raises(error, match="max_deliveries"):
+        chute.Queue(max_deliveries=value)
+
+
+async def test_requeue_dead_after_shutdown_is_refused_and_keeps_them():
+    q = chute.Queue(max_deliveries=1)
+    await q.put("x")
+    (await q.reserve()).nack()
+    q.shutdown()
+    with pytest.raises(chute.QueueShutDown):
+        q.requeue_dead()
+    assert q.purge_dead() == ["x"]
+
+
+async def test_requeued_dead_letter_wakes_a_waiting_getter():
+    q = chute.Queue(max_deliveries=1)
+    await q.put("x")
+    (await q.reserve()).nack()
+    getter = asyncio.create_task(q.get())
+    await wait_until(lambda: q.statistics().getters_waiting == 1)
+    assert q.requeue_dead() == 1
+    assert await asyncio.wait_for(getter, 10) == "x"
+
+
+def test_nack_with_delay_from_a_plain_thread():
+    q = chute.Queue()
+    q.sync.put("x")
+    job = q.sync.reserve().__enter__()
+    job.nack(delay=0.01)
+    with q.sync.reserve(timeout=10) as again:
+        assert (again.item, again.deliveries) == ("x", 2)
+    q.sync.join()
+
+
+def test_sync_join_waits_for_a_consumer_thread():
+    q = chute.Queue()
+    q.sync.put_batch(range(10))
+    seen = []
+
+    def consumer():
+        for _ in range(10):
+            seen.append(q.sync.get())
+            q.sync.task_done()
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    q.sync.join()
+    assert seen == list(range(10))
+    t.join(10)
+
+
+def test_sync_put_batch_too_large():
+    q = chute.Queue(2)
+    with pytest.raises(ValueError, match="can never fit"):
+        q.sync.put_batch([1, 2, 3])
+    assert q.empty()
+
+
+def test_reprs_and_flags():
+    q = chute.Queue(3)
+    q.put_nowait(1)
+    assert repr(q) == "<chute.Queue maxsize=3 qsize=1 open>"
+    assert "sync face" in repr(q.sync)
+    assert q.sync.async_queue is q
+    assert not q.is_shutdown
+    assert not q.sync.is_shutdown
+    job = q.sync.reserve().__enter__()
+    assert "in flight" in repr(job)
+    job.ack()
+    assert "settled" in repr(job)
+    q.shutdown(immediate=True)
+    assert q.sync.is_shutdown
+    assert repr(q).endswith("shut down (immediate)>")
+    assert q.sync.statistics().shutdown
+
+
+async def test_getter_woken_from_a_thread_after_its_batch_put():
+    q = chute.Queue(4)
+    getters = [asyncio.create_task(q.get()) for _ in range(3)]
+    await wait_until(lambda: q.statistics().getters_waiting == 3)
+    t = threading.Thread(target=q.sync.put_batch, args=([1, 2, 3],))
+    t.start()
+    assert sorted(await asyncio.wait_for(asyncio.gather(*getters), 10)) == [1, 2, 3]
+    t.join(10)
