@@ -232,13 +232,17 @@ class Queue(Generic[T]):
 
     def put_nowait(self, item: T) -> None:
         """Put ``item`` at once; ``QueueFull`` if there is no room (not enqueued)."""
-        with self._guard:
+        mutex = self._mutex
+        mutex.acquire()
+        try:
             if self._closed:
                 raise QueueShutDown(item=item)
             maxsize = self._maxsize
             if maxsize and len(self._items) >= maxsize:
                 raise QueueFull(f"queue is full (maxsize={maxsize})")
-            wake = self._push_locked(item)
+            wake = self._push_locked(item)  # refreshes thresholds if it claims a getter
+        finally:
+            mutex.release()
         if wake is not None:
             self._wake(wake)
 
@@ -288,15 +292,30 @@ class Queue(Generic[T]):
 
     def get_nowait(self) -> T:
         """Remove and return an item at once; ``QueueEmpty`` if there is none."""
-        with self._guard:
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            if self._items and not self._nreturned and not self._closed:
+                item: T = self._items.popleft()
+                if not self._putters:
+                    return item
+                w = self._claim_putter()
+            else:
+                w = _NO_WAITER
+        finally:
+            mutex.release()
+        if w is not _NO_WAITER:
+            if w is not None:
+                self._wake(w)
+            return item
+        with self._guard:  # given-back items or shut down: the general path
             if self._items and self._closed != _IMMEDIATE:
                 value, wake = self._take(False, None)
             elif self._closed:
                 raise QueueShutDown()
             else:
                 raise QueueEmpty("queue is empty")
-        if wake:
-            self._wake_list(wake)
+        self._wake_list(wake)
         return value  # type: ignore[no-any-return]
 
     async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
