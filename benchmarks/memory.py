@@ -137,17 +137,23 @@ async def run_once(sc: Scenario, peer: Peer, module: Any, n: int, timeout: float
     bounds = list(accumulate(_split(n, sc.producers), initial=0))
 
     t0 = time.perf_counter()
-    async with asyncio.timeout(timeout):
-        await asyncio.gather(
-            *(
-                _launch(sc.consumer_side, consume, get, count, out)
-                for count, out in zip(_split(n, sc.consumers), outs, strict=True)
-            ),
-            *(
-                _launch(sc.producer_side, produce, put, range(lo, hi))
-                for lo, hi in pairwise(bounds)
-            ),
-        )
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            await asyncio.gather(
+                *(
+                    _launch(sc.consumer_side, consume, get, count, out)
+                    for count, out in zip(_split(n, sc.consumers), outs, strict=True)
+                ),
+                *(
+                    _launch(sc.producer_side, produce, put, range(lo, hi))
+                    for lo, hi in pairwise(bounds)
+                ),
+            )
+    except TimeoutError:
+        if not deadline.expired():  # raised by the library itself
+            raise
+        raise TimeoutError(f"{n:,} items not through after {timeout:g} s") from None
     elapsed = time.perf_counter() - t0
 
     if peer.close is not None:
