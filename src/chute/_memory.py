@@ -123,6 +123,9 @@ class Queue(Generic[T]):
         self._n_returns = 0
         self._n_removed = 0
         self._in_flight = 0
+        # The peak is recorded when items leave (a size's local maximum is
+        # always followed by a removal, or is the size now): a put that
+        # grows the queue pays nothing for it, which is measurable.
         self._peak = 0
         self._closed = _OPEN
         self._get_floor = 0
@@ -216,8 +219,6 @@ class Queue(Generic[T]):
             if n < self._put_ceiling:
                 self._items.append(item)
                 self._unfinished += 1
-                if n >= self._peak:
-                    self._peak = n + 1
                 if not self._getters:
                     return
                 w = self._claim_getter()
@@ -227,8 +228,8 @@ class Queue(Generic[T]):
             mutex.release()
         if w is _NO_WAITER:
             await self._put_wait([item], timeout)
-        elif w is not None:
-            self._wake(w)
+        elif w is not None and not w.wake():
+            self._void(w)
 
     def put_nowait(self, item: T) -> None:
         """Put ``item`` at once; ``QueueFull`` if there is no room (not enqueued)."""
@@ -275,7 +276,10 @@ class Queue(Generic[T]):
         mutex = self._mutex
         mutex.acquire()
         try:
-            if len(self._items) > self._get_floor:
+            n = len(self._items)
+            if n > self._get_floor:
+                if n > self._peak:
+                    self._peak = n
                 item: T = self._items.popleft()
                 if not self._putters:
                     return item
@@ -286,8 +290,8 @@ class Queue(Generic[T]):
             mutex.release()
         if w is _NO_WAITER:
             return await self._get_wait(timeout)  # type: ignore[no-any-return]
-        if w is not None:
-            self._wake(w)
+        if w is not None and not w.wake():
+            self._void(w)
         return item
 
     def get_nowait(self) -> T:
@@ -295,7 +299,10 @@ class Queue(Generic[T]):
         mutex = self._mutex
         mutex.acquire()
         try:
-            if self._items and not self._nreturned and not self._closed:
+            n = len(self._items)
+            if n and not self._nreturned and not self._closed:
+                if n > self._peak:
+                    self._peak = n
                 item: T = self._items.popleft()
                 if not self._putters:
                     return item
@@ -377,6 +384,7 @@ class Queue(Generic[T]):
             if immediate:
                 self._closed = _IMMEDIATE
                 items = self._items
+                self._peak = max(self._peak, len(items))
                 while items:
                     x = items.popleft()
                     removed.append(x.item if type(x) is _Returned else x)
@@ -452,9 +460,6 @@ class Queue(Generic[T]):
     def _push_locked(self, item: Any) -> Waiter | None:
         self._items.append(item)
         self._unfinished += 1
-        n = len(self._items)
-        if n > self._peak:
-            self._peak = n
         if self._getters:
             return self._claim_getter()
         return None
@@ -464,17 +469,24 @@ class Queue(Generic[T]):
             w = self._getters.popleft()
             w.notified = True
             self._get_promised += 1
-            self._refresh()
+            # Only the get floor depends on what changed (a full _refresh()
+            # is measurable here: this runs once per wake-up).
+            if not self._closed and not self._nreturned:
+                self._get_floor = self._get_promised
             return w
         return None
 
     def _claim_putter(self) -> Waiter | None:
-        w = self._putters[0]
+        putters = self._putters
+        w = putters[0]
         if len(self._items) + self._put_promised + w.need <= self._maxsize:
-            self._putters.popleft()
+            putters.popleft()
             w.notified = True
             self._put_promised += w.need
-            self._refresh()
+            # As in _claim_getter: only the put ceiling can have changed.
+            self._put_ceiling = (
+                -1 if self._closed or putters else self._maxsize - self._put_promised
+            )
             return w
         return None
 
@@ -501,6 +513,8 @@ class Queue(Generic[T]):
     def _take(self, reserve: bool, batch: int | None) -> tuple[Any, list[Waiter]]:
         """Pop one item (or up to ``batch``); claim putters for the room made."""
         items = self._items
+        if len(items) > self._peak:
+            self._peak = len(items)
         pop = items.popleft
         out: list[Any] = []
         deliveries = 0
@@ -553,7 +567,14 @@ class Queue(Generic[T]):
             raise QueueShutDown()
         # Items promised to notified waiters are theirs; once shut down
         # nobody waits any more, so whoever comes takes what is left.
-        if len(self._items) > self._get_promised or (closed and self._items):
+        items = self._items
+        n = len(items)
+        if n > self._get_promised or (closed and n):
+            if batch is None and not reserve and not self._nreturned:
+                # The common case, kept short: one plain item.
+                if n > self._peak:
+                    self._peak = n
+                return items.popleft(), (self._claim_putters() if self._putters else _NO_WAKE)
             return self._take(reserve, batch)
         if closed:
             raise QueueShutDown()
@@ -575,16 +596,13 @@ class Queue(Generic[T]):
         # behind the putters already waiting: one fair order.
         room = maxsize - len(self._items) - self._put_promised
         if not maxsize or (len(batch) <= room and (prev is not None or not self._putters)):
+            # Each push claims at most the one getter its item made
+            # claimable, so the pushes together claim all there are.
             wake = []
             for item in batch:
                 w = self._push_locked(item)
                 if w is not None:
                     wake.append(w)
-            while self._getters:  # a batch may satisfy more getters than items pushed woke
-                w = self._claim_getter()
-                if w is None:
-                    break
-                wake.append(w)
             return wake
         if expired:
             raise _TimedOut
@@ -746,8 +764,10 @@ class Queue(Generic[T]):
         waiter: SyncWaiter | None = None
         expired = timeout == 0
         waiters = self._getters if getter else self._putters
+        mutex = self._mutex
         while True:
-            with self._guard:
+            mutex.acquire()
+            try:
                 got = attempt(waiter, expired)
                 if got is None:
                     if waiter is None:
@@ -758,6 +778,9 @@ class Queue(Generic[T]):
                         waiters.appendleft(waiter)
                     else:
                         waiters.append(waiter)
+            finally:
+                self._refresh()
+                mutex.release()
             if got is not None:
                 return got
             assert waiter is not None
@@ -887,6 +910,7 @@ class Queue(Generic[T]):
 
 
 _NO_WAITER: Any = object()
+_NO_WAKE: list[Waiter] = []  # shared, never mutated: "nobody to wake"
 _HUGE = sys.maxsize
 
 
@@ -1093,7 +1117,11 @@ class SyncQueue(Generic[T]):
             if len(q._items) < q._put_ceiling:
                 if timeout is not None:
                     check_timeout(timeout)
-                wake = q._push_locked(item)
+                q._items.append(item)
+                q._unfinished += 1
+                if not q._getters:
+                    return
+                wake = q._claim_getter()
                 if wake is None:
                     return
             else:
@@ -1120,9 +1148,12 @@ class SyncQueue(Generic[T]):
         mutex = q._mutex
         mutex.acquire()
         try:
-            if len(q._items) > q._get_floor:
+            n = len(q._items)
+            if n > q._get_floor:
                 if timeout is not None:
                     check_timeout(timeout)
+                if n > q._peak:
+                    q._peak = n
                 item: T = q._items.popleft()
                 if not q._putters:
                     return item

@@ -119,3 +119,32 @@ async def test_getter_woken_from_a_thread_after_its_batch_put():
     t.start()
     assert sorted(await asyncio.wait_for(asyncio.gather(*getters), 10)) == [1, 2, 3]
     t.join(10)
+
+
+async def test_peak_size_is_exact_through_every_way_out():
+    q = chute.Queue()
+    model_size = model_peak = 0
+
+    def grew(n):
+        nonlocal model_size, model_peak
+        model_size += n
+        model_peak = max(model_peak, model_size)
+
+    steps = [
+        (lambda: q.put_batch(range(5)), 5),
+        (lambda: q.get_batch(3), -3),
+        (lambda: q.put(1), 1),
+        (lambda: q.get(), -1),
+        (lambda: q.put_batch(range(7)), 7),
+        (lambda: asyncio.to_thread(q.sync.get), -1),
+        (lambda: asyncio.to_thread(q.sync.put, 9), 1),
+        (lambda: q.reserve(), -1),
+    ]
+    for make, delta in steps:
+        await make()
+        grew(delta)
+        s = q.statistics()
+        assert (s.size, s.peak_size) == (model_size, model_peak)
+    q.get_nowait()
+    assert q.shutdown(immediate=True)
+    assert q.statistics().peak_size == model_peak == 9
