@@ -141,8 +141,8 @@ class SyncQueue(Protocol[T]):
     def __iter__(self) -> Iterator[T]: ...
 
 
-def check_timeout(timeout: object) -> float:
-    """Validate a ``timeout=`` argument: a finite or infinite number >= 0."""
+def check_timeout(timeout: object) -> float | None:
+    """Validate a ``timeout=`` argument: a number >= 0; infinity means None (no limit)."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
             f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
@@ -150,7 +150,7 @@ def check_timeout(timeout: object) -> float:
     t = float(timeout)
     if not t >= 0:  # also catches NaN
         raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-    return math.inf if t == math.inf else t
+    return None if t == math.inf else t
 
 
 def check_maxsize(maxsize: object) -> int:

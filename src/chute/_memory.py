@@ -17,7 +17,6 @@ take what is there.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import sys
 import threading
 import time
@@ -254,9 +253,9 @@ class Queue(Generic[T]):
         ``maxsize`` is a ``ValueError``); one lock and one wake-up round for
         the lot. Cancelled or timed out, nothing was enqueued.
         """
-        batch = list(items)
         if timeout is not None:
             timeout = check_timeout(timeout)
+        batch = list(items)
         if self._maxsize and len(batch) > self._maxsize:
             raise ValueError(
                 f"a batch of {len(batch)} items can never fit a queue of maxsize {self._maxsize}"
@@ -464,6 +463,24 @@ class Queue(Generic[T]):
             return self._claim_getter()
         return None
 
+    def _push_all(self, batch: list[Any]) -> None:
+        """Store every item of ``batch``, or none: an item the store refuses
+        (a priority that cannot be compared) leaves the queue as it was."""
+        items = self._items
+        snapshot = list(items) if type(items) is _Heap and len(batch) > 1 else None
+        pushed = 0
+        try:
+            for item in batch:
+                items.append(item)
+                pushed += 1
+        except BaseException:
+            if snapshot is not None:
+                items[:] = snapshot
+            else:
+                for _ in range(pushed):
+                    deque.pop(items)  # FIFO and LIFO stores append on the right
+            raise
+
     def _claim_getter(self) -> Waiter | None:
         if len(self._items) > self._get_promised:
             w = self._getters.popleft()
@@ -520,7 +537,13 @@ class Queue(Generic[T]):
         deliveries = 0
         max_items = 1 if batch is None else batch
         while items and len(out) < max_items:
-            x = pop()
+            try:
+                x = pop()
+            except Exception:
+                if not out:
+                    raise  # the store is unchanged: nothing was taken
+                break  # deliver what was taken; the next get meets the error
+
             if type(x) is _Returned:
                 self._nreturned -= 1
                 deliveries = x.deliveries
@@ -575,6 +598,8 @@ class Queue(Generic[T]):
                 if n > self._peak:
                     self._peak = n
                 return items.popleft(), (self._claim_putters() if self._putters else _NO_WAKE)
+            if batch is not None and not closed:
+                batch = min(batch, n - self._get_promised)  # leave the promised items
             return self._take(reserve, batch)
         if closed:
             raise QueueShutDown()
@@ -596,13 +621,14 @@ class Queue(Generic[T]):
         # behind the putters already waiting: one fair order.
         room = maxsize - len(self._items) - self._put_promised
         if not maxsize or (len(batch) <= room and (prev is not None or not self._putters)):
-            # Each push claims at most the one getter its item made
-            # claimable, so the pushes together claim all there are.
+            self._push_all(batch)
+            self._unfinished += len(batch)
             wake = []
-            for item in batch:
-                w = self._push_locked(item)
-                if w is not None:
-                    wake.append(w)
+            while self._getters:
+                w = self._claim_getter()
+                if w is None:
+                    break
+                wake.append(w)
             return wake
         if expired:
             raise _TimedOut
@@ -620,7 +646,9 @@ class Queue(Generic[T]):
                 waiters.remove(waiter)
             except ValueError:  # already voided by _void (its loop was closed)
                 pass
-            return []
+            # A putter at the head (a batch, say) may have been all that held
+            # back the smaller putters behind it while there is room.
+            return self._claim_putters() if not getter and self._putters else []
         waiter.notified = False
         if getter:
             self._get_promised -= 1
@@ -692,7 +720,7 @@ class Queue(Generic[T]):
                 expired = True
                 with self._guard:
                     if not waiter.notified:
-                        self._getters.remove(waiter)
+                        self._getters.remove(waiter)  # frees nobody: no pass-on
                         raise TimeoutError(f"get timed out after {timeout} seconds") from None
             except BaseException:
                 with self._guard:
@@ -738,9 +766,10 @@ class Queue(Generic[T]):
             except Expired:
                 expired = True
                 with self._guard:
-                    if not waiter.notified:
-                        self._putters.remove(waiter)
-                        raise TimeoutError(f"put timed out after {timeout} seconds") from None
+                    wake = None if waiter.notified else self._abandon(waiter, getter=False)
+                if wake is not None:
+                    self._wake_list(wake)
+                    raise TimeoutError(f"put timed out after {timeout} seconds") from None
             except BaseException:
                 with self._guard:
                     wake = self._abandon(waiter, getter=False)
@@ -785,10 +814,15 @@ class Queue(Generic[T]):
                 return got
             assert waiter is not None
             try:
-                if deadline is None:
-                    woken = waiter.lock.acquire()
-                else:
-                    woken = waiter.lock.acquire(True, max(0.0, deadline - time.monotonic()))
+                while True:
+                    if deadline is None:
+                        woken = waiter.lock.acquire()
+                        break
+                    # Locks refuse waits beyond TIMEOUT_MAX: wait in slices.
+                    remaining = max(0.0, deadline - time.monotonic())
+                    woken = waiter.lock.acquire(True, min(remaining, threading.TIMEOUT_MAX))
+                    if woken or remaining <= threading.TIMEOUT_MAX:
+                        break
             except BaseException:
                 with self._guard:
                     wake = self._abandon(waiter, getter)
@@ -796,10 +830,13 @@ class Queue(Generic[T]):
                 raise
             if not woken:
                 expired = True
+                gave_up: list[Waiter] | None = None
                 with self._guard:
                     if not waiter.notified:
-                        waiters.remove(waiter)
-                        raise _TimedOut
+                        gave_up = self._abandon(waiter, getter)
+                if gave_up is not None:
+                    self._wake_list(gave_up)
+                    raise _TimedOut
 
     def _get_blocking(
         self,
@@ -872,25 +909,32 @@ class Queue(Generic[T]):
         with self._guard:
             if job._settled:
                 raise JobSettledError("this job was already acknowledged or given back")
+            # After shutdown(immediate=True) nothing goes back into the queue:
+            # an item given back joins the dead letters, where it can be
+            # collected, instead of being stranded where no get can reach it.
+            dead = not ok and (
+                self._closed == _IMMEDIATE
+                or (self._max_deliveries is not None and job.deliveries >= self._max_deliveries)
+            )
+            if (ok or dead) and self._unfinished < 1:
+                raise ValueError(
+                    "task_done() was already called for this item; settle a job "
+                    "with ack()/nack() instead of task_done()"
+                )
             job._settled = True
             wake: list[Waiter] = []
-            if ok:
+            if ok or dead:
                 self._in_flight -= 1
-                wake = self._finish(1)
-            elif self._max_deliveries is not None and job.deliveries >= self._max_deliveries:
-                self._in_flight -= 1
-                self._dead.append(job.item)
+                if dead:
+                    self._dead.append(job.item)
                 wake = self._finish(1)
             elif delay:
-                key = job
-                self._delayed[key] = (job.item, job.deliveries)
-                loop = _get_running_loop()
-                if loop is not None:
-                    loop.call_later(delay, self._undelay, key)
-                else:
-                    timer = threading.Timer(delay, self._undelay, (key,))
-                    timer.daemon = True
-                    timer.start()
+                self._delayed[job] = (job.item, job.deliveries)
+                # A timer of the queue's own, not the caller's loop: the item
+                # must come back even if that loop has ended by then.
+                timer = threading.Timer(delay, self._undelay, (job,))
+                timer.daemon = True
+                timer.start()
             else:
                 self._in_flight -= 1
                 w = self._give_back(job.item, job.deliveries)
@@ -943,15 +987,70 @@ class _Stack(deque[Any]):
 
 
 class _Heap(list[Any]):
-    """Priority store: a binary heap, lowest item first."""
+    """Priority store: a binary heap, lowest item first.
+
+    Its own sift loops compare before they move anything and undo their moves
+    if a comparison raises (items that cannot be ordered, such as ``(1, {})``
+    against ``(1, {})``): the queue is left as it was, and the error reaches
+    the caller. ``heapq`` would leave the heap changed.
+    """
 
     __slots__ = ()
 
     def append(self, item: Any) -> None:
-        heapq.heappush(self, item)
+        list.append(self, item)
+        pos = len(self) - 1
+        path = [pos]
+        try:
+            while pos > 0:
+                parent = (pos - 1) >> 1
+                if item < self[parent]:
+                    self[pos] = self[parent]
+                    pos = parent
+                    path.append(pos)
+                else:
+                    break
+        except BaseException:
+            # Each move copied self[path[i+1]] down to path[i]; undo from the
+            # top of the path, then drop the new slot.
+            for i in range(len(path) - 2, 0, -1):
+                self[path[i]] = self[path[i - 1]]
+            list.pop(self)
+            raise
+        self[pos] = item
 
     def popleft(self) -> Any:
-        return heapq.heappop(self)
+        last = list.pop(self)
+        if not self:
+            return last
+        top = self[0]
+        n = len(self)
+        pos = 0
+        path = [0]
+        try:
+            while True:
+                child = 2 * pos + 1
+                if child >= n:
+                    break
+                right = child + 1
+                if right < n and not self[child] < self[right]:
+                    child = right
+                if self[child] < last:
+                    self[pos] = self[child]
+                    pos = child
+                    path.append(pos)
+                else:
+                    break
+        except BaseException:
+            # Each move copied self[path[k+1]] up to path[k]; undo from the
+            # bottom, then put the top and the last item back.
+            for k in range(len(path) - 1, 0, -1):
+                self[path[k]] = self[path[k - 1]]
+            self[0] = top
+            list.append(self, last)
+            raise
+        self[pos] = last
+        return top
 
     appendleft = append
 
@@ -1013,6 +1112,8 @@ class MemoryJob(Generic[T]):
         """
         if delay is not None:
             delay = check_timeout(delay)
+            if delay is None or delay > threading.TIMEOUT_MAX:
+                raise ValueError(f"delay must be a finite number of seconds, not {delay!r}")
         self._queue._settle(self, False, delay)
 
     def __repr__(self) -> str:
@@ -1110,6 +1211,8 @@ class SyncQueue(Generic[T]):
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Put ``item``; ``QueueFull`` if not done within ``timeout`` (not enqueued)."""
+        if not block:
+            return self._q.put_nowait(item)  # as queue.Queue: exactly put_nowait()
         q = self._q
         mutex = q._mutex
         mutex.acquire()
@@ -1144,6 +1247,8 @@ class SyncQueue(Generic[T]):
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Remove and return an item; ``QueueEmpty`` if none within ``timeout``."""
+        if not block:
+            return self._q.get_nowait()  # as queue.Queue: exactly get_nowait()
         q = self._q
         mutex = q._mutex
         mutex.acquire()

@@ -212,3 +212,41 @@ async def test_statistics(make_queue):
     assert (s.in_flight, s.dead_lettered, s.unfinished_tasks, s.shutdown) == (0, 0, 4, False)
     with pytest.raises(AttributeError):
         s.size = 5  # frozen
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_a_batch_giving_up_at_the_head_lets_the_next_putter_in(make_queue, how):
+    q = await make_queue(maxsize=2)
+    q.put_nowait("x")
+    if how == "cancel":
+        big = asyncio.create_task(q.put_batch(["a", "b"]))
+    else:
+        big = asyncio.create_task(q.put_batch(["a", "b"], timeout=0.05))
+    await wait_until(lambda: q.statistics().putters_waiting == 1)
+    small = asyncio.create_task(q.put("c"))
+    await wait_until(lambda: q.statistics().putters_waiting == 2)
+    if how == "cancel":
+        big.cancel()
+    with pytest.raises((asyncio.CancelledError, TimeoutError)):
+        await big
+    await asyncio.wait_for(small, 10)  # there was room for it all along
+    assert await q.get_batch(5) == ["x", "c"]
+
+
+async def test_get_batch_leaves_items_promised_to_earlier_getters(make_queue):
+    q = await make_queue()
+    first = asyncio.create_task(q.get())
+    await wait_until(lambda: q.statistics().getters_waiting == 1)
+    q.put_nowait(1)  # promised to the waiting getter
+    q.put_nowait(2)
+    batch = await q.get_batch(10)
+    assert len(batch) == 1  # one of the two was promised to the earlier getter
+    assert sorted([*batch, await asyncio.wait_for(first, 10)]) == [1, 2]
+
+
+async def test_infinite_timeout_means_no_limit(make_queue):
+    q = await make_queue()
+    getter = asyncio.create_task(q.get(timeout=float("inf")))
+    await wait_until(lambda: q.statistics().getters_waiting == 1)
+    await q.put(1)
+    assert await asyncio.wait_for(getter, 10) == 1

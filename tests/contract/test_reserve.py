@@ -130,3 +130,40 @@ async def test_item_given_back_after_shutdown_is_not_lost(make_queue):
     assert await q.get() == "x"  # drained before gets raise
     with pytest.raises(chute.QueueShutDown):
         await q.get()
+
+
+async def test_given_back_after_immediate_shutdown_goes_to_the_dead_letters(make_queue):
+    q = await make_queue()
+    await q.put("job")
+    job = await q.reserve()
+    assert q.shutdown(immediate=True) == []
+    job.nack()  # nowhere to go back to: collected, not stranded
+    assert q.dead_letters() == ["job"]
+    await asyncio.wait_for(q.join(), 10)  # and join() does not hang
+
+
+async def test_settling_after_task_done_is_refused_with_the_queue_unchanged(make_queue):
+    q = await make_queue(max_deliveries=1)
+    await q.put_batch(["a", "b"])
+    ja = await q.reserve()
+    jb = await q.reserve()
+    q.task_done()
+    q.task_done()  # the caller marked both done already
+    with pytest.raises(ValueError, match="task_done"):
+        ja.ack()
+    with pytest.raises(ValueError, match="task_done"):
+        jb.nack()
+    s = q.statistics()
+    assert (s.in_flight, s.dead_lettered, ja.settled, jb.settled) == (2, 0, False, False)
+
+
+@pytest.mark.parametrize("delay", [float("inf"), float("nan"), -1])
+async def test_bad_nack_delay_is_refused(make_queue, delay):
+    q = await make_queue()
+    await q.put("x")
+    job = await q.reserve()
+    with pytest.raises(ValueError, match=r"delay|timeout"):
+        job.nack(delay=delay)
+    assert not job.settled
+    job.nack()
+    assert q.qsize() == 1

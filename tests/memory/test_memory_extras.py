@@ -148,3 +148,73 @@ async def test_peak_size_is_exact_through_every_way_out():
     q.get_nowait()
     assert q.shutdown(immediate=True)
     assert q.statistics().peak_size == model_peak == 9
+
+
+def test_delayed_nack_outlives_the_loop_that_made_it():
+    q = chute.Queue()
+    q.put_nowait("job")
+
+    async def worker():
+        (await q.reserve()).nack(delay=0.02)
+
+    asyncio.run(worker())  # this loop is gone before the delay passes
+
+    async def consumer():
+        return await q.get(timeout=10)
+
+    assert asyncio.run(consumer()) == "job"
+
+
+def test_huge_timeouts_on_the_thread_face():
+    q = chute.Queue(1)
+    t = threading.Thread(target=lambda: q.sync.put("x", timeout=1e10))
+    t.start()
+    assert q.sync.get(timeout=float("inf")) == "x"
+    t.join(10)
+    q.sync.put("y", timeout=1e10)
+    assert q.sync.get(timeout=1e10) == "y"
+
+
+class Unordered:
+    def __lt__(self, other):
+        raise TypeError("cannot order these")
+
+
+async def test_priority_refuses_items_it_cannot_order_and_stays_unchanged():
+    q = chute.PriorityQueue()
+    await q.put_batch([(1, "a"), (2, "b"), (3, "c")])
+    with pytest.raises(TypeError):
+        await q.put(Unordered())
+    with pytest.raises(TypeError):
+        await q.put_batch([(0, "z"), Unordered()])  # all or nothing
+    s = q.statistics()
+    assert (s.size, s.unfinished_tasks) == (3, 3)
+    assert await q.get_batch(5) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+async def test_priority_get_that_cannot_order_leaves_the_items():
+    q = chute.PriorityQueue()
+    await q.put_batch([(0, {}), (1, {"x": 1}), (1, {"y": 2})])
+    with pytest.raises(TypeError):
+        q.get_nowait()  # ordering the two (1, {...}) items fails
+    assert q.qsize() == 3
+    s = q.statistics()
+    assert (s.size, s.unfinished_tasks) == (3, 3)
+
+
+def test_sync_nonblocking_forms_are_exactly_the_nowait_ones():
+    async def main():
+        q = chute.Queue(1)
+        getter = asyncio.create_task(q.get())
+        await wait_until(lambda: q.statistics().getters_waiting == 1)
+        q.put_nowait("x")  # promised to the waiting task
+        assert q.sync.get(block=False) == "x"  # queue.Queue: get(False) == get_nowait()
+        q.put_nowait("y")
+        with pytest.raises(chute.QueueFull):
+            q.sync.put("z", block=False)
+        getter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+        assert q.sync.get(block=False, timeout=-5) == "y"  # timeout ignored, as queue.Queue
+
+    asyncio.run(main())
