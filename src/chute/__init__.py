@@ -1,6 +1,7 @@
 """chute: one queue API for asyncio programs.
 
-Whatever is on the other side (another task, a thread, another event loop),
+Whatever is on the other side (another task, a thread, another event loop,
+another process),
 the queue keeps ``asyncio.Queue``'s vocabulary and the same contract. The
 modules are private; everything public is importable from ``chute``.
 """
@@ -8,6 +9,7 @@ modules are private; everything public is importable from ``chute``.
 from ._contract import AsyncQueue, Job, QueueStatistics, SyncQueue
 from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
 from ._memory import LifoQueue, PriorityQueue, Queue
+from ._process import ProcessQueue
 
 __version__ = "0.1.0.dev0"
 
@@ -18,6 +20,7 @@ __all__ = [
     "JobSettledError",
     "LifoQueue",
     "PriorityQueue",
+    "ProcessQueue",
     "Queue",
     "QueueEmpty",
     "QueueFull",

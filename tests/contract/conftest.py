@@ -22,7 +22,20 @@ async def _memory(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
     return cls(maxsize, **options)
 
 
-TRANSPORTS: dict[str, Factory] = {"memory": _memory}
+async def _process(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
+    from chute._process import ProcessQueue
+
+    assert kind == "fifo", "the contract tests ask for other orders only where declared"
+    return ProcessQueue(maxsize, **options)
+
+
+TRANSPORTS: dict[str, Factory] = {"memory": _memory, "process": _process}
+
+# What each transport declares it can do beyond the FIFO core of the contract;
+# a test that needs more asks for a fixture that only yields those transports.
+ORDERS = {"memory"}  # LIFO and priority orders
+RESERVE = {"memory"}  # reserve(), dead letters, max_deliveries
+FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
 
 
 class QueueFactory:
@@ -47,4 +60,22 @@ class QueueFactory:
 
 @pytest.fixture(params=sorted(TRANSPORTS))
 def make_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    return QueueFactory(request.param, TRANSPORTS[request.param])
+
+
+@pytest.fixture(params=sorted(ORDERS))
+def make_ordered_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that also offer LIFO and priority order."""
+    return QueueFactory(request.param, TRANSPORTS[request.param])
+
+
+@pytest.fixture(params=sorted(RESERVE))
+def make_reserving_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that offer reserve() and dead letters."""
+    return QueueFactory(request.param, TRANSPORTS[request.param])
+
+
+@pytest.fixture(params=sorted(FAIR))
+def make_fair_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that serve blocked callers in arrival order."""
     return QueueFactory(request.param, TRANSPORTS[request.param])

@@ -21,9 +21,9 @@ async def test_fifo_order_and_sizes(make_queue):
     assert q.empty()
 
 
-async def test_lifo_and_priority_order(make_queue):
-    lifo = await make_queue(kind="lifo")
-    prio = await make_queue(kind="priority")
+async def test_lifo_and_priority_order(make_ordered_queue):
+    lifo = await make_ordered_queue(kind="lifo")
+    prio = await make_ordered_queue(kind="priority")
     for i in (3, 1, 2):
         await lifo.put(i)
         await prio.put((i, f"job{i}"))
@@ -90,8 +90,8 @@ async def test_get_waits_while_empty(make_queue):
     assert await asyncio.wait_for(getter, 10) == "x"
 
 
-async def test_waiters_are_served_in_arrival_order(make_queue):
-    q = await make_queue()
+async def test_waiters_are_served_in_arrival_order(make_fair_queue):
+    q = await make_fair_queue()
     order = []
 
     async def getter(name):
@@ -185,8 +185,8 @@ async def test_put_batch_is_all_or_nothing(make_queue):
     assert await q.get_batch(10) == [2, 3, 4, 5]
 
 
-async def test_a_waiting_batch_keeps_its_place(make_queue):
-    q = await make_queue(maxsize=2)
+async def test_a_waiting_batch_keeps_its_place(make_fair_queue):
+    q = await make_fair_queue(maxsize=2)
     await q.put_batch([1, 2])
     batch = asyncio.create_task(q.put_batch(["b1", "b2"]))
     await wait_until(lambda: q.statistics().putters_waiting == 1)
@@ -215,8 +215,8 @@ async def test_statistics(make_queue):
 
 
 @pytest.mark.parametrize("how", ["cancel", "timeout"])
-async def test_a_batch_giving_up_at_the_head_lets_the_next_putter_in(make_queue, how):
-    q = await make_queue(maxsize=2)
+async def test_a_batch_giving_up_at_the_head_lets_the_next_putter_in(make_fair_queue, how):
+    q = await make_fair_queue(maxsize=2)
     q.put_nowait("x")
     if how == "cancel":
         big = asyncio.create_task(q.put_batch(["a", "b"]))
@@ -233,8 +233,8 @@ async def test_a_batch_giving_up_at_the_head_lets_the_next_putter_in(make_queue,
     assert await q.get_batch(5) == ["x", "c"]
 
 
-async def test_get_batch_leaves_items_promised_to_earlier_getters(make_queue):
-    q = await make_queue()
+async def test_get_batch_leaves_items_promised_to_earlier_getters(make_fair_queue):
+    q = await make_fair_queue()
     first = asyncio.create_task(q.get())
     await wait_until(lambda: q.statistics().getters_waiting == 1)
     q.put_nowait(1)  # promised to the waiting getter

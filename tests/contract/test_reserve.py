@@ -10,8 +10,8 @@ import chute
 from tests.conftest import wait_until
 
 
-async def test_clean_exit_acknowledges(make_queue):
-    q = await make_queue()
+async def test_clean_exit_acknowledges(make_reserving_queue):
+    q = await make_reserving_queue()
     await q.put("job")
     async with q.reserve() as job:
         assert (job.item, job.deliveries, job.settled) == ("job", 1, False)
@@ -23,8 +23,8 @@ async def test_clean_exit_acknowledges(make_queue):
     await asyncio.wait_for(q.join(), 10)
 
 
-async def test_exception_gives_the_item_back_in_front(make_queue):
-    q = await make_queue()
+async def test_exception_gives_the_item_back_in_front(make_reserving_queue):
+    q = await make_reserving_queue()
     await q.put_batch(["first", "second"])
     with pytest.raises(RuntimeError):
         async with q.reserve() as job:
@@ -36,8 +36,8 @@ async def test_exception_gives_the_item_back_in_front(make_queue):
     assert await q.get() == "second"
 
 
-async def test_cancelled_inside_gives_the_item_back(make_queue):
-    q = await make_queue()
+async def test_cancelled_inside_gives_the_item_back(make_reserving_queue):
+    q = await make_reserving_queue()
     await q.put("job")
     entered = asyncio.Event()
 
@@ -54,8 +54,8 @@ async def test_cancelled_inside_gives_the_item_back(make_queue):
     assert q.get_nowait() == "job"
 
 
-async def test_reserve_waits_and_times_out(make_queue):
-    q = await make_queue()
+async def test_reserve_waits_and_times_out(make_reserving_queue):
+    q = await make_reserving_queue()
     with pytest.raises(TimeoutError):
         async with q.reserve(timeout=0.01):
             pytest.fail("nothing to reserve")
@@ -67,8 +67,8 @@ async def test_reserve_waits_and_times_out(make_queue):
     job.ack()
 
 
-async def test_manual_ack_and_nack(make_queue):
-    q = await make_queue()
+async def test_manual_ack_and_nack(make_reserving_queue):
+    q = await make_reserving_queue()
     await q.put("x")
     job = await q.reserve()
     job.nack()
@@ -82,8 +82,8 @@ async def test_manual_ack_and_nack(make_queue):
     assert q.statistics().unfinished_tasks == 0
 
 
-async def test_nack_with_delay_returns_later(make_queue):
-    q = await make_queue()
+async def test_nack_with_delay_returns_later(make_reserving_queue):
+    q = await make_reserving_queue()
     await q.put("retry me")
     job = await q.reserve()
     job.nack(delay=0.05)
@@ -94,8 +94,8 @@ async def test_nack_with_delay_returns_later(make_queue):
     again.ack()
 
 
-async def test_dead_letters_after_max_deliveries(make_queue):
-    q = await make_queue(max_deliveries=2)
+async def test_dead_letters_after_max_deliveries(make_reserving_queue):
+    q = await make_reserving_queue(max_deliveries=2)
     await q.put("poison")
     for _ in range(2):
         with pytest.raises(ValueError):
@@ -112,8 +112,8 @@ async def test_dead_letters_after_max_deliveries(make_queue):
     assert q.purge_dead() == []
 
 
-async def test_immediate_shutdown_hands_back_delayed_items(make_queue):
-    q = await make_queue()
+async def test_immediate_shutdown_hands_back_delayed_items(make_reserving_queue):
+    q = await make_reserving_queue()
     await q.put("later")
     job = await q.reserve()
     job.nack(delay=60)
@@ -121,8 +121,8 @@ async def test_immediate_shutdown_hands_back_delayed_items(make_queue):
     assert q.statistics().in_flight == 0
 
 
-async def test_item_given_back_after_shutdown_is_not_lost(make_queue):
-    q = await make_queue()
+async def test_item_given_back_after_shutdown_is_not_lost(make_reserving_queue):
+    q = await make_reserving_queue()
     await q.put("x")
     job = await q.reserve()
     q.shutdown()
@@ -132,8 +132,8 @@ async def test_item_given_back_after_shutdown_is_not_lost(make_queue):
         await q.get()
 
 
-async def test_given_back_after_immediate_shutdown_goes_to_the_dead_letters(make_queue):
-    q = await make_queue()
+async def test_given_back_after_immediate_shutdown_goes_to_the_dead_letters(make_reserving_queue):
+    q = await make_reserving_queue()
     await q.put("job")
     job = await q.reserve()
     assert q.shutdown(immediate=True) == []
@@ -142,8 +142,8 @@ async def test_given_back_after_immediate_shutdown_goes_to_the_dead_letters(make
     await asyncio.wait_for(q.join(), 10)  # and join() does not hang
 
 
-async def test_settling_after_task_done_is_refused_with_the_queue_unchanged(make_queue):
-    q = await make_queue(max_deliveries=1)
+async def test_settling_after_task_done_is_refused_with_the_queue_unchanged(make_reserving_queue):
+    q = await make_reserving_queue(max_deliveries=1)
     await q.put_batch(["a", "b"])
     ja = await q.reserve()
     jb = await q.reserve()
@@ -158,8 +158,8 @@ async def test_settling_after_task_done_is_refused_with_the_queue_unchanged(make
 
 
 @pytest.mark.parametrize("delay", [float("inf"), float("nan"), -1])
-async def test_bad_nack_delay_is_refused(make_queue, delay):
-    q = await make_queue()
+async def test_bad_nack_delay_is_refused(make_reserving_queue, delay):
+    q = await make_reserving_queue()
     await q.put("x")
     job = await q.reserve()
     with pytest.raises(ValueError, match=r"delay|timeout"):

@@ -1,0 +1,1089 @@
+"""ProcessQueue: one queue in shared memory, for every process on the machine.
+
+Layout. A file in ``/dev/shm`` (or the temporary folder where there is none)
+is mapped by every process: a header of 64-bit cells, a table of *bells*,
+and a ring of records ``[length][pickle]``. Positions in the ring grow for
+ever; a record is published by one aligned 8-byte store of the tail, after
+its bytes are written, so a process killed while writing leaves nothing
+half-visible.
+
+Locking. A POSIX named semaphore guards the header and the ring (held only
+for cursor updates; pickling happens outside it). The holder writes its pid
+into the header; a waiter that cannot get the semaphore for a while checks
+that pid, and if the holder is dead, takes the lock over (serialised by an
+``flock`` that the kernel drops if the taker dies too) and repairs what the
+dead holder may have left half-updated.
+
+Waking. A process waits on a *bell*: a named pipe of its own (one per event
+loop, one per thread), registered in the bell table under the lock with what
+it waits for. Whoever makes progress possible rings the bells of those
+waiting, after releasing the lock; nobody is rung when nobody waits. Event
+loops watch their bell with ``add_reader``: no helper thread, no polling.
+(A named pipe rather than an ``eventfd``: another process can open a named
+pipe by its path, but not another process's ``eventfd``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import glob
+import itertools
+import mmap
+import os
+import pickle
+import secrets
+import select
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+from ._contract import QueueStatistics, check_max_items, check_maxsize, check_timeout
+from ._exceptions import ChuteError, QueueEmpty, QueueFull, QueueShutDown
+from ._waiters import Expired, check_not_on_loop, expire
+
+# The C module behind multiprocessing's locks: named POSIX semaphores that an
+# unrelated process can open by name (typeshed has no stubs for it).
+_multiprocessing: Any = None
+if sys.platform != "win32":
+    import _multiprocessing  # type: ignore[import-not-found,no-redef]
+
+__all__ = ["ProcessQueue"]
+
+T = TypeVar("T")
+
+_MAGIC = 0x65747568_63000001  # "chute", layout 1
+_VERSION = 1
+
+# Header cells (int64).
+(
+    H_MAGIC,
+    H_VERSION,
+    H_CAPACITY,
+    H_MAXSIZE,
+    H_HEAD,
+    H_TAIL,
+    H_COUNT,
+    H_UNFINISHED,
+    H_STATE,
+    H_TOTAL_PUT,
+    H_TOTAL_GOT,
+    H_PEAK,
+    H_HOLDER,
+    H_PEERS,
+    H_GET_WAITERS,
+    H_PUT_WAITERS,
+    H_JOIN_WAITERS,
+    H_OWNER,
+) = range(18)
+_HEADER_CELLS = 32
+
+# The bell table: one row per bell (a loop or a thread of some process).
+B_PID, B_BELL, B_GET, B_PUT, B_JOIN = range(5)
+_EPOCH = 3  # B_GET + _EPOCH is the get epoch cell, and so on
+_BELL_CELLS = 8
+_TOTALS = {B_GET: 14, B_PUT: 15, B_JOIN: 16}  # H_GET_WAITERS, H_PUT_WAITERS, H_JOIN_WAITERS
+_MAX_BELLS = 256
+# The ring starts on the first page boundary after the header and the table.
+_RING_OFFSET = -(-(_HEADER_CELLS + _MAX_BELLS * _BELL_CELLS) * 8 // 4096) * 4096
+_WRAP = -1
+
+_OPEN, _SHUTDOWN, _IMMEDIATE = 0, 1, 2
+_SPIN = 200  # non-blocking tries of the lock before sleeping on it
+_SYNC_SPIN = 2000  # looks at the header before a blocked thread sleeps (~50 us)
+_ASYNC_SPIN = 200  # the same for a task: short, it holds up its event loop
+_LOCK_PATIENCE = 0.2  # seconds between checks that the lock holder is alive
+_ORPHAN_LOCK = 1.0  # a lock held with no holder pid for this long: its taker died
+
+_get_running_loop = asyncio._get_running_loop
+_live: weakref.WeakSet[ProcessQueue[Any]] = weakref.WeakSet()
+_bell_numbers = itertools.count(1)  # unique in this process, for every handle on any queue
+
+
+def _shm_dir() -> str:
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, someone else's
+        return True
+    return True
+
+
+def _pad(n: int) -> int:
+    return (n + 7) & ~7
+
+
+class _Bell:
+    """A named pipe this process reads; others write a byte to ring it."""
+
+    __slots__ = ("fd", "number", "path", "row")
+
+    def __init__(self, queue: ProcessQueue[Any]) -> None:
+        self.number = next(_bell_numbers)
+        self.path = f"{queue._base}.{os.getpid()}.{self.number}.bell"
+        os.mkfifo(self.path, 0o600)
+        # O_RDWR: the pipe always has a reader (us) and a writer, so opening
+        # it for writing elsewhere never blocks and reads never see EOF.
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        self.row = -1
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+class _LoopBell:
+    """The bell of one event loop: wakes every task of that loop waiting here."""
+
+    __slots__ = ("bell", "loop", "reading", "waiters")
+
+    def __init__(self, queue: ProcessQueue[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.bell = _Bell(queue)
+        self.loop = loop
+        self.waiters: list[asyncio.Future[None]] = []
+        self.reading = False
+
+    def add(self, fut: asyncio.Future[None]) -> None:
+        # The reader stays registered between waits (two epoll_ctl calls per
+        # wait are measurable); a ring that finds nobody waiting removes it.
+        if not self.reading:
+            self.loop.add_reader(self.bell.fd, self._rung)
+            self.reading = True
+        self.waiters.append(fut)
+
+    def discard(self, fut: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(fut)
+
+    def _rung(self) -> None:
+        self.bell.drain()
+        if not self.waiters:
+            self.loop.remove_reader(self.bell.fd)
+            self.reading = False
+        for fut in self.waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class ProcessQueue(Generic[T]):
+    """A FIFO queue in shared memory, with the same API as ``chute.Queue``.
+
+    Hand it to child processes (fork, spawn or forkserver), or attach to it
+    by name from any process with :meth:`attach`. Items are pickled, so the
+    same application must be at both ends. ``capacity`` is the ring's size
+    in bytes: an item whose pickle does not fit is refused at ``put()``.
+
+    The process that creates the queue owns it: :meth:`close` (or the end
+    of that process) removes it from the system once it is not needed.
+    """
+
+    def __init__(
+        self, maxsize: int = 0, *, capacity: int = 1 << 20, name: str | None = None
+    ) -> None:
+        _check_platform()
+        maxsize = check_maxsize(maxsize)
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError("capacity must be an int (bytes)")
+        if capacity < 4096:
+            raise ValueError(f"capacity must be at least 4096 bytes, not {capacity}")
+        capacity = _pad(capacity)
+        name = name or f"q{secrets.token_hex(6)}"
+        _check_name(name)
+        self._setup(name, owner=True)
+        path = self._base
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, _RING_OFFSET + capacity)
+            self._sem = _multiprocessing.SemLock(1, 1, 1, self._sem_name, False)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        self._map(fd)
+        h = self._h
+        h[H_CAPACITY] = capacity
+        h[H_MAXSIZE] = maxsize
+        h[H_PEERS] = 1
+        h[H_OWNER] = os.getpid()
+        h[H_VERSION] = _VERSION
+        h[H_MAGIC] = _MAGIC  # last: attaching processes check it
+        self._finalizer = weakref.finalize(
+            self, _release, self._base, self._sem_name, self._resources, True
+        )
+
+    @classmethod
+    def attach(cls, name: str) -> ProcessQueue[Any]:
+        """Attach to a queue created by another process, by its :attr:`name`."""
+        _check_platform()
+        _check_name(name)
+        self = cls.__new__(cls)
+        self._setup(name, owner=False)
+        try:
+            fd = os.open(self._base, os.O_RDWR)
+        except FileNotFoundError:
+            raise ChuteError(
+                f"no ProcessQueue named {name!r} on this machine "
+                "(closed by its owner, or never created)"
+            ) from None
+        try:
+            if os.fstat(fd).st_size < _RING_OFFSET + 4096:
+                raise ChuteError(f"{name!r} is not a chute ProcessQueue")
+            self._map(fd)
+            if self._h[H_MAGIC] != _MAGIC or self._h[H_VERSION] != _VERSION:
+                raise ChuteError(f"{name!r} is not a chute ProcessQueue of this version")
+            self._sem = _multiprocessing.SemLock._rebuild(0, 1, 1, self._sem_name)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._locked():
+            self._h[H_PEERS] += 1
+        self._finalizer = weakref.finalize(
+            self, _release, self._base, self._sem_name, self._resources, False
+        )
+        return self
+
+    def _setup(self, name: str, owner: bool) -> None:
+        self._name = name
+        self._base = os.path.join(_shm_dir(), f"chute-{name}")
+        self._sem_name = f"/chute-{name}"
+        self._owner = owner
+        self._pid = os.getpid()
+        self._closed = False
+        self._local = threading.Lock()  # guards the per-process state below
+        self._loop_bells: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBell] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._thread_bells = threading.local()
+        self._ring_fds: dict[str, int] = {}
+        self._orphan_since = 0.0
+        # What finalize must release: [fd, mmap, [bells], [views of the map]].
+        self._resources: list[Any] = [None, None, [], []]
+        _live.add(self)
+
+    def _map(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        self._fd = fd
+        self._mm = mmap.mmap(fd, size)
+        self._view = memoryview(self._mm)
+        self._h = self._view[: _HEADER_CELLS * 8].cast("q")
+        table_end = _HEADER_CELLS * 8 + _MAX_BELLS * _BELL_CELLS * 8
+        self._table = self._view[_HEADER_CELLS * 8 : table_end].cast("q")
+        self._ring = self._view[_RING_OFFSET:]
+        self._capacity = size - _RING_OFFSET
+        self._resources[0] = fd
+        self._resources[1] = self._mm
+        self._resources[3] = [self._h, self._table, self._ring, self._view]
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # spawn/forkserver children (and pickles in general) attach by name.
+        return (ProcessQueue.attach, (self._name,))
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The name other processes attach with."""
+        return self._name
+
+    def close(self) -> None:
+        """Detach this process; the owner (or the last to detach) removes the queue."""
+        if self._closed:
+            return
+        self._closed = True
+        last = False
+        with contextlib.suppress(Exception), self._locked():
+            self._h[H_PEERS] -= 1
+            last = self._h[H_PEERS] <= 0
+            for row in self._own_rows():
+                self._table[row * _BELL_CELLS + B_PID] = 0
+        for fd in self._ring_fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._ring_fds.clear()
+        self._finalizer.detach()
+        _release(self._base, self._sem_name, self._resources, self._owner or last)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __enter__(self) -> ProcessQueue[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ProcessQueue[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The child shares the mapping and the semaphore, not our bells.
+        self._pid = os.getpid()
+        self._local = threading.Lock()
+        self._loop_bells = weakref.WeakKeyDictionary()
+        self._thread_bells = threading.local()
+        self._ring_fds = {}
+        self._resources[2] = []
+        self._owner = False
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(
+            self, _release, self._base, self._sem_name, self._resources, False
+        )
+        with self._locked():
+            self._h[H_PEERS] += 1
+
+    # -- the lock ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._lock()
+        try:
+            yield
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        if self._closed:
+            raise ChuteError("this ProcessQueue was closed in this process")
+        sem = self._sem
+        if not sem.acquire(False):
+            # Held for a few microseconds at a time: spinning briefly beats
+            # sleeping in the kernel, whose wake-up costs about ten.
+            for _ in range(_SPIN):
+                if sem.acquire(False):
+                    break
+            else:
+                if not sem.acquire(True, _LOCK_PATIENCE):
+                    self._lock_slowly()
+        self._h[H_HOLDER] = self._pid
+
+    def _unlock(self) -> None:
+        self._h[H_HOLDER] = 0
+        self._sem.release()
+
+    def _lock_slowly(self) -> None:
+        while True:
+            holder = self._h[H_HOLDER]
+            if holder and _alive(holder):
+                self._orphan_since = 0.0
+            elif holder == 0 and (
+                not self._orphan_since or time.monotonic() - self._orphan_since < _ORPHAN_LOCK
+            ):
+                # Held by nobody we know: a process that died between taking
+                # the semaphore and writing its pid, or one about to write it.
+                self._orphan_since = self._orphan_since or time.monotonic()
+            elif self._take_over(holder):
+                self._orphan_since = 0.0
+                return
+            if self._sem.acquire(True, _LOCK_PATIENCE):
+                self._orphan_since = 0.0
+                return
+
+    def _take_over(self, holder: int) -> bool:
+        """The lock's holder is dead: become the holder, then repair."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # one taker at a time
+        try:
+            if self._sem.acquire(False):
+                return True  # released after all
+            if self._h[H_HOLDER] != holder:
+                return False  # someone else took over meanwhile
+            self._h[H_HOLDER] = self._pid
+            self._repair()
+            return True
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _repair(self) -> None:
+        """Make the header agree with the ring after a holder died mid-update.
+
+        Records up to the tail are complete (the tail is stored last); the
+        count is recomputed from them; the dead process's bells are cleared.
+        """
+        h, ring, cap = self._h, self._ring, self._capacity
+        pos, tail, count = h[H_HEAD], h[H_TAIL], 0
+        while pos < tail:
+            phys = pos % cap
+            n = int.from_bytes(ring[phys : phys + 8], "little", signed=True)
+            if n == _WRAP:
+                pos += cap - phys
+                continue
+            if n < 0 or phys + 8 + n > cap or pos + 8 + _pad(n) > tail:
+                h[H_TAIL] = tail = pos  # cannot happen with whole stores; be safe
+                break
+            pos += 8 + _pad(n)
+            count += 1
+        h[H_COUNT] = count
+        if h[H_UNFINISHED] < count:
+            h[H_UNFINISHED] = count
+        self._sweep_dead_bells()
+
+    def _sweep_dead_bells(self) -> None:
+        t = self._table
+        get = put = join = 0
+        for row in range(_MAX_BELLS):
+            base = row * _BELL_CELLS
+            pid = t[base + B_PID]
+            if pid and pid != self._pid and not _alive(pid):
+                for cell in range(_BELL_CELLS):
+                    t[base + cell] = 0
+            elif pid:
+                get += t[base + B_GET]
+                put += t[base + B_PUT]
+                join += t[base + B_JOIN]
+        self._h[H_GET_WAITERS], self._h[H_PUT_WAITERS], self._h[H_JOIN_WAITERS] = get, put, join
+
+    # -- sizes and statistics ----------------------------------------------------------
+
+    @property
+    def maxsize(self) -> int:
+        return self._h[H_MAXSIZE]
+
+    @property
+    def capacity(self) -> int:
+        """The ring's size in bytes: the largest pickled item it can hold, less 8."""
+        return self._capacity
+
+    def qsize(self) -> int:
+        """The number of items stored now, exact across processes."""
+        return self._h[H_COUNT]
+
+    def empty(self) -> bool:
+        return self._h[H_COUNT] == 0
+
+    def full(self) -> bool:
+        return 0 < self._h[H_MAXSIZE] <= self._h[H_COUNT]
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._h[H_STATE] != _OPEN
+
+    def statistics(self) -> QueueStatistics:
+        with self._locked():
+            h = self._h
+            return QueueStatistics(
+                size=h[H_COUNT],
+                maxsize=h[H_MAXSIZE],
+                getters_waiting=h[H_GET_WAITERS],
+                putters_waiting=h[H_PUT_WAITERS],
+                in_flight=0,
+                total_put=h[H_TOTAL_PUT],
+                total_got=h[H_TOTAL_GOT],
+                peak_size=h[H_PEAK],
+                dead_lettered=0,
+                unfinished_tasks=h[H_UNFINISHED],
+                shutdown=h[H_STATE] != _OPEN,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"<chute.ProcessQueue {self._name!r} maxsize={self.maxsize} "
+            f"qsize={self.qsize()}{' shut down' if self.is_shutdown else ''}>"
+        )
+
+    @property
+    def sync(self) -> ProcessSyncQueue[T]:
+        """The blocking ``queue.Queue`` face, for plain worker code."""
+        return ProcessSyncQueue(self)
+
+    # -- records (lock held) ----------------------------------------------------------
+
+    def _room(self, records: list[bytes]) -> bool:
+        h = self._h
+        maxsize = h[H_MAXSIZE]
+        if maxsize and h[H_COUNT] + len(records) > maxsize:
+            return False
+        cap, tail = self._capacity, h[H_TAIL]
+        need = 0
+        for data in records:
+            rec = 8 + _pad(len(data))
+            phys = (tail + need) % cap
+            if cap - phys < rec:
+                need += cap - phys
+            need += rec
+        return h[H_TAIL] - h[H_HEAD] + need <= cap
+
+    def _write(self, records: list[bytes]) -> None:
+        h, ring, cap = self._h, self._ring, self._capacity
+        tail = h[H_TAIL]
+        for data in records:
+            n = len(data)
+            rec = 8 + _pad(n)
+            phys = tail % cap
+            if cap - phys < rec:
+                ring[phys : phys + 8] = _WRAP.to_bytes(8, "little", signed=True)
+                tail += cap - phys
+                phys = 0
+            ring[phys + 8 : phys + 8 + n] = data
+            ring[phys : phys + 8] = n.to_bytes(8, "little")
+            tail += rec
+        h[H_TAIL] = tail  # publish: the records become visible at once
+        count = h[H_COUNT] + len(records)
+        h[H_COUNT] = count
+        h[H_UNFINISHED] += len(records)
+        h[H_TOTAL_PUT] += len(records)
+        if count > h[H_PEAK]:
+            h[H_PEAK] = count
+
+    def _read(self, max_items: int) -> list[bytes]:
+        h, ring, cap = self._h, self._ring, self._capacity
+        head, tail = h[H_HEAD], h[H_TAIL]
+        out: list[bytes] = []
+        while head < tail and len(out) < max_items:
+            phys = head % cap
+            n = int.from_bytes(ring[phys : phys + 8], "little", signed=True)
+            if n == _WRAP:
+                head += cap - phys
+                continue
+            out.append(bytes(ring[phys + 8 : phys + 8 + n]))
+            head += 8 + _pad(n)
+        count = h[H_COUNT] - len(out)
+        if count == 0:
+            # Empty: restart at the ring's beginning, so that any record up
+            # to the whole capacity fits next time.
+            head = tail = -(-tail // cap) * cap
+            h[H_TAIL] = tail
+        h[H_HEAD] = head
+        h[H_COUNT] = count
+        h[H_TOTAL_GOT] += len(out)
+        return out
+
+    # -- bells ---------------------------------------------------------------------------
+
+    def _own_rows(self) -> list[int]:
+        return [b.row for b in self._resources[2] if b.row >= 0]
+
+    def _register(self, bell: _Bell, kind: int) -> int:
+        """Count one local waiter of ``kind`` on ``bell``; returns the row's epoch.
+
+        A ringer *consumes* the registrations it rings (zeroes the count and
+        bumps the epoch), so later changes ring nobody until someone
+        registers again: one ring per wait, not one per put.
+        """
+        t = self._table
+        if bell.row < 0 or t[bell.row * _BELL_CELLS + B_PID] != self._pid:
+            bell.row = self._claim_row(bell)
+        base = bell.row * _BELL_CELLS
+        t[base + kind] += 1
+        self._h[_TOTALS[kind]] += 1
+        return t[base + kind + _EPOCH]
+
+    def _unregister(self, bell: _Bell, kind: int, epoch: int) -> None:
+        """Take back a registration that no ring consumed (woken otherwise,
+        timed out, cancelled)."""
+        t = self._table
+        base = bell.row * _BELL_CELLS
+        if t[base + B_PID] == self._pid and t[base + kind + _EPOCH] == epoch and t[base + kind]:
+            t[base + kind] -= 1
+            self._h[_TOTALS[kind]] -= 1
+
+    def _claim_row(self, bell: _Bell) -> int:
+        t = self._table
+        for attempt in range(2):
+            for row in range(_MAX_BELLS):
+                base = row * _BELL_CELLS
+                if t[base + B_PID] == 0:
+                    for cell in range(_BELL_CELLS):
+                        t[base + cell] = 0
+                    t[base + B_BELL] = bell.number
+                    t[base + B_PID] = self._pid
+                    return row
+            if attempt == 0:
+                self._sweep_dead_bells()
+        raise ChuteError(f"more than {_MAX_BELLS} event loops and threads wait on this queue")
+
+    def _to_ring(self, kind: int) -> list[str]:
+        """Consume the registrations of ``kind``; the bells to ring (lock held)."""
+        total = _TOTALS[kind]
+        if self._h[total] <= 0:
+            return []
+        t = self._table
+        out: list[str] = []
+        for row in range(_MAX_BELLS):
+            base = row * _BELL_CELLS
+            n = t[base + kind]
+            if n > 0:
+                t[base + kind] = 0
+                t[base + kind + _EPOCH] += 1
+                self._h[total] -= n
+                if t[base + B_PID]:
+                    out.append(f"{self._base}.{t[base + B_PID]}.{t[base + B_BELL]}.bell")
+        return out
+
+    def _ring_bells(self, paths: list[str]) -> None:
+        if paths:
+            with self._local:
+                for path in paths:
+                    self._ring_one(path)
+
+    def _ring_one(self, path: str) -> None:
+        for _attempt in range(2):
+            fd = self._ring_fds.get(path)
+            if fd is None:
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # its process is gone; a sweep clears its row
+                    return
+                self._ring_fds[path] = fd
+            try:
+                os.write(fd, b"\0")
+                return
+            except BlockingIOError:
+                return  # full of unread rings: it is rung already
+            except OSError:
+                # A cached pipe whose reader is gone (a new process may have
+                # the same path now): reopen once.
+                os.close(fd)
+                del self._ring_fds[path]
+
+    def _loop_bell(self, loop: asyncio.AbstractEventLoop) -> _LoopBell:
+        lb = self._loop_bells.get(loop)
+        if lb is None:
+            with self._local:
+                lb = self._loop_bells.get(loop)
+                if lb is None:
+                    lb = self._loop_bells[loop] = _LoopBell(self, loop)
+                    self._resources[2].append(lb.bell)
+        return lb
+
+    def _thread_bell(self) -> _Bell:
+        bell: _Bell | None = getattr(self._thread_bells, "bell", None)
+        if bell is None:
+            bell = self._thread_bells.bell = _Bell(self)
+            with self._local:
+                self._resources[2].append(bell)
+        return bell
+
+    # -- the async face ------------------------------------------------------------------
+
+    def _encode(self, item: Any) -> bytes:
+        data = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+        if 8 + _pad(len(data)) > self._capacity:
+            raise ValueError(
+                f"item pickles to {len(data)} bytes; this queue's ring holds at most "
+                f"{self._capacity - 8} (ProcessQueue(capacity=...))"
+            )
+        return data
+
+    def _try_put(self, records: list[bytes]) -> list[str] | None:
+        """Lock held. Wake list if stored, None if there is no room yet."""
+        if self._h[H_STATE] != _OPEN:
+            raise QueueShutDown()
+        if not self._room(records):
+            return None
+        self._write(records)
+        return self._to_ring(B_GET)
+
+    def _try_get(self, max_items: int) -> tuple[list[bytes], list[str]] | None:
+        """Lock held. (records, bells to ring) or None if there is nothing yet."""
+        state = self._h[H_STATE]
+        if state == _IMMEDIATE or (state and self._h[H_COUNT] == 0):
+            raise QueueShutDown()
+        if self._h[H_COUNT] == 0:
+            return None
+        return self._read(max_items), self._to_ring(B_PUT)
+
+    async def _wait(self, kind: int, attempt: Any, deadline: float | None) -> Any:
+        """Run ``attempt`` under the lock until it answers, sleeping on our bell.
+
+        Items move only inside ``attempt``, under the lock, in this task: a
+        wait that is cancelled or times out has changed nothing.
+        """
+        loop = asyncio.get_running_loop()
+        lb = self._loop_bell(loop)
+        epoch = -1
+        spin = _ASYNC_SPIN
+        while True:
+            self._lock()
+            try:
+                if epoch >= 0:
+                    self._unregister(lb.bell, kind, epoch)
+                    epoch = -1
+                got = attempt()
+                if got is None:
+                    if deadline is not None and loop.time() >= deadline:
+                        raise TimeoutError("timed out")
+                    if not spin:
+                        epoch = self._register(lb.bell, kind)
+            finally:
+                self._unlock()
+            if got is None and spin:
+                spin = self._spin(kind, spin)
+                continue
+            if got is not None:
+                return got
+            fut = loop.create_future()
+            lb.add(fut)
+            handle = None if deadline is None else loop.call_at(deadline, expire, fut)
+            try:
+                await fut
+            except Expired:
+                pass  # one more attempt, then TimeoutError
+            except BaseException:
+                if not self._closed:
+                    with self._locked():
+                        self._unregister(lb.bell, kind, epoch)
+                raise
+            finally:
+                lb.discard(fut)
+                if handle is not None:
+                    handle.cancel()
+
+    def _spin(self, kind: int, budget: int) -> int:
+        """Watch the header (no lock) briefly before sleeping: the other side
+        is often a few microseconds from making progress, and a sleep and a
+        ring cost far more. Returns 0 (go to sleep next) or the budget left."""
+        h = self._h
+        for i in range(budget):
+            if kind == B_GET:
+                if h[H_COUNT] or h[H_STATE]:
+                    return budget - i - 1  # worth another try (0: then sleep)
+            elif kind == B_PUT:
+                maxsize = h[H_MAXSIZE]
+                if h[H_STATE] or (maxsize and h[H_COUNT] < maxsize):
+                    return budget - i - 1
+            elif h[H_UNFINISHED] == 0:
+                return budget - i - 1
+        return 0
+
+    async def put(self, item: T, timeout: float | None = None) -> None:
+        """Put ``item``, waiting while full; same guarantees as ``chute.Queue.put``.
+
+        The item is pickled first, in the caller: an item that cannot be
+        pickled, or is larger than the ring, raises here and nothing is stored.
+        """
+        await self._put_records([self._encode(item)], timeout, item)
+
+    async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
+        """Put all ``items`` at once or none: one pickling pass, one lock."""
+        batch = list(items)
+        records = [self._encode(x) for x in batch]
+        maxsize = self.maxsize
+        if maxsize and len(records) > maxsize:
+            raise ValueError(
+                f"a batch of {len(records)} items can never fit a queue of maxsize {maxsize}"
+            )
+        if sum(8 + _pad(len(r)) for r in records) > self._capacity:
+            raise ValueError(
+                f"a batch this large never fits this queue's ring of {self._capacity} bytes"
+            )
+        await self._put_records(records, timeout, batch)
+
+    async def _put_records(
+        self, records: list[bytes], timeout: float | None, original: Any
+    ) -> None:
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            wake = await self._wait(B_PUT, lambda: self._try_put(records), deadline)
+        except TimeoutError:
+            raise TimeoutError(f"put timed out after {timeout} seconds") from None
+        except QueueShutDown:
+            if isinstance(original, list):
+                raise QueueShutDown(items=original) from None
+            raise QueueShutDown(item=original) from None
+        self._ring_bells(wake)
+
+    def put_nowait(self, item: T) -> None:
+        records = [self._encode(item)]
+        with self._locked():
+            try:
+                wake = self._try_put(records)
+            except QueueShutDown:
+                raise QueueShutDown(item=item) from None
+        if wake is None:
+            raise QueueFull(f"queue is full (maxsize={self.maxsize})")
+        self._ring_bells(wake)
+
+    async def get(self, timeout: float | None = None) -> T:
+        """Remove and return the next item, waiting while empty."""
+        return (await self._get_records(1, timeout))[0]  # type: ignore[no-any-return]
+
+    async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
+        """Wait for at least one item, then take up to ``max_items`` under one lock."""
+        check_max_items(max_items)
+        return await self._get_records(max_items, timeout)
+
+    async def _get_records(self, max_items: int, timeout: float | None) -> list[Any]:
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            records, wake = await self._wait(B_GET, lambda: self._try_get(max_items), deadline)
+        except TimeoutError:
+            raise TimeoutError(f"get timed out after {timeout} seconds") from None
+        self._ring_bells(wake)
+        return [pickle.loads(r) for r in records]
+
+    def get_nowait(self) -> T:
+        with self._locked():
+            got = self._try_get(1)
+        if got is None:
+            raise QueueEmpty("queue is empty")
+        self._ring_bells(got[1])
+        return pickle.loads(got[0][0])  # type: ignore[no-any-return]
+
+    def task_done(self) -> None:
+        with self._locked():
+            if self._h[H_UNFINISHED] <= 0:
+                raise ValueError("task_done() called too many times")
+            self._h[H_UNFINISHED] -= 1
+            wake = self._to_ring(B_JOIN) if self._h[H_UNFINISHED] == 0 else []
+        self._ring_bells(wake)
+
+    async def join(self) -> None:
+        """Wait until every item put (by any process) has been marked done."""
+        await self._wait(B_JOIN, lambda: True if self._h[H_UNFINISHED] == 0 else None, None)
+
+    def shutdown(self, immediate: bool = False) -> list[T]:
+        """Shut the queue down for every process; see ``chute.Queue.shutdown``."""
+        with self._locked():
+            h = self._h
+            removed: list[bytes] = []
+            if immediate:
+                h[H_STATE] = _IMMEDIATE
+                removed = self._read(h[H_COUNT]) if h[H_COUNT] else []
+                h[H_UNFINISHED] = max(0, h[H_UNFINISHED] - len(removed))
+            elif h[H_STATE] == _OPEN:
+                h[H_STATE] = _SHUTDOWN
+            wake = self._to_ring(B_GET) + self._to_ring(B_PUT)
+            if h[H_UNFINISHED] == 0:
+                wake += self._to_ring(B_JOIN)
+        self._ring_bells(wake)
+        return [pickle.loads(r) for r in removed]
+
+    def reserve(self, timeout: float | None = None) -> Any:
+        """Not available on ProcessQueue yet: it raises ``NotImplementedError``.
+
+        At-least-once delivery across process death needs the in-flight
+        items kept in shared memory; until then, say so rather than fake it.
+        """
+        raise NotImplementedError(
+            "ProcessQueue.reserve() is not available yet; use get() and "
+            "task_done(), or chute.Queue for reservations within one process"
+        )
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.get()
+        except QueueShutDown:
+            raise StopAsyncIteration from None
+
+    # -- blocking forms (ProcessSyncQueue) ------------------------------------------
+
+    def _wait_blocking(self, kind: int, attempt: Any, deadline: float | None, what: str) -> Any:
+        bell = self._thread_bell()
+        epoch = -1
+        spin = _SYNC_SPIN
+        while True:
+            self._lock()
+            try:
+                if epoch >= 0:
+                    self._unregister(bell, kind, epoch)
+                    epoch = -1
+                got = attempt()
+                if got is None:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise _Expired
+                    check_not_on_loop(what)
+                    if not spin:
+                        epoch = self._register(bell, kind)
+            finally:
+                self._unlock()
+            if got is None and spin:
+                spin = self._spin(kind, spin)
+                continue
+            if got is not None:
+                return got
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                select.select([bell.fd], [], [], remaining)
+                bell.drain()
+            except BaseException:
+                with self._locked():
+                    self._unregister(bell, kind, epoch)
+                raise
+
+
+class _Expired(Exception):
+    pass
+
+
+class ProcessSyncQueue(Generic[T]):
+    """``queue.Queue``'s API on a ProcessQueue, for plain (worker) code."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, queue: ProcessQueue[T]) -> None:
+        self._q = queue
+
+    @property
+    def maxsize(self) -> int:
+        return self._q.maxsize
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+    def empty(self) -> bool:
+        return self._q.empty()
+
+    def full(self) -> bool:
+        return self._q.full()
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        self._put([self._q._encode(item)], block, timeout, item)
+
+    def put_nowait(self, item: T) -> None:
+        self._q.put_nowait(item)
+
+    def put_batch(
+        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+    ) -> None:
+        batch = list(items)
+        self._put([self._q._encode(x) for x in batch], block, timeout, batch)
+
+    def _put(self, records: list[bytes], block: bool, timeout: float | None, original: Any) -> None:
+        q = self._q
+        deadline = _deadline(block, timeout)
+        try:
+            wake = q._wait_blocking(B_PUT, lambda: q._try_put(records), deadline, "a blocking put")
+        except _Expired:
+            raise QueueFull(f"queue is full (maxsize={q.maxsize})") from None
+        except QueueShutDown:
+            if isinstance(original, list):
+                raise QueueShutDown(items=original) from None
+            raise QueueShutDown(item=original) from None
+        q._ring_bells(wake)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        return self._get(1, block, timeout)[0]  # type: ignore[no-any-return]
+
+    def get_nowait(self) -> T:
+        return self._q.get_nowait()
+
+    def get_batch(
+        self, max_items: int, block: bool = True, timeout: float | None = None
+    ) -> list[T]:
+        check_max_items(max_items)
+        return self._get(max_items, block, timeout)
+
+    def _get(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
+        q = self._q
+        deadline = _deadline(block, timeout)
+        try:
+            records, wake = q._wait_blocking(
+                B_GET, lambda: q._try_get(max_items), deadline, "a blocking get"
+            )
+        except _Expired:
+            raise QueueEmpty("queue is empty") from None
+        q._ring_bells(wake)
+        return [pickle.loads(r) for r in records]
+
+    def task_done(self) -> None:
+        self._q.task_done()
+
+    def join(self) -> None:
+        q = self._q
+        q._wait_blocking(
+            B_JOIN, lambda: True if q._h[H_UNFINISHED] == 0 else None, None, "a blocking join"
+        )
+
+    def shutdown(self, immediate: bool = False) -> list[T]:
+        return self._q.shutdown(immediate)
+
+    def statistics(self) -> QueueStatistics:
+        return self._q.statistics()
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            try:
+                yield self.get()
+            except QueueShutDown:
+                return
+
+
+def _deadline(block: bool, timeout: float | None) -> float | None:
+    if timeout is not None:
+        timeout = check_timeout(timeout)
+    if not block:
+        timeout = 0
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _check_platform() -> None:
+    if sys.platform == "win32" or not hasattr(os, "mkfifo"):  # pragma: no cover
+        raise ChuteError(
+            "ProcessQueue needs POSIX shared memory, semaphores and named "
+            f"pipes, which {sys.platform} does not offer"
+        )
+
+
+def _check_name(name: str) -> None:
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 200
+        or not all(c.isalnum() or c in "-_" for c in name)
+    ):
+        raise ValueError(f"a ProcessQueue name is 1-200 letters, digits, '-' or '_', not {name!r}")
+
+
+def _release(base: str, sem_name: str, resources: list[Any], remove: bool) -> None:
+    """Free this process's hold on the queue; remove it from the system if asked."""
+    fd, mm, bells, views = resources
+    for bell in bells:
+        bell.close()
+    bells.clear()
+    for view in reversed(views):
+        with contextlib.suppress(Exception):
+            view.release()
+    if mm is not None:
+        with contextlib.suppress(BufferError):
+            mm.close()
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    if remove:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(base)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            _multiprocessing.sem_unlink(sem_name)
+        for leftover in glob.glob(glob.escape(base) + ".*.bell"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+
+
+def _after_fork() -> None:
+    for q in list(_live):
+        if not q._closed:
+            q._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,246 @@
+"""ProcessQueue between real processes: start methods, names, shutdown, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import chute
+from chute._process import ProcessQueue, _shm_dir
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(sys.platform == "win32", reason="ProcessQueue is POSIX-only"),
+]
+
+METHODS = [m for m in ("fork", "spawn", "forkserver") if m in mp.get_all_start_methods()]
+
+
+def leftovers(name: str) -> list[str]:
+    return glob.glob(os.path.join(_shm_dir(), f"chute-{name}*")) + glob.glob(
+        f"/dev/shm/sem.chute-{name}"
+    )
+
+
+# -- children (module level, so that spawn can import them) -----------------------
+
+
+def produce(q: ProcessQueue[int], start: int, n: int) -> None:
+    for i in range(start, start + n):
+        q.sync.put(i)
+
+
+def produce_async(q: ProcessQueue[int], n: int) -> None:
+    async def main() -> None:
+        for i in range(n):
+            await q.put(i, timeout=30)
+
+    asyncio.run(main())
+
+
+def consume_all(q: ProcessQueue[int], out: ProcessQueue[int]) -> None:
+    total = sum(q.sync)  # until shut down and drained
+    out.sync.put(total)
+
+
+def consume_and_mark_done(q: ProcessQueue[int]) -> None:
+    for _ in q.sync:
+        q.sync.task_done()
+
+
+def hold_the_lock(q: ProcessQueue[int], ready: ProcessQueue[int]) -> None:
+    q._lock()  # and never let go: tell the parent, then wait to be killed
+    ready.sync.put(os.getpid())
+    threading.Event().wait(60)
+
+
+def put_and_report(q: ProcessQueue[int], report: ProcessQueue[int], base: int) -> None:
+    for i in range(base, base + 100_000):
+        q.sync.put(i)
+        report.sync.put(i)
+
+
+# -- tests -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_child_producer_async_consumer(method):
+    ctx = mp.get_context(method)
+    with ProcessQueue(maxsize=16) as q:
+        procs = [ctx.Process(target=produce, args=(q, k * 1000, 1000)) for k in range(3)]
+        for p in procs:
+            p.start()
+        got = [await q.get(timeout=30) for _ in range(3000)]
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+        assert sorted(got) == list(range(3000))
+        # each producer's own items arrive in its order
+        assert [x for x in got if x < 1000] == list(range(1000))
+        assert q.empty()
+    assert leftovers(q.name) == []
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_async_child_producer_and_sync_child_consumer(method):
+    ctx = mp.get_context(method)
+    with ProcessQueue(maxsize=8) as q, ProcessQueue() as out:
+        consumer = ctx.Process(target=consume_all, args=(q, out))
+        producer = ctx.Process(target=produce_async, args=(q, 2000))
+        consumer.start()
+        producer.start()
+        producer.join(60)
+        assert producer.exitcode == 0
+        q.shutdown()  # seen by the consumer in the other process
+        assert await out.get(timeout=30) == sum(range(2000))
+        consumer.join(30)
+        assert consumer.exitcode == 0
+
+
+async def test_join_across_processes():
+    ctx = mp.get_context("fork")
+    with ProcessQueue() as q:
+        await q.put_batch(range(500))
+        worker = ctx.Process(target=consume_and_mark_done, args=(q,))
+        worker.start()
+        await asyncio.wait_for(q.join(), 30)
+        assert q.statistics().unfinished_tasks == 0
+        q.shutdown()
+        worker.join(30)
+        assert worker.exitcode == 0
+
+
+def test_attach_by_name_from_an_unrelated_process():
+    with ProcessQueue() as q:
+        q.sync.put({"hello": "world"})
+        code = textwrap.dedent(f"""
+            from chute._process import ProcessQueue
+            q = ProcessQueue.attach({q.name!r})
+            item = q.sync.get(timeout=10)
+            q.sync.put(item["hello"].upper())
+            q.close()
+        """)
+        done = subprocess.run(
+            [sys.executable, "-c", code], timeout=60, check=False, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert q.sync.get(timeout=10) == "WORLD"
+        assert q.statistics().total_put == 2
+
+
+def test_lifecycle_leaves_nothing_behind():
+    q = ProcessQueue()
+    name = q.name
+    q.sync.put(1)
+    other = ProcessQueue.attach(name)
+    assert other.sync.get() == 1
+    other.close()
+    assert leftovers(name) != []  # the owner still has it
+    q.close()
+    assert leftovers(name) == []
+    with pytest.raises(chute.ChuteError, match="no ProcessQueue named"):
+        ProcessQueue.attach(name)
+    with pytest.raises(chute.ChuteError, match="closed"):
+        q.sync.put(2)
+
+
+def test_unpicklable_item_is_refused_at_put():
+    with ProcessQueue() as q:
+        with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+            q.sync.put(lambda: None)
+        with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+            q.put_nowait(threading.Lock())
+        assert q.qsize() == 0
+        assert q.statistics().total_put == 0
+
+
+async def test_item_larger_than_the_ring_is_refused_naming_the_limit():
+    with ProcessQueue(capacity=4096) as q:
+        with pytest.raises(ValueError, match=r"pickles to \d+ bytes.*at most 4088"):
+            await q.put(b"x" * 5000)
+        with pytest.raises(ValueError, match="never fits"):
+            await q.put_batch([b"x" * 1500] * 3)
+        await q.put(b"y" * 4000)  # fits exactly once the ring is empty
+        assert await q.get() == b"y" * 4000
+        assert q.empty()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"maxsize": -1}, ValueError),
+        ({"capacity": 100}, ValueError),
+        ({"capacity": "big"}, TypeError),
+        ({"name": "has space"}, ValueError),
+    ],
+)
+def test_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        ProcessQueue(**kwargs)
+
+
+def test_a_lock_held_by_a_killed_process_is_recovered():
+    ctx = mp.get_context("fork")
+    with ProcessQueue() as q, ProcessQueue() as ready:
+        holder = ctx.Process(target=hold_the_lock, args=(q, ready))
+        holder.start()
+        pid = ready.sync.get(timeout=30)
+        assert q._h[12] == pid  # H_HOLDER: it holds the lock now
+        os.kill(pid, signal.SIGKILL)
+        holder.join(30)
+        q.sync.put("after")  # takes the lock over, repairs, goes on
+        assert q.sync.get(timeout=10) == "after"
+
+
+def test_producers_killed_at_random_points_lose_and_corrupt_nothing():
+    ctx = mp.get_context("fork")
+    import random
+
+    rng = random.Random(7)
+    with ProcessQueue(maxsize=64, capacity=8192) as q, ProcessQueue() as report:
+        reported: set[int] = set()
+        got: list[int] = []
+        for round_ in range(12):
+            p = ctx.Process(target=put_and_report, args=(q, report, round_ * 1_000_000))
+            p.start()
+            # let it run a random while, draining as we go, then kill it
+            for _ in range(rng.randrange(50, 400)):
+                got.append(q.sync.get(timeout=30))
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(30)
+            while True:
+                try:
+                    got.append(q.sync.get_nowait())
+                except chute.QueueEmpty:
+                    break
+            while True:
+                try:
+                    reported.add(report.sync.get_nowait())
+                except chute.QueueEmpty:
+                    break
+        assert len(got) == len(set(got)), "an item was delivered twice"
+        assert reported <= set(got), "an item whose put returned was lost"
+        assert len(reported) > 1000
+
+
+def test_reserve_says_it_is_not_available_yet():
+    with ProcessQueue() as q:
+        q.sync.put(1)
+        with pytest.raises(NotImplementedError, match="not available yet"):
+            q.reserve()
+        assert q.qsize() == 1
+
+
+def test_exported():
+    assert chute.ProcessQueue is ProcessQueue
+    assert "ProcessQueue" in chute.__all__
