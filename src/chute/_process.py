@@ -275,6 +275,7 @@ class ProcessQueue(Generic[T]):
         self._thread_bells = threading.local()
         self._ring_fds: dict[str, int] = {}
         self._orphan_since = 0.0
+        self._needs_sweep = False
         # What finalize must release: [fd, mmap, [bells], [views of the map]].
         self._resources: list[Any] = [None, None, [], []]
         _live.add(self)
@@ -615,6 +616,9 @@ class ProcessQueue(Generic[T]):
     def _to_ring(self, kind: int) -> list[str]:
         """Consume the registrations of ``kind``; the bells to ring (lock held)."""
         total = _TOTALS[kind]
+        if self._needs_sweep:
+            self._needs_sweep = False
+            self._sweep_dead_bells()
         if self._h[total] <= 0:
             return []
         t = self._table
@@ -642,7 +646,10 @@ class ProcessQueue(Generic[T]):
             if fd is None:
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-                except OSError:  # its process is gone; a sweep clears its row
+                except OSError:
+                    # Nobody reads it: its process died. Clear its rows at the
+                    # next chance, or every put would keep scanning for them.
+                    self._needs_sweep = True
                     return
                 self._ring_fds[path] = fd
             try:

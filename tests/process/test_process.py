@@ -244,3 +244,41 @@ def test_reserve_says_it_is_not_available_yet():
 def test_exported():
     assert chute.ProcessQueue is ProcessQueue
     assert "ProcessQueue" in chute.__all__
+
+
+def get_and_report(q: ProcessQueue[int], report: ProcessQueue[int]) -> None:
+    while True:
+        report.sync.put(q.sync.get())
+
+
+def test_consumers_killed_at_random_points_leave_a_working_queue():
+    import random
+
+    ctx = mp.get_context("fork")
+    rng = random.Random(11)
+    with ProcessQueue(maxsize=32, capacity=8192) as q, ProcessQueue() as report:
+        seen: list[int] = []
+        next_item = 0
+        for _round in range(10):
+            consumers = [ctx.Process(target=get_and_report, args=(q, report)) for _ in range(2)]
+            for c in consumers:
+                c.start()
+            for _ in range(rng.randrange(20, 200)):
+                q.sync.put(next_item, timeout=30)
+                next_item += 1
+            for c in consumers:
+                os.kill(c.pid, signal.SIGKILL)
+                c.join(30)
+            seen += report.sync.get_batch(10_000, timeout=0) if report.qsize() else []
+            # The queue still works for everyone left, and fast: the dead
+            # consumers' bells are swept, not scanned for ever.
+            q.sync.put(-1, timeout=10)
+            while True:
+                try:
+                    item = q.sync.get_nowait()
+                except chute.QueueEmpty:
+                    break
+                if item != -1:
+                    seen.append(item)
+        assert len(seen) == len(set(seen)), "an item was delivered twice"
+        assert q.statistics().getters_waiting == 0
