@@ -289,10 +289,11 @@ class ProcessQueue(Generic[T]):
         table_end = _HEADER_CELLS * 8 + _MAX_BELLS * _BELL_CELLS * 8
         self._table = self._view[_HEADER_CELLS * 8 : table_end].cast("q")
         self._ring = self._view[_RING_OFFSET:]
+        self._ring_q = self._ring.cast("q")  # record lengths: every record is 8-aligned
         self._capacity = size - _RING_OFFSET
         self._resources[0] = fd
         self._resources[1] = self._mm
-        self._resources[3] = [self._h, self._table, self._ring, self._view]
+        self._resources[3] = [self._h, self._table, self._ring_q, self._ring, self._view]
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         # spawn/forkserver children (and pickles in general) attach by name.
@@ -421,11 +422,11 @@ class ProcessQueue(Generic[T]):
         Records up to the tail are complete (the tail is stored last); the
         count is recomputed from them; the dead process's bells are cleared.
         """
-        h, ring, cap = self._h, self._ring, self._capacity
+        h, cap = self._h, self._capacity
         pos, tail, count = h[H_HEAD], h[H_TAIL], 0
         while pos < tail:
             phys = pos % cap
-            n = int.from_bytes(ring[phys : phys + 8], "little", signed=True)
+            n = self._ring_q[phys >> 3]
             if n == _WRAP:
                 pos += cap - phys
                 continue
@@ -525,18 +526,19 @@ class ProcessQueue(Generic[T]):
         return h[H_TAIL] - h[H_HEAD] + need <= cap
 
     def _write(self, records: list[bytes]) -> None:
-        h, ring, cap = self._h, self._ring, self._capacity
+        h, lengths, mm, cap = self._h, self._ring_q, self._mm, self._capacity
         tail = h[H_TAIL]
         for data in records:
             n = len(data)
             rec = 8 + _pad(n)
             phys = tail % cap
             if cap - phys < rec:
-                ring[phys : phys + 8] = _WRAP.to_bytes(8, "little", signed=True)
+                lengths[phys >> 3] = _WRAP
                 tail += cap - phys
                 phys = 0
-            ring[phys + 8 : phys + 8 + n] = data
-            ring[phys : phys + 8] = n.to_bytes(8, "little")
+            start = _RING_OFFSET + phys + 8
+            mm[start : start + n] = data
+            lengths[phys >> 3] = n
             tail += rec
         h[H_TAIL] = tail  # publish: the records become visible at once
         count = h[H_COUNT] + len(records)
@@ -547,16 +549,17 @@ class ProcessQueue(Generic[T]):
             h[H_PEAK] = count
 
     def _read(self, max_items: int) -> list[bytes]:
-        h, ring, cap = self._h, self._ring, self._capacity
+        h, lengths, mm, cap = self._h, self._ring_q, self._mm, self._capacity
         head, tail = h[H_HEAD], h[H_TAIL]
         out: list[bytes] = []
         while head < tail and len(out) < max_items:
             phys = head % cap
-            n = int.from_bytes(ring[phys : phys + 8], "little", signed=True)
+            n = lengths[phys >> 3]
             if n == _WRAP:
                 head += cap - phys
                 continue
-            out.append(bytes(ring[phys + 8 : phys + 8 + n]))
+            start = _RING_OFFSET + phys + 8
+            out.append(mm[start : start + n])
             head += 8 + _pad(n)
         count = h[H_COUNT] - len(out)
         if count == 0:
@@ -779,7 +782,25 @@ class ProcessQueue(Generic[T]):
         The item is pickled first, in the caller: an item that cannot be
         pickled, or is larger than the ring, raises here and nothing is stored.
         """
-        await self._put_records([self._encode(item)], timeout, item)
+        records = [self._encode(item)]
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        try:
+            wake = self._attempt(self._try_put, records)
+        except QueueShutDown:
+            raise QueueShutDown(item=item) from None
+        if wake is None:
+            await self._put_records(records, timeout, item)
+        elif wake:
+            self._ring_bells(wake)
+
+    def _attempt(self, try_: Any, arg: Any) -> Any:
+        """One attempt under the lock, before any of the waiting machinery."""
+        self._lock()
+        try:
+            return try_(arg)
+        finally:
+            self._unlock()
 
     async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
         """Put all ``items`` at once or none: one pickling pass, one lock."""
@@ -826,7 +847,15 @@ class ProcessQueue(Generic[T]):
 
     async def get(self, timeout: float | None = None) -> T:
         """Remove and return the next item, waiting while empty."""
-        return (await self._get_records(1, timeout))[0]  # type: ignore[no-any-return]
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        got = self._attempt(self._try_get, 1)
+        if got is None:
+            return (await self._get_records(1, timeout))[0]  # type: ignore[no-any-return]
+        records, wake = got
+        if wake:
+            self._ring_bells(wake)
+        return pickle.loads(records[0])  # type: ignore[no-any-return]
 
     async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
         """Wait for at least one item, then take up to ``max_items`` under one lock."""
@@ -964,7 +993,18 @@ class ProcessSyncQueue(Generic[T]):
         return self._q.full()
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        self._put([self._q._encode(item)], block, timeout, item)
+        if block and timeout is not None:
+            check_timeout(timeout)  # refused at the call, even when no wait is needed
+        q = self._q
+        records = [q._encode(item)]
+        try:
+            wake = q._attempt(q._try_put, records)
+        except QueueShutDown:
+            raise QueueShutDown(item=item) from None
+        if wake is None:
+            self._put(records, block, timeout, item)
+        elif wake:
+            q._ring_bells(wake)
 
     def put_nowait(self, item: T) -> None:
         self._q.put_nowait(item)
@@ -989,7 +1029,16 @@ class ProcessSyncQueue(Generic[T]):
         q._ring_bells(wake)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        return self._get(1, block, timeout)[0]  # type: ignore[no-any-return]
+        if block and timeout is not None:
+            check_timeout(timeout)
+        q = self._q
+        got = q._attempt(q._try_get, 1)
+        if got is None:
+            return self._get(1, block, timeout)[0]  # type: ignore[no-any-return]
+        records, wake = got
+        if wake:
+            q._ring_bells(wake)
+        return pickle.loads(records[0])  # type: ignore[no-any-return]
 
     def get_nowait(self) -> T:
         return self._q.get_nowait()
