@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from ._contract import QueueStatistics, check_max_items, check_maxsize, check_timeout
-from ._exceptions import ChuteError, QueueEmpty, QueueFull, QueueShutDown
+from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
 from ._waiters import Expired, check_not_on_loop, expire
 
 # The C module behind multiprocessing's locks: named POSIX semaphores that an
@@ -80,7 +80,8 @@ _VERSION = 1
     H_PUT_WAITERS,
     H_JOIN_WAITERS,
     H_OWNER,
-) = range(18)
+    H_IN_FLIGHT,
+) = range(19)
 _HEADER_CELLS = 32
 
 # The bell table: one row per bell (a loop or a thread of some process).
@@ -89,9 +90,23 @@ _EPOCH = 3  # B_GET + _EPOCH is the get epoch cell, and so on
 _BELL_CELLS = 8
 _TOTALS = {B_GET: 14, B_PUT: 15, B_JOIN: 16}  # H_GET_WAITERS, H_PUT_WAITERS, H_JOIN_WAITERS
 _MAX_BELLS = 256
-# The ring starts on the first page boundary after the header and the table.
-_RING_OFFSET = -(-(_HEADER_CELLS + _MAX_BELLS * _BELL_CELLS) * 8 // 4096) * 4096
+# The processes holding reservations (pids), so that the living can give
+# back what the dead held.
+_HOLDERS_AT = _HEADER_CELLS + _MAX_BELLS * _BELL_CELLS
+_MAX_HOLDERS = 256
+# The ring starts on the first page boundary after the header and the tables.
+_RING_OFFSET = -(-(_HOLDERS_AT + _MAX_HOLDERS) * 8 // 4096) * 4096
 _WRAP = -1
+# A record's length word: the pickle's length, and in the high bits how many
+# times the item has been handed out by reserve().
+_LEN_BITS = 40
+_LEN_MASK = (1 << _LEN_BITS) - 1
+# A process's reservations: a file of its own, [magic, end, live] then
+# entries [state, deliveries, length, payload...].
+_ARENA_MAGIC = 0x65747568_63A00001
+_HELD, _SETTLED = 1, 2
+_ENTRY = 24
+_RECOVERY_INTERVAL = 0.1  # seconds between looks for dead holders when idle
 
 _OPEN, _SHUTDOWN, _IMMEDIATE = 0, 1, 2
 _SPIN = 200  # non-blocking tries of the lock before sleeping on it
@@ -276,6 +291,9 @@ class ProcessQueue(Generic[T]):
         self._ring_fds: dict[str, int] = {}
         self._orphan_since = 0.0
         self._needs_sweep = False
+        self._arena: _Arena | None = None
+        self._next_recovery = 0.0
+        self._pending_rings: list[str] = []  # found under the lock, rung after it
         # What finalize must release: [fd, mmap, [bells], [views of the map]].
         self._resources: list[Any] = [None, None, [], []]
         _live.add(self)
@@ -288,12 +306,20 @@ class ProcessQueue(Generic[T]):
         self._h = self._view[: _HEADER_CELLS * 8].cast("q")
         table_end = _HEADER_CELLS * 8 + _MAX_BELLS * _BELL_CELLS * 8
         self._table = self._view[_HEADER_CELLS * 8 : table_end].cast("q")
+        self._holders = self._view[_HOLDERS_AT * 8 : (_HOLDERS_AT + _MAX_HOLDERS) * 8].cast("q")
         self._ring = self._view[_RING_OFFSET:]
         self._ring_q = self._ring.cast("q")  # record lengths: every record is 8-aligned
         self._capacity = size - _RING_OFFSET
         self._resources[0] = fd
         self._resources[1] = self._mm
-        self._resources[3] = [self._h, self._table, self._ring_q, self._ring, self._view]
+        self._resources[3] = [
+            self._h,
+            self._table,
+            self._holders,
+            self._ring_q,
+            self._ring,
+            self._view,
+        ]
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         # spawn/forkserver children (and pickles in general) attach by name.
@@ -310,13 +336,14 @@ class ProcessQueue(Generic[T]):
         """Detach this process; the owner (or the last to detach) removes the queue."""
         if self._closed:
             return
-        self._closed = True
         last = False
         with contextlib.suppress(Exception), self._locked():
+            self._give_back_all_held()
             self._h[H_PEERS] -= 1
             last = self._h[H_PEERS] <= 0
             for row in self._own_rows():
                 self._table[row * _BELL_CELLS + B_PID] = 0
+        self._closed = True
         for fd in self._ring_fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -347,6 +374,7 @@ class ProcessQueue(Generic[T]):
         self._thread_bells = threading.local()
         self._ring_fds = {}
         self._resources[2] = []
+        self._arena = None  # the parent's reservations are the parent's
         self._owner = False
         self._finalizer.detach()
         self._finalizer = weakref.finalize(
@@ -383,6 +411,9 @@ class ProcessQueue(Generic[T]):
     def _unlock(self) -> None:
         self._h[H_HOLDER] = 0
         self._sem.release()
+        if self._pending_rings:
+            rings, self._pending_rings = self._pending_rings, []
+            self._ring_bells(rings)
 
     def _lock_slowly(self) -> None:
         while True:
@@ -430,6 +461,7 @@ class ProcessQueue(Generic[T]):
             if n == _WRAP:
                 pos += cap - phys
                 continue
+            n &= _LEN_MASK
             if n < 0 or phys + 8 + n > cap or pos + 8 + _pad(n) > tail:
                 h[H_TAIL] = tail = pos  # cannot happen with whole stores; be safe
                 break
@@ -439,6 +471,7 @@ class ProcessQueue(Generic[T]):
         if h[H_UNFINISHED] < count:
             h[H_UNFINISHED] = count
         self._sweep_dead_bells()
+        self._recover_dead_holders()
 
     def _sweep_dead_bells(self) -> None:
         t = self._table
@@ -488,7 +521,7 @@ class ProcessQueue(Generic[T]):
                 maxsize=h[H_MAXSIZE],
                 getters_waiting=h[H_GET_WAITERS],
                 putters_waiting=h[H_PUT_WAITERS],
-                in_flight=0,
+                in_flight=h[H_IN_FLIGHT],
                 total_put=h[H_TOTAL_PUT],
                 total_got=h[H_TOTAL_GOT],
                 peak_size=h[H_PEAK],
@@ -525,7 +558,7 @@ class ProcessQueue(Generic[T]):
             need += rec
         return h[H_TAIL] - h[H_HEAD] + need <= cap
 
-    def _write(self, records: list[bytes]) -> None:
+    def _write(self, records: list[bytes], deliveries: int = 0, new: bool = True) -> None:
         h, lengths, mm, cap = self._h, self._ring_q, self._mm, self._capacity
         tail = h[H_TAIL]
         for data in records:
@@ -538,13 +571,14 @@ class ProcessQueue(Generic[T]):
                 phys = 0
             start = _RING_OFFSET + phys + 8
             mm[start : start + n] = data
-            lengths[phys >> 3] = n
+            lengths[phys >> 3] = n | (deliveries << _LEN_BITS)
             tail += rec
         h[H_TAIL] = tail  # publish: the records become visible at once
         count = h[H_COUNT] + len(records)
         h[H_COUNT] = count
-        h[H_UNFINISHED] += len(records)
-        h[H_TOTAL_PUT] += len(records)
+        if new:  # not for an item given back: it was counted when first put
+            h[H_UNFINISHED] += len(records)
+            h[H_TOTAL_PUT] += len(records)
         if count > h[H_PEAK]:
             h[H_PEAK] = count
 
@@ -558,6 +592,7 @@ class ProcessQueue(Generic[T]):
             if n == _WRAP:
                 head += cap - phys
                 continue
+            n &= _LEN_MASK
             start = _RING_OFFSET + phys + 8
             out.append(mm[start : start + n])
             head += 8 + _pad(n)
@@ -707,6 +742,12 @@ class ProcessQueue(Generic[T]):
     def _try_get(self, max_items: int) -> tuple[list[bytes], list[str]] | None:
         """Lock held. (records, bells to ring) or None if there is nothing yet."""
         state = self._h[H_STATE]
+        if (
+            self._h[H_COUNT] == 0
+            and self._h[H_IN_FLIGHT]
+            and time.monotonic() > self._next_recovery
+        ):
+            self._recover_dead_holders()  # idle, and some items are out: any held by the dead?
         if state == _IMMEDIATE or (state and self._h[H_COUNT] == 0):
             raise QueueShutDown()
         if self._h[H_COUNT] == 0:
@@ -911,16 +952,169 @@ class ProcessQueue(Generic[T]):
         self._ring_bells(wake)
         return [pickle.loads(r) for r in removed]
 
-    def reserve(self, timeout: float | None = None) -> Any:
-        """Not available on ProcessQueue yet: it raises ``NotImplementedError``.
+    def reserve(self, timeout: float | None = None) -> ProcessReservation[T]:
+        """Take the next item at least once, even across the death of this process.
 
-        At-least-once delivery across process death needs the in-flight
-        items kept in shared memory; until then, say so rather than fake it.
+        ``async with q.reserve() as job``: a clean exit acknowledges the item,
+        an exception gives it back to the front of the queue. Until then the
+        item is kept in a file of this process's; if the process dies, the
+        next process that finds the queue idle gives it back, with
+        ``job.deliveries`` counting every hand-out.
         """
-        raise NotImplementedError(
-            "ProcessQueue.reserve() is not available yet; use get() and "
-            "task_done(), or chute.Queue for reservations within one process"
-        )
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        return ProcessReservation(self, timeout)
+
+    # -- reservations (lock held unless said otherwise) -----------------------------
+
+    def _own_arena(self) -> _Arena:
+        arena = self._arena
+        if arena is None:
+            arena = self._arena = _Arena.create(
+                self._arena_path(self._pid), max(self._capacity, 1 << 20)
+            )
+            self._resources[2].append(arena)
+        return arena
+
+    def _arena_path(self, pid: int) -> str:
+        return f"{self._base}.{pid}.held"
+
+    def _try_reserve(self, _unused: object = None) -> tuple[Any, list[str]] | None:
+        h = self._h
+        if h[H_COUNT] == 0 and h[H_IN_FLIGHT] and time.monotonic() > self._next_recovery:
+            self._recover_dead_holders()
+        state = h[H_STATE]
+        if state == _IMMEDIATE or (state and h[H_COUNT] == 0):
+            raise QueueShutDown()
+        if h[H_COUNT] == 0:
+            return None
+        cap, lengths = self._capacity, self._ring_q
+        head = h[H_HEAD]
+        phys = head % cap
+        if lengths[phys >> 3] == _WRAP:
+            phys = 0
+        word = lengths[phys >> 3]
+        n, deliveries = word & _LEN_MASK, (word >> _LEN_BITS) + 1
+        start = _RING_OFFSET + phys + 8
+        data = self._mm[start : start + n]
+        arena = self._own_arena()
+        # Kept in this process's file first, then taken from the ring: a
+        # crash between the two delivers the item twice, never zero times.
+        offset = arena.hold(data, deliveries)
+        self._register_holder()
+        self._read(1)
+        h[H_IN_FLIGHT] += 1
+        return (offset, data, deliveries), self._to_ring(B_PUT)
+
+    def _register_holder(self) -> None:
+        cells, pid = self._holders, self._pid
+        free = -1
+        for i in range(_MAX_HOLDERS):
+            if cells[i] == pid:
+                return
+            if free < 0 and cells[i] == 0:
+                free = i
+        if free < 0:
+            self._recover_dead_holders()
+            free = next((i for i in range(_MAX_HOLDERS) if cells[i] == 0), -1)
+            if free < 0:
+                raise ChuteError(f"more than {_MAX_HOLDERS} processes hold reservations")
+        cells[free] = pid
+
+    def _settle_held(self, offset: int, data: bytes, deliveries: int, ok: bool) -> list[str]:
+        """Lock held. Acknowledge (``ok``) or give back one held item."""
+        arena = self._arena
+        if arena is None or not arena.is_held(offset):
+            raise JobSettledError("this job was already acknowledged or given back")
+        h = self._h
+        wake: list[str] = []
+        if not ok:
+            if not self._give_back(data, deliveries):
+                raise _NoRoom
+            wake = self._to_ring(B_GET)
+        elif h[H_UNFINISHED] <= 0:
+            raise ValueError(
+                "task_done() was already called for this item; settle a job "
+                "with ack()/nack() instead of task_done()"
+            )
+        else:
+            h[H_UNFINISHED] -= 1
+            if h[H_UNFINISHED] == 0:
+                wake = self._to_ring(B_JOIN)
+        arena.settle(offset)
+        h[H_IN_FLIGHT] -= 1
+        return wake
+
+    def _give_back(self, data: bytes, deliveries: int) -> bool:
+        """Put a reserved item back at the front (the end if it cannot go
+        there). False if the ring has no room for it at all right now."""
+        h, cap = self._h, self._capacity
+        rec = 8 + _pad(len(data))
+        head, tail = h[H_HEAD], h[H_TAIL]
+        if tail - head + rec > cap:
+            return False
+        front = head - rec
+        if h[H_COUNT] and (front % cap) + rec <= cap:
+            phys = front % cap
+            start = _RING_OFFSET + phys + 8
+            self._mm[start : start + len(data)] = data
+            self._ring_q[phys >> 3] = len(data) | (deliveries << _LEN_BITS)
+            h[H_HEAD] = front  # publish
+            h[H_COUNT] += 1
+        else:
+            if not self._room([data]):
+                return False
+            self._write([data], deliveries, new=False)
+        return True
+
+    def _give_back_all_held(self) -> None:
+        """Lock held: this process is leaving; give back what it still holds."""
+        arena = self._arena
+        if arena is None:
+            return
+        for offset, data, deliveries in arena.held():
+            if self._give_back(data, deliveries):
+                arena.settle(offset)
+                self._h[H_IN_FLIGHT] -= 1
+        if arena.live == 0:
+            self._forget_holder(self._pid)
+            arena.remove()
+            self._arena = None
+
+    def _forget_holder(self, pid: int) -> None:
+        cells = self._holders
+        for i in range(_MAX_HOLDERS):
+            if cells[i] == pid:
+                cells[i] = 0
+
+    def _recover_dead_holders(self) -> None:
+        """Lock held: give back every item held by a process that died."""
+        self._next_recovery = time.monotonic() + _RECOVERY_INTERVAL
+        cells = self._holders
+        dead = [cells[i] for i in range(_MAX_HOLDERS) if cells[i] and not _alive(cells[i])]
+        for pid in dead:
+            try:
+                arena = _Arena.open(self._arena_path(pid))
+            except FileNotFoundError:
+                self._forget_holder(pid)
+                continue
+            try:
+                for offset, data, deliveries in arena.held():
+                    if not self._give_back(data, deliveries):
+                        break  # no room now: the rest on a later look
+                    arena.settle(offset)
+                    self._h[H_IN_FLIGHT] -= 1
+                finished = arena.live == 0
+            finally:
+                arena.close()
+            if finished:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._arena_path(pid))
+                self._forget_holder(pid)
+        if dead:
+            wake = self._to_ring(B_GET)
+            if wake:
+                self._pending_rings.extend(wake)
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self
@@ -969,6 +1163,257 @@ class ProcessQueue(Generic[T]):
 
 class _Expired(Exception):
     pass
+
+
+class _NoRoom(Exception):
+    """A given-back item finds no room in the ring yet."""
+
+
+class _Arena:
+    """One process's reserved items, in a file of its own that others can read.
+
+    An entry is written whole, then published by storing the new end; its
+    state cell flips from held to settled in one store. If the process dies,
+    whoever recovers reads the held entries and gives them back.
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.mm = mmap.mmap(fd, os.fstat(fd).st_size)
+        self.cells = memoryview(self.mm).cast("q")
+
+    @classmethod
+    def create(cls, path: str, size: int) -> _Arena:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a dead process of the same pid long ago
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.ftruncate(fd, _pad(size) + 64)
+        self = cls(path, fd)
+        self.cells[1] = 64
+        self.cells[0] = _ARENA_MAGIC
+        return self
+
+    @classmethod
+    def open(cls, path: str) -> _Arena:
+        fd = os.open(path, os.O_RDWR)
+        self = cls(path, fd)
+        if self.cells[0] != _ARENA_MAGIC:
+            self.close()
+            raise FileNotFoundError(path)
+        return self
+
+    @property
+    def live(self) -> int:
+        return self.cells[2]
+
+    def hold(self, data: bytes, deliveries: int) -> int:
+        end, n = self.cells[1], len(data)
+        if end + _ENTRY + n > len(self.mm):
+            raise ChuteError(
+                "this process holds too many reserved items at once "
+                f"({self.live}, {end} bytes); acknowledge some first"
+            )
+        c = end >> 3
+        self.cells[c] = _HELD
+        self.cells[c + 1] = deliveries
+        self.cells[c + 2] = n
+        self.mm[end + _ENTRY : end + _ENTRY + n] = data
+        self.cells[1] = end + _ENTRY + _pad(n)  # publish
+        self.cells[2] += 1
+        return end
+
+    def is_held(self, offset: int) -> bool:
+        return 64 <= offset < self.cells[1] and self.cells[offset >> 3] == _HELD
+
+    def settle(self, offset: int) -> None:
+        self.cells[offset >> 3] = _SETTLED
+        self.cells[2] -= 1
+        if self.cells[2] == 0:
+            self.cells[1] = 64  # all settled: start again at the beginning
+
+    def held(self) -> list[tuple[int, bytes, int]]:
+        out = []
+        pos, end = 64, self.cells[1]
+        while pos < end:
+            c = pos >> 3
+            n = self.cells[c + 2]
+            if self.cells[c] == _HELD:
+                out.append((pos, self.mm[pos + _ENTRY : pos + _ENTRY + n], self.cells[c + 1]))
+            pos += _ENTRY + _pad(n)
+        return out
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self.cells.release()
+        self.mm.close()
+        os.close(self.fd)
+        self.fd = -1
+
+    def remove(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class ProcessJob(Generic[T]):
+    """An item reserved from a ProcessQueue; settle it with ack() or nack()."""
+
+    __slots__ = ("_data", "_deliveries", "_item", "_offset", "_queue", "_settled")
+
+    def __init__(self, queue: ProcessQueue[T], offset: int, data: bytes, deliveries: int) -> None:
+        self._queue = queue
+        self._offset = offset
+        self._data = data
+        self._deliveries = deliveries
+        self._item: T = pickle.loads(data)
+        self._settled = False
+
+    @property
+    def item(self) -> T:
+        return self._item
+
+    @property
+    def deliveries(self) -> int:
+        """How many times this item has been handed out, this time included."""
+        return self._deliveries
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def ack(self) -> None:
+        """Done: the item leaves for good and counts as done for ``join()``."""
+        self._settle(True)
+
+    def nack(self, delay: float | None = None) -> None:
+        """Give the item back to the front of the queue (after ``delay`` seconds)."""
+        if delay is not None:
+            delay = check_timeout(delay)
+            if delay is None or delay > threading.TIMEOUT_MAX:
+                raise ValueError(f"delay must be a finite number of seconds, not {delay!r}")
+        if self._settled:
+            raise JobSettledError("this job was already acknowledged or given back")
+        if delay:
+            # Still held (in this process's file) until then: if the process
+            # dies meanwhile, another gives it back.
+            self._settled = True
+            timer = threading.Timer(delay, self._settle_later)
+            timer.daemon = True
+            timer.start()
+            return
+        self._settle(False)
+
+    def _settle_later(self) -> None:
+        self._settled = False
+        with contextlib.suppress(ChuteError):  # the queue was closed: it gave it back
+            self._settle(False)
+
+    def _settle(self, ok: bool) -> None:
+        q = self._queue
+        if self._settled:
+            raise JobSettledError("this job was already acknowledged or given back")
+        with q._locked():
+            try:
+                wake = q._settle_held(self._offset, self._data, self._deliveries, ok)
+            except _NoRoom:
+                wake = None
+        if wake is None:
+            # The ring is full of bytes right now; it stays held and is given
+            # back as soon as there is room.
+            self._settled = True
+            timer = threading.Timer(0.05, self._settle_later)
+            timer.daemon = True
+            timer.start()
+            return
+        self._settled = True
+        q._ring_bells(wake)
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "in flight"
+        return f"<chute.ProcessJob item={self._item!r} deliveries={self._deliveries} {state}>"
+
+
+def _make_job(q: ProcessQueue[T], offset: int, data: bytes, deliveries: int) -> ProcessJob[T]:
+    try:
+        return ProcessJob(q, offset, data, deliveries)
+    except BaseException:
+        # It cannot be unpickled here: give it back rather than hold it for
+        # ever, and let the caller see why.
+        with q._locked():
+            wake = q._settle_held(offset, data, deliveries, False)
+        q._ring_bells(wake)
+        raise
+
+
+class ProcessSyncReservation(Generic[T]):
+    """``with q.sync.reserve() as job`` for plain worker code."""
+
+    __slots__ = ("_block", "_job", "_queue", "_timeout")
+
+    def __init__(self, queue: ProcessQueue[T], block: bool, timeout: float | None) -> None:
+        self._queue = queue
+        self._block = block
+        self._timeout = timeout
+        self._job: ProcessJob[T] | None = None
+
+    def __enter__(self) -> ProcessJob[T]:
+        q = self._queue
+        try:
+            (offset, data, deliveries), wake = q._wait_blocking(
+                B_GET, q._try_reserve, _deadline(self._block, self._timeout), "a blocking reserve"
+            )
+        except _Expired:
+            raise QueueEmpty("queue is empty") from None
+        q._ring_bells(wake)
+        self._job = _make_job(q, offset, data, deliveries)
+        return self._job
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        job = self._job
+        if job is not None and not job.settled:
+            if exc_type is None:
+                job.ack()
+            else:
+                job.nack()
+
+
+class ProcessReservation(Generic[T]):
+    """``async with q.reserve() as job`` (or ``job = await q.reserve()``)."""
+
+    __slots__ = ("_job", "_queue", "_timeout")
+
+    def __init__(self, queue: ProcessQueue[T], timeout: float | None) -> None:
+        self._queue = queue
+        self._timeout = timeout
+        self._job: ProcessJob[T] | None = None
+
+    async def _take(self) -> ProcessJob[T]:
+        q = self._queue
+        loop = asyncio.get_running_loop()
+        deadline = None if self._timeout is None else loop.time() + self._timeout
+        try:
+            (offset, data, deliveries), wake = await q._wait(B_GET, q._try_reserve, deadline)
+        except TimeoutError:
+            raise TimeoutError(f"reserve timed out after {self._timeout} seconds") from None
+        q._ring_bells(wake)
+        return _make_job(q, offset, data, deliveries)
+
+    def __await__(self) -> Any:
+        return self._take().__await__()
+
+    async def __aenter__(self) -> ProcessJob[T]:
+        self._job = await self._take()
+        return self._job
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        job = self._job
+        if job is not None and not job.settled:
+            if exc_type is None:
+                job.ack()
+            else:
+                job.nack()
 
 
 class ProcessSyncQueue(Generic[T]):
@@ -1063,6 +1508,12 @@ class ProcessSyncQueue(Generic[T]):
 
     def task_done(self) -> None:
         self._q.task_done()
+
+    def reserve(
+        self, block: bool = True, timeout: float | None = None
+    ) -> ProcessSyncReservation[T]:
+        """``with q.sync.reserve() as job``: at-least-once, as the async form."""
+        return ProcessSyncReservation(self._q, block, timeout)
 
     def join(self) -> None:
         q = self._q

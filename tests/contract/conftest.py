@@ -34,7 +34,8 @@ TRANSPORTS: dict[str, Factory] = {"memory": _memory, "process": _process}
 # What each transport declares it can do beyond the FIFO core of the contract;
 # a test that needs more asks for a fixture that only yields those transports.
 ORDERS = {"memory"}  # LIFO and priority orders
-RESERVE = {"memory"}  # reserve(), dead letters, max_deliveries
+RESERVE = {"memory", "process"}  # reserve()
+DEAD_LETTERS = {"memory"}  # max_deliveries and the dead letters
 FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
 
 
@@ -78,4 +79,10 @@ def make_reserving_queue(request: pytest.FixtureRequest) -> QueueFactory:
 @pytest.fixture(params=sorted(FAIR))
 def make_fair_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that serve blocked callers in arrival order."""
+    return QueueFactory(request.param, TRANSPORTS[request.param])
+
+
+@pytest.fixture(params=sorted(DEAD_LETTERS))
+def make_dead_letter_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that offer max_deliveries and dead letters."""
     return QueueFactory(request.param, TRANSPORTS[request.param])

@@ -94,8 +94,8 @@ async def test_nack_with_delay_returns_later(make_reserving_queue):
     again.ack()
 
 
-async def test_dead_letters_after_max_deliveries(make_reserving_queue):
-    q = await make_reserving_queue(max_deliveries=2)
+async def test_dead_letters_after_max_deliveries(make_dead_letter_queue):
+    q = await make_dead_letter_queue(max_deliveries=2)
     await q.put("poison")
     for _ in range(2):
         with pytest.raises(ValueError):
@@ -112,8 +112,8 @@ async def test_dead_letters_after_max_deliveries(make_reserving_queue):
     assert q.purge_dead() == []
 
 
-async def test_immediate_shutdown_hands_back_delayed_items(make_reserving_queue):
-    q = await make_reserving_queue()
+async def test_immediate_shutdown_hands_back_delayed_items(make_dead_letter_queue):
+    q = await make_dead_letter_queue()
     await q.put("later")
     job = await q.reserve()
     job.nack(delay=60)
@@ -132,8 +132,8 @@ async def test_item_given_back_after_shutdown_is_not_lost(make_reserving_queue):
         await q.get()
 
 
-async def test_given_back_after_immediate_shutdown_goes_to_the_dead_letters(make_reserving_queue):
-    q = await make_reserving_queue()
+async def test_given_back_after_immediate_shutdown_goes_to_the_dead_letters(make_dead_letter_queue):
+    q = await make_dead_letter_queue()
     await q.put("job")
     job = await q.reserve()
     assert q.shutdown(immediate=True) == []
@@ -142,8 +142,8 @@ async def test_given_back_after_immediate_shutdown_goes_to_the_dead_letters(make
     await asyncio.wait_for(q.join(), 10)  # and join() does not hang
 
 
-async def test_settling_after_task_done_is_refused_with_the_queue_unchanged(make_reserving_queue):
-    q = await make_reserving_queue(max_deliveries=1)
+async def test_settling_after_task_done_is_refused_with_the_queue_unchanged(make_dead_letter_queue):
+    q = await make_dead_letter_queue(max_deliveries=1)
     await q.put_batch(["a", "b"])
     ja = await q.reserve()
     jb = await q.reserve()

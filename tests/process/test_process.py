@@ -233,14 +233,6 @@ def test_producers_killed_at_random_points_lose_and_corrupt_nothing():
         assert len(reported) > 1000
 
 
-def test_reserve_says_it_is_not_available_yet():
-    with ProcessQueue() as q:
-        q.sync.put(1)
-        with pytest.raises(NotImplementedError, match="not available yet"):
-            q.reserve()
-        assert q.qsize() == 1
-
-
 def test_exported():
     assert chute.ProcessQueue is ProcessQueue
     assert "ProcessQueue" in chute.__all__
@@ -282,3 +274,46 @@ def test_consumers_killed_at_random_points_leave_a_working_queue():
                     seen.append(item)
         assert len(seen) == len(set(seen)), "an item was delivered twice"
         assert q.statistics().getters_waiting == 0
+
+
+def reserve_and_die(q: ProcessQueue[int], ready: ProcessQueue[int], n: int) -> None:
+    jobs = [q.sync.reserve().__enter__() for _ in range(n)]  # held, never settled
+    ready.sync.put([j.item for j in jobs])
+    threading.Event().wait(60)  # until killed
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_items_reserved_by_a_killed_process_are_delivered_again(method):
+    ctx = mp.get_context(method)
+    with ProcessQueue() as q, ProcessQueue() as ready:
+        await q.put_batch(range(10))
+        holder = ctx.Process(target=reserve_and_die, args=(q, ready, 4))
+        holder.start()
+        held = await ready.get(timeout=30)
+        assert held == [0, 1, 2, 3]
+        assert q.statistics().in_flight == 4
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+        # Whoever finds the queue idle gives back what the dead held.
+        got = {}
+        for _ in range(10):
+            async with q.reserve(timeout=10) as job:
+                got[job.item] = job.deliveries
+        assert sorted(got) == list(range(10))
+        assert {got[i] for i in held} == {2}  # handed out a second time
+        assert {got[i] for i in range(4, 10)} == {1}
+        s = q.statistics()
+        assert (s.size, s.in_flight, s.unfinished_tasks) == (0, 0, 0)
+        await asyncio.wait_for(q.join(), 10)
+    assert leftovers(q.name) == []
+
+
+def test_a_closing_process_gives_back_what_it_holds():
+    with ProcessQueue() as q:
+        q.sync.put("x")
+        other = ProcessQueue.attach(q.name)
+        job = other.sync.reserve().__enter__()
+        assert job.item == "x"
+        other.close()  # leaves without settling: the item goes back
+        with q.sync.reserve(timeout=5) as again:
+            assert (again.item, again.deliveries) == ("x", 2)
