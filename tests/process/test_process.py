@@ -317,3 +317,66 @@ def test_a_closing_process_gives_back_what_it_holds():
         other.close()  # leaves without settling: the item goes back
         with q.sync.reserve(timeout=5) as again:
             assert (again.item, again.deliveries) == ("x", 2)
+
+
+def produce_with_timeouts(q: ProcessQueue[int], report: ProcessQueue[int], base: int) -> None:
+    import random
+
+    rng = random.Random(base)
+    ok = []
+    for i in range(base, base + 1500):
+        try:
+            q.sync.put(i, timeout=rng.choice([None, 0, 0.0005, 0.002]))
+        except chute.QueueFull:
+            continue
+        ok.append(i)
+    report.sync.put(ok)
+
+
+async def test_timeouts_and_cancellations_across_processes_lose_nothing():
+    import random
+
+    rng = random.Random(3)
+    ctx = mp.get_context("fork")
+    with ProcessQueue(maxsize=8) as q, ProcessQueue() as report:
+        producers = [
+            ctx.Process(target=produce_with_timeouts, args=(q, report, k * 10_000))
+            for k in range(2)
+        ]
+        for p in producers:
+            p.start()
+        got: list[int] = []
+
+        async def consume() -> None:
+            while True:
+                how = rng.randrange(4)
+                try:
+                    if how == 0:
+                        got.append(await q.get(timeout=rng.choice([0, 0.0005, 0.002])))
+                    elif how == 1:
+                        got.append(await asyncio.wait_for(q.get(), 0.001))
+                    elif how == 2:
+                        task = asyncio.ensure_future(q.get())
+                        for _ in range(rng.randrange(3)):
+                            await asyncio.sleep(0)
+                        task.cancel()
+                        got.append(await task)
+                    else:
+                        async with q.reserve(timeout=0.002) as job:
+                            if rng.random() < 0.3:
+                                raise LookupError  # given back
+                            got.append(job.item)
+                except (TimeoutError, asyncio.CancelledError, LookupError):
+                    pass
+                except chute.QueueShutDown:
+                    return
+
+        consumer = asyncio.create_task(consume())
+        put_ok = (await report.get(timeout=60)) + (await report.get(timeout=60))
+        for p in producers:
+            p.join(30)
+        q.shutdown()
+        await asyncio.wait_for(consumer, 60)
+        assert len(got) == len(set(got)), "an item was delivered twice"
+        assert sorted(got) == sorted(put_ok), "an item whose put returned was lost"
+        assert len(put_ok) > 500
