@@ -1581,7 +1581,7 @@ def _release(base: str, sem_name: str, resources: list[Any], remove: bool) -> No
             os.unlink(base)
         with contextlib.suppress(FileNotFoundError, OSError):
             _multiprocessing.sem_unlink(sem_name)
-        for leftover in glob.glob(glob.escape(base) + ".*.bell"):
+        for leftover in glob.glob(glob.escape(base) + ".*"):  # bells and held-item files
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
 
