@@ -1,11 +1,16 @@
-"""``python -m benchmarks``: chute's throughput next to its peers, in one process."""
+"""``python -m benchmarks``: chute's throughput next to its peers.
+
+The in-process scenarios first (tasks and threads, one table), then the
+process scenarios (producer processes, one consumer; another table).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from . import harness, memory, peers
+from . import harness, memory, peers, process
 
 DEFAULT_ITEMS = 200_000
 
@@ -14,9 +19,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description=(
-            "Move N ints through each queue in every scenario and print the median "
-            "items/s per library, with chute's rate divided by each peer's. Every run "
-            "checks that each item arrived exactly once. Progress goes to stderr."
+            "Move N items through each queue in every scenario and print the median "
+            "items/s per library, with chute's rate divided by each peer's: in one "
+            "process (tasks, threads), then from producer processes to this one. Every "
+            "run checks that each item arrived exactly once. Progress goes to stderr."
         ),
     )
     parser.add_argument(
@@ -40,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         metavar="SUBSTRING",
-        help="run only scenarios whose name contains it (case-insensitive; -> matches →)",
+        help=(
+            "run only scenarios whose name contains it (case-insensitive; -> matches →); "
+            "'process' selects the process scenarios"
+        ),
     )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args(argv)
@@ -49,38 +58,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: (scenarios, run_once, subject, peers, what a run moves, notes under the table)
+GROUPS: tuple[tuple[Any, ...], ...] = (
+    (memory.SCENARIOS, memory.run_once, peers.CHUTE, peers.PEERS, "ints", ()),
+    (process.SCENARIOS, process.run_once, process.SUBJECT, process.PEERS, "items", process.NOTES),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    scenarios = list(memory.SCENARIOS)
+    selected = [list(group[0]) for group in GROUPS]
     if args.only:
         needle = args.only.replace("->", "→").casefold()
-        scenarios = [sc for sc in scenarios if needle in sc.name.casefold()]
-        if not scenarios:
-            names = ", ".join(repr(sc.name) for sc in memory.SCENARIOS)
+        selected = [[sc for sc in scs if needle in sc.name.casefold()] for scs in selected]
+        if not any(selected):
+            names = ", ".join(repr(sc.name) for group in GROUPS for sc in group[0])
             sys.exit(f"--only {args.only!r} matches no scenario; there are: {names}")
     try:
         harness.loop_factory(args.loop)
     except ImportError:
         sys.exit(f"--loop {args.loop}: {args.loop} is not installed (see the `bench` extra)")
 
-    subject = harness.load(peers.CHUTE)
-    loaded, skipped = harness.load_peers(peers.PEERS)
-    for note in skipped:
-        harness.log_to_stderr(note + "\n")
-    suite = harness.run_suite(
-        memory.run_once,
-        scenarios,
-        subject,
-        loaded,
-        skipped,
-        items=args.items,
-        runs=args.runs,
-        budget=args.budget,
-        loop=args.loop,
-        log=harness.log_to_stderr,
-    )
-    print(harness.markdown(suite) if args.markdown else harness.text(suite))
-    return 1 if suite.failed else 0
+    failed, first = False, True
+    for scenarios, (_, run_once, subject_peer, peer_list, unit, notes) in zip(
+        selected, GROUPS, strict=True
+    ):
+        if not scenarios:
+            continue
+        subject = harness.load(subject_peer)
+        loaded, skipped = harness.load_peers(peer_list)
+        for note in skipped:
+            harness.log_to_stderr(note + "\n")
+        suite = harness.run_suite(
+            run_once,
+            scenarios,
+            subject,
+            loaded,
+            skipped,
+            items=args.items,
+            runs=args.runs,
+            budget=args.budget,
+            loop=args.loop,
+            log=harness.log_to_stderr,
+            unit=unit,
+            notes=notes,
+        )
+        if not first:
+            print()
+        print(harness.markdown(suite) if args.markdown else harness.text(suite), flush=True)
+        failed = failed or suite.failed
+        first = False
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -20,23 +20,46 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Protocol
 
-from .peers import Peer
+
+class PeerLike(Protocol):
+    """A column of a table: ``peers.Peer`` and ``process.Way`` are both one."""
+
+    @property
+    def name(self) -> str: ...
+
+    #: The module to import (``None``: the standard library).
+    @property
+    def module(self) -> str | None: ...
+
+    #: Said under the table.
+    @property
+    def note(self) -> str: ...
 
 
 class ScenarioLike(Protocol):
     @property
     def name(self) -> str: ...
 
-    def supports(self, peer: Peer) -> bool: ...
+    def supports(self, peer: Any) -> bool: ...
 
 
 #: ``run_once(scenario, peer, module, items, timeout)``: one timed run, items/s.
-RunOnce = Callable[[Any, Peer, Any, int, float], Coroutine[Any, Any, float]]
+RunOnce = Callable[[Any, Any, Any, int, float], Coroutine[Any, Any, float]]
+
+#: A column may name the column it is compared with (``versus``, a column
+#: name, or ``None`` for no ratio); by default that is the subject's.
+_SUBJECT = object()
+
+
+def versus(peer: PeerLike, subject: PeerLike) -> str | None:
+    """The name of the column whose rate is divided by ``peer``'s in the tables."""
+    name = getattr(peer, "versus", _SUBJECT)
+    return subject.name if name is _SUBJECT else name
 
 
 @dataclass
 class Loaded:
-    peer: Peer
+    peer: PeerLike
     module: Any
     version: str
 
@@ -44,7 +67,7 @@ class Loaded:
 @dataclass
 class Result:
     scenario: ScenarioLike
-    peer: Peer
+    peer: PeerLike
     rates: list[float] = field(default_factory=list)
     error: str | None = None
     sizes: list[int] = field(default_factory=list)  # items moved, per run
@@ -69,6 +92,10 @@ class Suite:
     runs: int
     budget: float
     loop: str
+    #: What a run moves, for the first footnote.
+    unit: str = "ints"
+    #: Said under the table after the first footnote.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -78,7 +105,7 @@ class Suite:
 # -- setup -----------------------------------------------------------------------
 
 
-def load(peer: Peer) -> Loaded:
+def load(peer: PeerLike) -> Loaded:
     """Import the peer's module; ``ImportError`` if it is not installed."""
     if peer.module is None:
         return Loaded(peer, None, "Python " + platform.python_version())
@@ -90,7 +117,7 @@ def load(peer: Peer) -> Loaded:
     return Loaded(peer, module, version)
 
 
-def load_peers(peers: Iterable[Peer]) -> tuple[list[Loaded], list[str]]:
+def load_peers(peers: Iterable[PeerLike]) -> tuple[list[Loaded], list[str]]:
     loaded, skipped = [], []
     for peer in peers:
         try:
@@ -143,6 +170,8 @@ def run_suite(
     budget: float,
     loop: str,
     log: Callable[[str], None],
+    unit: str = "ints",
+    notes: Sequence[str] = (),
 ) -> Suite:
     factory = loop_factory(loop)
     warmup = min(items, max(1_000, items // 50))
@@ -169,7 +198,7 @@ def run_suite(
             log("." if n else "")
         log("\n")
         results.extend(rows)
-    return Suite(subject, peers, skipped, results, items, runs, budget, loop)
+    return Suite(subject, peers, skipped, results, items, runs, budget, loop, unit, list(notes))
 
 
 def _attempt(
@@ -203,6 +232,16 @@ def _cell(row: Result | None, subject: Result | None) -> str:
     return f"{rate(row.median)} ({subject.median / row.median:.2f}x)"
 
 
+def _compared_with(suite: Suite, row: Result) -> Result | None:
+    """The row whose rate is divided by ``row``'s (same scenario), if any."""
+    name = versus(row.peer, suite.subject.peer)
+    if name is None:
+        return None
+    return next(
+        (r for r in suite.results if r.scenario is row.scenario and r.peer.name == name), None
+    )
+
+
 def _table(suite: Suite) -> tuple[list[str], list[list[str]]]:
     names = [lib.peer.name for lib in [suite.subject, *suite.peers]]
     by_key = {(r.scenario.name, r.peer.name): r for r in suite.results}
@@ -211,15 +250,20 @@ def _table(suite: Suite) -> tuple[list[str], list[list[str]]]:
     names = [n for n in names if any((s, n) in by_key for s in scenarios)]
     rows = []
     for s in scenarios:
-        subject = by_key.get((s, suite.subject.peer.name))
-        rows.append([s, *(_cell(by_key.get((s, n)), subject) for n in names)])
+        cells = []
+        for n in names:
+            row = by_key.get((s, n))
+            cells.append(_cell(row, _compared_with(suite, row) if row else None))
+        rows.append([s, *cells])
     return ["scenario", *names], rows
 
 
 def _environment(suite: Suite) -> str:
-    versions = ", ".join(
-        f"{lib.peer.name} {lib.version}" for lib in [suite.subject, *suite.peers] if lib.module
-    )
+    # One entry per module: several columns may measure one library.
+    first: dict[str | None, Loaded] = {}
+    for lib in [suite.subject, *suite.peers]:
+        first.setdefault(lib.peer.module, lib)
+    versions = ", ".join(f"{lib.peer.name} {lib.version}" for lib in first.values() if lib.module)
     return (
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{suite.loop} loop, {platform.system()} {platform.machine()}, "
@@ -236,8 +280,9 @@ def _footnotes(suite: Suite) -> list[str]:
     notes = [
         f"Median items/s over {suite.runs} runs; (Nx) = chute's rate / that library's "
         "rate, so above 1 means chute is faster. A run moves "
-        f"{suite.items:,} ints, or fewer for a library too slow to do that in about "
+        f"{suite.items:,} {suite.unit}, or fewer for a library too slow to do that in about "
         f"{suite.budget:g} s (that one runs for about {suite.budget:g} s instead).",
+        *suite.notes,
         *(lib.peer.note for lib in suite.peers if lib.peer.note and lib.peer.name in used),
         *suite.skipped,
         *(
@@ -263,7 +308,6 @@ def markdown(suite: Suite) -> str:
 def text(suite: Suite) -> str:
     lines = [_environment(suite), ""]
     width = max((len(r.peer.name) for r in suite.results), default=0)
-    subjects = {r.scenario.name: r for r in suite.results if r.peer is suite.subject.peer}
     current = None
     for r in suite.results:
         if r.scenario.name != current:
@@ -276,7 +320,7 @@ def text(suite: Suite) -> str:
             f"  {r.peer.name:<{width}}  {rate(r.median):>10}  spread {r.spread:4.0%}"
             f"  {_sizes(r.sizes):>17} items/run"
         )
-        subject = subjects.get(r.scenario.name)
+        subject = _compared_with(suite, r)
         if subject is not None and subject is not r and not subject.error:
             line += f"   {subject.peer.name}/{r.peer.name} = {subject.median / r.median:.2f}x"
         lines.append(line)
