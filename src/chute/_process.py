@@ -81,7 +81,8 @@ _VERSION = 1
     H_JOIN_WAITERS,
     H_OWNER,
     H_IN_FLIGHT,
-) = range(19)
+    H_ROWS,
+) = range(20)
 _HEADER_CELLS = 32
 
 # The bell table: one row per bell (a loop or a thread of some process).
@@ -291,6 +292,7 @@ class ProcessQueue(Generic[T]):
         self._ring_fds: dict[str, int] = {}
         self._orphan_since = 0.0
         self._needs_sweep = False
+        self._ring_start = 0
         self._arena: _Arena | None = None
         self._next_recovery = 0.0
         self._pending_rings: list[str] = []  # found under the lock, rung after it
@@ -627,14 +629,21 @@ class ProcessQueue(Generic[T]):
         self._h[_TOTALS[kind]] += 1
         return t[base + kind + _EPOCH]
 
-    def _unregister(self, bell: _Bell, kind: int, epoch: int) -> None:
+    def _unregister(self, bell: _Bell, kind: int, epoch: int) -> bool:
         """Take back a registration that no ring consumed (woken otherwise,
-        timed out, cancelled)."""
+        timed out, cancelled). True if a ring did consume it."""
         t = self._table
         base = bell.row * _BELL_CELLS
-        if t[base + B_PID] == self._pid and t[base + kind + _EPOCH] == epoch and t[base + kind]:
+        if t[base + B_PID] != self._pid or t[base + kind + _EPOCH] != epoch:
+            return True
+        if t[base + kind]:
             t[base + kind] -= 1
             self._h[_TOTALS[kind]] -= 1
+        return False
+
+    def _pass_on(self, kind: int) -> None:
+        """Lock held: a waiter that was rung gives up; ring another in its place."""
+        self._pending_rings.extend(self._to_ring(kind, 1))
 
     def _claim_row(self, bell: _Bell) -> int:
         t = self._table
@@ -646,13 +655,21 @@ class ProcessQueue(Generic[T]):
                         t[base + cell] = 0
                     t[base + B_BELL] = bell.number
                     t[base + B_PID] = self._pid
+                    if row >= self._h[H_ROWS]:
+                        self._h[H_ROWS] = row + 1  # rings scan only the rows ever used
                     return row
             if attempt == 0:
                 self._sweep_dead_bells()
         raise ChuteError(f"more than {_MAX_BELLS} event loops and threads wait on this queue")
 
-    def _to_ring(self, kind: int) -> list[str]:
-        """Consume the registrations of ``kind``; the bells to ring (lock held)."""
+    def _to_ring(self, kind: int, limit: int = _MAX_BELLS) -> list[str]:
+        """Consume the registrations of ``kind`` on up to ``limit`` bells; the
+        bells to ring (lock held).
+
+        One item put rings one bell, not every waiting process: with several
+        waiting, waking all of them for one item costs each a wake-up and a
+        lost race. A waiter that was rung but gives up passes the ring on.
+        """
         total = _TOTALS[kind]
         if self._needs_sweep:
             self._needs_sweep = False
@@ -661,8 +678,10 @@ class ProcessQueue(Generic[T]):
             return []
         t = self._table
         out: list[str] = []
-        for row in range(_MAX_BELLS):
-            base = row * _BELL_CELLS
+        rows = self._h[H_ROWS]
+        start = self._ring_start = (self._ring_start + 1) % rows  # no favourite
+        for i in range(rows):
+            base = ((start + i) % rows) * _BELL_CELLS
             n = t[base + kind]
             if n > 0:
                 t[base + kind] = 0
@@ -670,6 +689,8 @@ class ProcessQueue(Generic[T]):
                 self._h[total] -= n
                 if t[base + B_PID]:
                     out.append(f"{self._base}.{t[base + B_PID]}.{t[base + B_BELL]}.bell")
+                    if len(out) >= limit:
+                        break
         return out
 
     def _ring_bells(self, paths: list[str]) -> None:
@@ -737,7 +758,7 @@ class ProcessQueue(Generic[T]):
         if not self._room(records):
             return None
         self._write(records)
-        return self._to_ring(B_GET)
+        return self._to_ring(B_GET, len(records))
 
     def _try_get(self, max_items: int) -> tuple[list[bytes], list[str]] | None:
         """Lock held. (records, bells to ring) or None if there is nothing yet."""
@@ -752,7 +773,8 @@ class ProcessQueue(Generic[T]):
             raise QueueShutDown()
         if self._h[H_COUNT] == 0:
             return None
-        return self._read(max_items), self._to_ring(B_PUT)
+        records = self._read(max_items)
+        return records, self._to_ring(B_PUT, len(records))
 
     async def _wait(self, kind: int, attempt: Any, deadline: float | None) -> Any:
         """Run ``attempt`` under the lock until it answers, sleeping on our bell.
@@ -767,12 +789,15 @@ class ProcessQueue(Generic[T]):
         while True:
             self._lock()
             try:
+                rung = False
                 if epoch >= 0:
-                    self._unregister(lb.bell, kind, epoch)
+                    rung = self._unregister(lb.bell, kind, epoch)
                     epoch = -1
                 got = attempt()
                 if got is None:
                     if deadline is not None and loop.time() >= deadline:
+                        if rung:
+                            self._pass_on(kind)
                         raise TimeoutError("timed out")
                     if not spin:
                         epoch = self._register(lb.bell, kind)
@@ -793,7 +818,8 @@ class ProcessQueue(Generic[T]):
             except BaseException:
                 if not self._closed:
                     with self._locked():
-                        self._unregister(lb.bell, kind, epoch)
+                        if self._unregister(lb.bell, kind, epoch):
+                            self._pass_on(kind)
                 raise
             finally:
                 lb.discard(fut)
@@ -1004,7 +1030,7 @@ class ProcessQueue(Generic[T]):
         self._register_holder()
         self._read(1)
         h[H_IN_FLIGHT] += 1
-        return (offset, data, deliveries), self._to_ring(B_PUT)
+        return (offset, data, deliveries), self._to_ring(B_PUT, 1)
 
     def _register_holder(self) -> None:
         cells, pid = self._holders, self._pid
@@ -1031,7 +1057,7 @@ class ProcessQueue(Generic[T]):
         if not ok:
             if not self._give_back(data, deliveries):
                 raise _NoRoom
-            wake = self._to_ring(B_GET)
+            wake = self._to_ring(B_GET, 1)
         elif h[H_UNFINISHED] <= 0:
             raise ValueError(
                 "task_done() was already called for this item; settle a job "
@@ -1134,12 +1160,15 @@ class ProcessQueue(Generic[T]):
         while True:
             self._lock()
             try:
+                rung = False
                 if epoch >= 0:
-                    self._unregister(bell, kind, epoch)
+                    rung = self._unregister(bell, kind, epoch)
                     epoch = -1
                 got = attempt()
                 if got is None:
                     if deadline is not None and time.monotonic() >= deadline:
+                        if rung:
+                            self._pass_on(kind)
                         raise _Expired
                     check_not_on_loop(what)
                     if not spin:
@@ -1157,7 +1186,8 @@ class ProcessQueue(Generic[T]):
                 bell.drain()
             except BaseException:
                 with self._locked():
-                    self._unregister(bell, kind, epoch)
+                    if self._unregister(bell, kind, epoch):
+                        self._pass_on(kind)
                 raise
 
 
