@@ -82,7 +82,9 @@ _VERSION = 1
     H_OWNER,
     H_IN_FLIGHT,
     H_ROWS,
-) = range(20)
+    H_MAX_DELIVERIES,
+    H_DEAD,
+) = range(22)
 _HEADER_CELLS = 32
 
 # The bell table: one row per bell (a loop or a thread of some process).
@@ -213,10 +215,20 @@ class ProcessQueue(Generic[T]):
     """
 
     def __init__(
-        self, maxsize: int = 0, *, capacity: int = 1 << 20, name: str | None = None
+        self,
+        maxsize: int = 0,
+        *,
+        capacity: int = 1 << 20,
+        name: str | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         _check_platform()
         maxsize = check_maxsize(maxsize)
+        if max_deliveries is not None:
+            if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int):
+                raise TypeError("max_deliveries must be an int or None")
+            if max_deliveries < 1:
+                raise ValueError(f"max_deliveries must be >= 1, not {max_deliveries}")
         if isinstance(capacity, bool) or not isinstance(capacity, int):
             raise TypeError("capacity must be an int (bytes)")
         if capacity < 4096:
@@ -238,6 +250,7 @@ class ProcessQueue(Generic[T]):
         h = self._h
         h[H_CAPACITY] = capacity
         h[H_MAXSIZE] = maxsize
+        h[H_MAX_DELIVERIES] = max_deliveries or 0
         h[H_PEERS] = 1
         h[H_OWNER] = os.getpid()
         h[H_VERSION] = _VERSION
@@ -294,6 +307,7 @@ class ProcessQueue(Generic[T]):
         self._needs_sweep = False
         self._ring_start = 0
         self._arena: _Arena | None = None
+        self._dead: _Arena | None = None
         self._next_recovery = 0.0
         self._pending_rings: list[str] = []  # found under the lock, rung after it
         # What finalize must release: [fd, mmap, [bells], [views of the map]].
@@ -377,6 +391,7 @@ class ProcessQueue(Generic[T]):
         self._ring_fds = {}
         self._resources[2] = []
         self._arena = None  # the parent's reservations are the parent's
+        self._dead = None
         self._owner = False
         self._finalizer.detach()
         self._finalizer = weakref.finalize(
@@ -527,7 +542,7 @@ class ProcessQueue(Generic[T]):
                 total_put=h[H_TOTAL_PUT],
                 total_got=h[H_TOTAL_GOT],
                 peak_size=h[H_PEAK],
-                dead_lettered=0,
+                dead_lettered=h[H_DEAD],
                 unfinished_tasks=h[H_UNFINISHED],
                 shutdown=h[H_STATE] != _OPEN,
             )
@@ -1054,7 +1069,8 @@ class ProcessQueue(Generic[T]):
             raise JobSettledError("this job was already acknowledged or given back")
         h = self._h
         wake: list[str] = []
-        if not ok:
+        dead = not ok and self._goes_dead(deliveries)
+        if not ok and not dead:
             if not self._give_back(data, deliveries):
                 raise _NoRoom
             wake = self._to_ring(B_GET, 1)
@@ -1064,12 +1080,89 @@ class ProcessQueue(Generic[T]):
                 "with ack()/nack() instead of task_done()"
             )
         else:
+            if dead:
+                self._dead_letter(data)
             h[H_UNFINISHED] -= 1
             if h[H_UNFINISHED] == 0:
                 wake = self._to_ring(B_JOIN)
         arena.settle(offset)
         h[H_IN_FLIGHT] -= 1
         return wake
+
+    # -- dead letters (lock held unless said otherwise) ------------------------------
+
+    def _goes_dead(self, deliveries: int) -> bool:
+        """A failed item goes to the dead letters after max_deliveries tries, or
+        when the queue was shut down immediately (it has nowhere to go back to)."""
+        maxd = self._h[H_MAX_DELIVERIES]
+        return self._h[H_STATE] == _IMMEDIATE or bool(maxd and deliveries >= maxd)
+
+    def _dead_arena(self) -> _Arena:
+        arena = self._dead
+        if arena is None:
+            path = f"{self._base}.dead"
+            try:
+                arena = _Arena.open(path)
+            except FileNotFoundError:
+                arena = _Arena.create(path, max(self._capacity, 1 << 20), exclusive=True)
+            self._dead = arena
+            self._resources[2].append(arena)
+        return arena
+
+    def _dead_letter(self, data: bytes) -> None:
+        self._dead_arena().hold(data, 0)
+        self._h[H_DEAD] += 1
+
+    def _return_held(self, data: bytes, deliveries: int) -> bool:
+        """Give back (or dead-letter) an item a process held; False: no room yet."""
+        if self._goes_dead(deliveries):
+            self._dead_letter(data)
+            h = self._h
+            if h[H_UNFINISHED] > 0:
+                h[H_UNFINISHED] -= 1
+                if h[H_UNFINISHED] == 0:
+                    self._pending_rings.extend(self._to_ring(B_JOIN))
+            return True
+        return self._give_back(data, deliveries)
+
+    def dead_letters(self) -> list[T]:
+        """The items that failed ``max_deliveries`` reservations, oldest first."""
+        with self._locked():
+            if not self._h[H_DEAD]:
+                return []
+            held = self._dead_arena().held()
+        return [pickle.loads(data) for _offset, data, _d in held]
+
+    def purge_dead(self) -> list[T]:
+        """Remove the dead letters and return them."""
+        with self._locked():
+            if not self._h[H_DEAD]:
+                return []
+            arena = self._dead_arena()
+            held = arena.held()
+            for offset, _data, _d in held:
+                arena.settle(offset)
+            self._h[H_DEAD] = 0
+        return [pickle.loads(data) for _offset, data, _d in held]
+
+    def requeue_dead(self) -> int:
+        """Put the dead letters back into the queue (as many as fit); how many."""
+        with self._locked():
+            if self._h[H_STATE] != _OPEN:
+                raise QueueShutDown("cannot requeue into a shut down queue")
+            if not self._h[H_DEAD]:
+                return 0
+            arena = self._dead_arena()
+            moved = 0
+            for offset, data, _d in arena.held():
+                if not self._room([data]):
+                    break
+                self._write([data])
+                arena.settle(offset)
+                self._h[H_DEAD] -= 1
+                moved += 1
+            self._pending_rings.extend(self._to_ring(B_GET, moved))
+        return moved
 
     def _give_back(self, data: bytes, deliveries: int) -> bool:
         """Put a reserved item back at the front (the end if it cannot go
@@ -1099,7 +1192,7 @@ class ProcessQueue(Generic[T]):
         if arena is None:
             return
         for offset, data, deliveries in arena.held():
-            if self._give_back(data, deliveries):
+            if self._return_held(data, deliveries):
                 arena.settle(offset)
                 self._h[H_IN_FLIGHT] -= 1
         if arena.live == 0:
@@ -1126,7 +1219,7 @@ class ProcessQueue(Generic[T]):
                 continue
             try:
                 for offset, data, deliveries in arena.held():
-                    if not self._give_back(data, deliveries):
+                    if not self._return_held(data, deliveries):
                         break  # no room now: the rest on a later look
                     arena.settle(offset)
                     self._h[H_IN_FLIGHT] -= 1
@@ -1214,9 +1307,10 @@ class _Arena:
         self.cells = memoryview(self.mm).cast("q")
 
     @classmethod
-    def create(cls, path: str, size: int) -> _Arena:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a dead process of the same pid long ago
+    def create(cls, path: str, size: int, exclusive: bool = False) -> _Arena:
+        if not exclusive:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # left by a dead process of the same pid long ago
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         os.ftruncate(fd, _pad(size) + 64)
         self = cls(path, fd)

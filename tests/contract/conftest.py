@@ -35,7 +35,7 @@ TRANSPORTS: dict[str, Factory] = {"memory": _memory, "process": _process}
 # a test that needs more asks for a fixture that only yields those transports.
 ORDERS = {"memory"}  # LIFO and priority orders
 RESERVE = {"memory", "process"}  # reserve()
-DEAD_LETTERS = {"memory"}  # max_deliveries and the dead letters
+DEAD_LETTERS = {"memory", "process"}  # max_deliveries and the dead letters
 FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
 
 

@@ -112,15 +112,6 @@ async def test_dead_letters_after_max_deliveries(make_dead_letter_queue):
     assert q.purge_dead() == []
 
 
-async def test_immediate_shutdown_hands_back_delayed_items(make_dead_letter_queue):
-    q = await make_dead_letter_queue()
-    await q.put("later")
-    job = await q.reserve()
-    job.nack(delay=60)
-    assert q.shutdown(immediate=True) == ["later"]
-    assert q.statistics().in_flight == 0
-
-
 async def test_item_given_back_after_shutdown_is_not_lost(make_reserving_queue):
     q = await make_reserving_queue()
     await q.put("x")

@@ -218,3 +218,12 @@ def test_sync_nonblocking_forms_are_exactly_the_nowait_ones():
         assert q.sync.get(block=False, timeout=-5) == "y"  # timeout ignored, as queue.Queue
 
     asyncio.run(main())
+
+
+async def test_immediate_shutdown_hands_back_delayed_items():
+    q = chute.Queue()
+    await q.put("later")
+    job = await q.reserve()
+    job.nack(delay=60)
+    assert q.shutdown(immediate=True) == ["later"]
+    assert q.statistics().in_flight == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import multiprocessing as mp
 import os
@@ -395,3 +396,32 @@ async def test_timeouts_and_cancellations_across_processes_lose_nothing():
         assert len(got) == len(set(got)), "an item was delivered twice"
         assert sorted(got) == sorted(put_ok), "an item whose put returned was lost"
         assert len(put_ok) > 500
+
+
+async def test_an_item_whose_last_try_died_with_its_process_is_dead_lettered():
+    ctx = mp.get_context("fork")
+    with ProcessQueue(max_deliveries=1) as q, ProcessQueue() as ready:
+        await q.put_batch(["poison", "fine"])
+        holder = ctx.Process(target=reserve_and_die, args=(q, ready, 1))
+        holder.start()
+        assert await ready.get(timeout=30) == ["poison"]
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+        async with q.reserve(timeout=10) as job:
+            assert job.item == "fine"
+        await wait_until_dead_lettered(q)
+        assert q.dead_letters() == ["poison"]
+        await asyncio.wait_for(q.join(), 10)  # a dead letter counts as done
+        assert q.requeue_dead() == 1
+        assert await q.get(timeout=5) == "poison"
+        assert q.purge_dead() == []
+
+
+async def wait_until_dead_lettered(q: ProcessQueue[object]) -> None:
+    # The recovery runs when a process finds the queue idle with items out.
+    for _ in range(200):
+        if q.statistics().dead_lettered:
+            return
+        with contextlib.suppress(TimeoutError):
+            await q.get(timeout=0.01)
+    raise AssertionError("the dead process's item was never recovered")
