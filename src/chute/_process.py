@@ -119,6 +119,7 @@ _LOCK_PATIENCE = 0.2  # seconds between checks that the lock holder is alive
 _ORPHAN_LOCK = 1.0  # a lock held with no holder pid for this long: its taker died
 
 _get_running_loop = asyncio._get_running_loop
+_NO_RINGS: list[str] = []  # shared, never mutated: "no bell to ring"
 _live: weakref.WeakSet[ProcessQueue[Any]] = weakref.WeakSet()
 _bell_numbers = itertools.count(1)  # unique in this process, for every handle on any queue
 
@@ -864,23 +865,74 @@ class ProcessQueue(Generic[T]):
         The item is pickled first, in the caller: an item that cannot be
         pickled, or is larger than the ring, raises here and nothing is stored.
         """
-        records = [self._encode(item)]
+        data = self._encode(item)
         if timeout is not None:
             timeout = check_timeout(timeout)
-        try:
-            wake = self._attempt(self._try_put, records)
-        except QueueShutDown:
-            raise QueueShutDown(item=item) from None
+        wake = self._put_one(data)
         if wake is None:
-            await self._put_records(records, timeout, item)
+            await self._put_records([data], timeout, item)
         elif wake:
             self._ring_bells(wake)
 
-    def _attempt(self, try_: Any, arg: Any) -> Any:
-        """One attempt under the lock, before any of the waiting machinery."""
+    def _put_one(self, data: bytes) -> list[str] | None:
+        """The common put, in one short locked section: open, room, no wrap.
+
+        None sends the caller down the general path (which waits, wraps, or
+        raises QueueShutDown); the same logic as _room and _write, unrolled.
+        """
         self._lock()
         try:
-            return try_(arg)
+            h = self._h
+            count, maxsize = h[H_COUNT], h[H_MAXSIZE]
+            if h[H_STATE] or (maxsize and count >= maxsize):
+                return None
+            cap, tail, n = self._capacity, h[H_TAIL], len(data)
+            rec = 8 + ((n + 7) & ~7)
+            phys = tail % cap
+            if cap - phys < rec or tail - h[H_HEAD] + rec > cap:
+                return None
+            start = _RING_OFFSET + phys + 8
+            self._mm[start : start + n] = data
+            self._ring_q[phys >> 3] = n
+            h[H_TAIL] = tail + rec  # publish
+            h[H_COUNT] = count + 1
+            h[H_UNFINISHED] += 1
+            h[H_TOTAL_PUT] += 1
+            if count >= h[H_PEAK]:
+                h[H_PEAK] = count + 1
+            if h[H_GET_WAITERS] <= 0 and not self._needs_sweep:
+                return _NO_RINGS
+            return self._to_ring(B_GET, 1)
+        finally:
+            self._unlock()
+
+    def _get_one(self) -> tuple[bytes, list[str]] | None:
+        """The common get, in one short locked section (see _put_one)."""
+        self._lock()
+        try:
+            h = self._h
+            count = h[H_COUNT]
+            if not count or h[H_STATE]:
+                return None
+            cap, head = self._capacity, h[H_HEAD]
+            phys = head % cap
+            word = self._ring_q[phys >> 3]
+            if word == _WRAP:
+                return None
+            n = word & _LEN_MASK
+            start = _RING_OFFSET + phys + 8
+            data = self._mm[start : start + n]
+            head += 8 + ((n + 7) & ~7)
+            count -= 1
+            if count == 0:  # empty: restart at the ring's beginning (see _read)
+                head = -(-h[H_TAIL] // cap) * cap
+                h[H_TAIL] = head
+            h[H_HEAD] = head  # publish
+            h[H_COUNT] = count
+            h[H_TOTAL_GOT] += 1
+            if h[H_PUT_WAITERS] <= 0 and not self._needs_sweep:
+                return data, _NO_RINGS
+            return data, self._to_ring(B_PUT, 1)
         finally:
             self._unlock()
 
@@ -931,13 +983,13 @@ class ProcessQueue(Generic[T]):
         """Remove and return the next item, waiting while empty."""
         if timeout is not None:
             timeout = check_timeout(timeout)
-        got = self._attempt(self._try_get, 1)
+        got = self._get_one()
         if got is None:
             return (await self._get_records(1, timeout))[0]  # type: ignore[no-any-return]
-        records, wake = got
+        data, wake = got
         if wake:
             self._ring_bells(wake)
-        return pickle.loads(records[0])  # type: ignore[no-any-return]
+        return pickle.loads(data)  # type: ignore[no-any-return]
 
     async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
         """Wait for at least one item, then take up to ``max_items`` under one lock."""
@@ -1565,13 +1617,10 @@ class ProcessSyncQueue(Generic[T]):
         if block and timeout is not None:
             check_timeout(timeout)  # refused at the call, even when no wait is needed
         q = self._q
-        records = [q._encode(item)]
-        try:
-            wake = q._attempt(q._try_put, records)
-        except QueueShutDown:
-            raise QueueShutDown(item=item) from None
+        data = q._encode(item)
+        wake = q._put_one(data)
         if wake is None:
-            self._put(records, block, timeout, item)
+            self._put([data], block, timeout, item)
         elif wake:
             q._ring_bells(wake)
 
@@ -1601,13 +1650,13 @@ class ProcessSyncQueue(Generic[T]):
         if block and timeout is not None:
             check_timeout(timeout)
         q = self._q
-        got = q._attempt(q._try_get, 1)
+        got = q._get_one()
         if got is None:
             return self._get(1, block, timeout)[0]  # type: ignore[no-any-return]
-        records, wake = got
+        data, wake = got
         if wake:
             q._ring_bells(wake)
-        return pickle.loads(records[0])  # type: ignore[no-any-return]
+        return pickle.loads(data)  # type: ignore[no-any-return]
 
     def get_nowait(self) -> T:
         return self._q.get_nowait()
