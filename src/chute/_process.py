@@ -567,6 +567,9 @@ class ProcessQueue(Generic[T]):
         if maxsize and h[H_COUNT] + len(records) > maxsize:
             return False
         cap, tail = self._capacity, h[H_TAIL]
+        total = sum([(len(data) + 15) & ~7 for data in records])  # 8 + padded each
+        if tail % cap + total <= cap:  # no wrap on the way: the common case
+            return tail - h[H_HEAD] + total <= cap
         need = 0
         for data in records:
             rec = 8 + _pad(len(data))
