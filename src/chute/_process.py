@@ -129,13 +129,20 @@ def _shm_dir() -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie (killed, not yet reaped by its parent)
+    is dead here: it will never release a lock or settle a job."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # pragma: no cover - exists, someone else's
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # no /proc (macOS), or gone meanwhile
+        return True
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
 
 
 def _pad(n: int) -> int:
@@ -247,7 +254,13 @@ class ProcessQueue(Generic[T]):
             os.close(fd)
             os.unlink(path)
             raise
-        self._map(fd)
+        try:
+            self._map(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            _multiprocessing.sem_unlink(self._sem_name)
+            raise
         h = self._h
         h[H_CAPACITY] = capacity
         h[H_MAXSIZE] = maxsize
@@ -354,6 +367,8 @@ class ProcessQueue(Generic[T]):
         if self._closed:
             return
         last = False
+        # Wake this process's own waiters: they find the queue closed.
+        self._ring_bells([bell.path for bell in self._resources[2] if isinstance(bell, _Bell)])
         with contextlib.suppress(Exception), self._locked():
             self._give_back_all_held()
             self._h[H_PEERS] -= 1
@@ -453,17 +468,23 @@ class ProcessQueue(Generic[T]):
 
     def _take_over(self, holder: int) -> bool:
         """The lock's holder is dead: become the holder, then repair."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # one taker at a time
+        # One taker at a time. A descriptor of its own: an flock belongs to the
+        # open file description, which fork children share with us.
+        fd = os.open(self._base, os.O_RDWR)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             if self._sem.acquire(False):
                 return True  # released after all
             if self._h[H_HOLDER] != holder:
                 return False  # someone else took over meanwhile
             self._h[H_HOLDER] = self._pid
-            self._repair()
+            try:
+                self._repair()
+            except Exception:  # pragma: no cover - we hold the lock whatever happens
+                pass
             return True
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(fd)  # drops the flock
 
     def _repair(self) -> None:
         """Make the header agree with the ring after a holder died mid-update.
@@ -549,6 +570,8 @@ class ProcessQueue(Generic[T]):
             )
 
     def __repr__(self) -> str:
+        if self._closed:
+            return f"<chute.ProcessQueue {self._name!r} closed>"
         return (
             f"<chute.ProcessQueue {self._name!r} maxsize={self.maxsize} "
             f"qsize={self.qsize()}{' shut down' if self.is_shutdown else ''}>"
@@ -603,6 +626,22 @@ class ProcessQueue(Generic[T]):
         if count > h[H_PEAK]:
             h[H_PEAK] = count
 
+    def _restart_empty(self) -> None:
+        """Lock held, ring empty (head == tail): restart at the ring's start,
+        so that any record up to the whole capacity fits next time.
+
+        Crash-safe in this order: a wrap marker first (so a walk from the
+        old position skips to the boundary), then the tail, then the head.
+        """
+        h, cap = self._h, self._capacity
+        tail = h[H_TAIL]
+        phys = tail % cap
+        if phys:
+            self._ring_q[phys >> 3] = _WRAP
+            start = tail + cap - phys
+            h[H_TAIL] = start
+            h[H_HEAD] = start
+
     def _read(self, max_items: int) -> list[bytes]:
         h, lengths, mm, cap = self._h, self._ring_q, self._mm, self._capacity
         head, tail = h[H_HEAD], h[H_TAIL]
@@ -618,13 +657,10 @@ class ProcessQueue(Generic[T]):
             out.append(mm[start : start + n])
             head += 8 + _pad(n)
         count = h[H_COUNT] - len(out)
-        if count == 0:
-            # Empty: restart at the ring's beginning, so that any record up
-            # to the whole capacity fits next time.
-            head = tail = -(-tail // cap) * cap
-            h[H_TAIL] = tail
         h[H_HEAD] = head
         h[H_COUNT] = count
+        if count == 0:
+            self._restart_empty()
         h[H_TOTAL_GOT] += len(out)
         return out
 
@@ -706,8 +742,16 @@ class ProcessQueue(Generic[T]):
                 t[base + kind] = 0
                 t[base + kind + _EPOCH] += 1
                 self._h[total] -= n
-                if t[base + B_PID]:
-                    out.append(f"{self._base}.{t[base + B_PID]}.{t[base + B_BELL]}.bell")
+                pid = t[base + B_PID]
+                if limit < _MAX_BELLS and pid != self._pid and not _alive(pid):
+                    # A dead waiter must not take the only ring: clear its
+                    # row and go on to the next.
+                    for cell in range(_BELL_CELLS):
+                        t[base + cell] = 0
+                    self._sweep_dead_bells()  # its other kinds' counts too
+                    continue
+                if pid:
+                    out.append(f"{self._base}.{pid}.{t[base + B_BELL]}.bell")
                     if len(out) >= limit:
                         break
         return out
@@ -760,6 +804,31 @@ class ProcessQueue(Generic[T]):
         return bell
 
     # -- the async face ------------------------------------------------------------------
+
+    def _decode(self, records: list[bytes]) -> list[Any]:
+        """Unpickle what a get took. If one cannot be unpickled here, nothing
+        is lost: it goes to the dead letters, the others back to the front,
+        and the caller gets a ChuteError saying so."""
+        try:
+            return [pickle.loads(r) for r in records]
+        except Exception as exc:
+            bad = next(i for i, r in enumerate(records) if not _loads_ok(r))
+            with self._locked():
+                try:
+                    self._dead_letter(records[bad])
+                    h = self._h
+                    if h[H_UNFINISHED] > 0:
+                        h[H_UNFINISHED] -= 1
+                except ChuteError:
+                    self._give_back(records[bad], 0)
+                rest = records[:bad] + records[bad + 1 :]
+                for r in reversed(rest):
+                    self._give_back(r, 0)
+                self._pending_rings.extend(self._to_ring(B_GET, len(rest)))
+            raise ChuteError(
+                f"an item could not be unpickled in this process ({exc!r}); it was moved "
+                "to the dead letters, and the other items taken with it went back"
+            ) from exc
 
     def _encode(self, item: Any) -> bytes:
         data = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
@@ -830,6 +899,13 @@ class ProcessQueue(Generic[T]):
             fut = loop.create_future()
             lb.add(fut)
             handle = None if deadline is None else loop.call_at(deadline, expire, fut)
+            # Items out with other processes: look again now and then, in
+            # case their holder died (nobody rings for that).
+            poll = (
+                loop.call_later(_RECOVERY_INTERVAL, _wake_future, fut)
+                if kind == B_GET and self._h[H_IN_FLIGHT] > 0
+                else None
+            )
             try:
                 await fut
             except Expired:
@@ -844,6 +920,8 @@ class ProcessQueue(Generic[T]):
                 lb.discard(fut)
                 if handle is not None:
                     handle.cancel()
+                if poll is not None:
+                    poll.cancel()
 
     def _spin(self, kind: int, budget: int) -> int:
         """Watch the header (no lock) briefly before sleeping: the other side
@@ -927,11 +1005,10 @@ class ProcessQueue(Generic[T]):
             data = self._mm[start : start + n]
             head += 8 + ((n + 7) & ~7)
             count -= 1
-            if count == 0:  # empty: restart at the ring's beginning (see _read)
-                head = -(-h[H_TAIL] // cap) * cap
-                h[H_TAIL] = head
             h[H_HEAD] = head  # publish
             h[H_COUNT] = count
+            if count == 0:
+                self._restart_empty()
             h[H_TOTAL_GOT] += 1
             if h[H_PUT_WAITERS] <= 0 and not self._needs_sweep:
                 return data, _NO_RINGS
@@ -943,6 +1020,10 @@ class ProcessQueue(Generic[T]):
         """Put all ``items`` at once or none: one pickling pass, one lock."""
         batch = list(items)
         records = [self._encode(x) for x in batch]
+        self._check_batch(records)
+        await self._put_records(records, timeout, batch)
+
+    def _check_batch(self, records: list[bytes]) -> None:
         maxsize = self.maxsize
         if maxsize and len(records) > maxsize:
             raise ValueError(
@@ -952,7 +1033,6 @@ class ProcessQueue(Generic[T]):
             raise ValueError(
                 f"a batch this large never fits this queue's ring of {self._capacity} bytes"
             )
-        await self._put_records(records, timeout, batch)
 
     async def _put_records(
         self, records: list[bytes], timeout: float | None, original: Any
@@ -992,7 +1072,7 @@ class ProcessQueue(Generic[T]):
         data, wake = got
         if wake:
             self._ring_bells(wake)
-        return pickle.loads(data)  # type: ignore[no-any-return]
+        return self._decode([data])[0]  # type: ignore[no-any-return]
 
     async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
         """Wait for at least one item, then take up to ``max_items`` under one lock."""
@@ -1009,7 +1089,7 @@ class ProcessQueue(Generic[T]):
         except TimeoutError:
             raise TimeoutError(f"get timed out after {timeout} seconds") from None
         self._ring_bells(wake)
-        return [pickle.loads(r) for r in records]
+        return self._decode(records)
 
     def get_nowait(self) -> T:
         with self._locked():
@@ -1017,7 +1097,7 @@ class ProcessQueue(Generic[T]):
         if got is None:
             raise QueueEmpty("queue is empty")
         self._ring_bells(got[1])
-        return pickle.loads(got[0][0])  # type: ignore[no-any-return]
+        return self._decode(got[0])[0]  # type: ignore[no-any-return]
 
     def task_done(self) -> None:
         with self._locked():
@@ -1165,13 +1245,22 @@ class ProcessQueue(Generic[T]):
         return arena
 
     def _dead_letter(self, data: bytes) -> None:
-        self._dead_arena().hold(data, 0)
+        try:
+            self._dead_arena().hold(data, 0)
+        except ChuteError:
+            raise ChuteError(
+                f"the dead letters are full ({self._h[H_DEAD]} items); "
+                "purge_dead() or requeue_dead() them first"
+            ) from None
         self._h[H_DEAD] += 1
 
     def _return_held(self, data: bytes, deliveries: int) -> bool:
         """Give back (or dead-letter) an item a process held; False: no room yet."""
         if self._goes_dead(deliveries):
-            self._dead_letter(data)
+            try:
+                self._dead_letter(data)
+            except ChuteError:  # the dead letters are full: back to the queue
+                return self._give_back(data, deliveries)
             h = self._h
             if h[H_UNFINISHED] > 0:
                 h[H_UNFINISHED] -= 1
@@ -1246,10 +1335,14 @@ class ProcessQueue(Generic[T]):
         arena = self._arena
         if arena is None:
             return
+        given = 0
         for offset, data, deliveries in arena.held():
             if self._return_held(data, deliveries):
                 arena.settle(offset)
                 self._h[H_IN_FLIGHT] -= 1
+                given += 1
+        if given:
+            self._pending_rings.extend(self._to_ring(B_GET, given))
         if arena.live == 0:
             self._forget_holder(self._pid)
             arena.remove()
@@ -1330,6 +1423,12 @@ class ProcessQueue(Generic[T]):
                 return got
             try:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if kind == B_GET and self._h[H_IN_FLIGHT] > 0:  # see _wait
+                    remaining = (
+                        _RECOVERY_INTERVAL
+                        if remaining is None
+                        else min(_RECOVERY_INTERVAL, remaining)
+                    )
                 select.select([bell.fd], [], [], remaining)
                 bell.drain()
             except BaseException:
@@ -1634,7 +1733,9 @@ class ProcessSyncQueue(Generic[T]):
         self, items: Iterable[T], block: bool = True, timeout: float | None = None
     ) -> None:
         batch = list(items)
-        self._put([self._q._encode(x) for x in batch], block, timeout, batch)
+        records = [self._q._encode(x) for x in batch]
+        self._q._check_batch(records)
+        self._put(records, block, timeout, batch)
 
     def _put(self, records: list[bytes], block: bool, timeout: float | None, original: Any) -> None:
         q = self._q
@@ -1659,7 +1760,7 @@ class ProcessSyncQueue(Generic[T]):
         data, wake = got
         if wake:
             q._ring_bells(wake)
-        return pickle.loads(data)  # type: ignore[no-any-return]
+        return q._decode([data])[0]  # type: ignore[no-any-return]
 
     def get_nowait(self) -> T:
         return self._q.get_nowait()
@@ -1680,7 +1781,7 @@ class ProcessSyncQueue(Generic[T]):
         except _Expired:
             raise QueueEmpty("queue is empty") from None
         q._ring_bells(wake)
-        return [pickle.loads(r) for r in records]
+        return q._decode(records)
 
     def task_done(self) -> None:
         self._q.task_done()
@@ -1709,6 +1810,19 @@ class ProcessSyncQueue(Generic[T]):
                 yield self.get()
             except QueueShutDown:
                 return
+
+
+def _loads_ok(data: bytes) -> bool:
+    try:
+        pickle.loads(data)
+    except Exception:
+        return False
+    return True
+
+
+def _wake_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _deadline(block: bool, timeout: float | None) -> float | None:

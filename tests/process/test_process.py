@@ -425,3 +425,121 @@ async def wait_until_dead_lettered(q: ProcessQueue[object]) -> None:
         with contextlib.suppress(TimeoutError):
             await q.get(timeout=0.01)
     raise AssertionError("the dead process's item was never recovered")
+
+
+# -- regressions found in review --------------------------------------------------------
+
+
+class _DieAfterStoring:
+    """Stands for q._h in a child: the process dies right after storing the
+    given cell, as SIGKILL could at that instant."""
+
+    def __init__(self, h, cell):
+        self.h, self.cell = h, cell
+
+    def __getitem__(self, i):
+        return self.h[i]
+
+    def __setitem__(self, i, v):
+        self.h[i] = v
+        if i == self.cell:
+            os._exit(0)
+
+
+def get_and_die_after(q, cell):
+    q._h = _DieAfterStoring(q._h, cell)
+    q.sync.get(timeout=5)
+
+
+@pytest.mark.parametrize("cell", ["H_HEAD", "H_COUNT", "H_TAIL"])
+def test_a_getter_killed_while_emptying_the_ring_leaves_it_consistent(cell):
+    from chute import _process
+
+    ctx = mp.get_context("fork")
+    with ProcessQueue(capacity=4096) as q:
+        q.sync.put("a")
+        p = ctx.Process(target=get_and_die_after, args=(q, getattr(_process, cell)))
+        p.start()
+        p.join(30)
+        q.sync.put("b", timeout=10)  # takes the lock over if it was held, repairs
+        got = []
+        while True:
+            try:
+                got.append(q.sync.get_nowait())
+            except chute.QueueEmpty:
+                break
+        assert got in (["b"], ["a", "b"])  # never garbage, never "b" lost
+
+
+def lock_and_wait(q, ready):
+    q._lock()
+    ready.sync.put(os.getpid())
+    threading.Event().wait(60)
+
+
+def test_a_killed_lock_holder_not_yet_reaped_is_taken_over():
+    ctx = mp.get_context("fork")
+    with ProcessQueue() as q, ProcessQueue() as ready:
+        p = ctx.Process(target=lock_and_wait, args=(q, ready))
+        p.start()
+        pid = ready.sync.get(timeout=30)
+        os.kill(pid, signal.SIGKILL)  # a zombie until joined: no join before the put
+        q.sync.put("x", timeout=10)
+        assert q.sync.get(timeout=10) == "x"
+        p.join(30)
+
+
+def test_a_closing_holder_rings_the_waiting_getter():
+    with ProcessQueue() as q:
+        q.sync.put("x")
+        other = ProcessQueue.attach(q.name)
+        other.sync.reserve().__enter__()
+        got = []
+        t = threading.Thread(target=lambda: got.append(q.sync.get(timeout=10)))
+        t.start()
+        for _ in range(1000):
+            if q.statistics().getters_waiting:
+                break
+            threading.Event().wait(0.005)
+        other.close()  # gives "x" back, and rings the sleeping getter
+        t.join(5)
+        assert got == ["x"]
+
+
+async def test_a_sleeping_getter_recovers_what_a_dead_holder_held():
+    ctx = mp.get_context("fork")
+    with ProcessQueue() as q, ProcessQueue() as ready:
+        await q.put("x")
+        holder = ctx.Process(target=reserve_and_die, args=(q, ready, 1))
+        holder.start()
+        assert await ready.get(timeout=30) == ["x"]
+        getter = asyncio.ensure_future(q.get(timeout=20))  # asleep before the death
+        await asyncio.sleep(0.05)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+        assert await asyncio.wait_for(getter, 10) == "x"
+
+
+def _refuse_to_rebuild():
+    raise RuntimeError("cannot rebuild here")
+
+
+class Bomb:
+    def __reduce__(self):
+        return (_refuse_to_rebuild, ())
+
+
+async def test_an_item_that_cannot_be_unpickled_loses_nothing_else():
+    with ProcessQueue() as q:
+        await q.put_batch([1, 2, Bomb(), 4])
+        with pytest.raises(chute.ChuteError, match="moved to the dead letters"):
+            await q.get_batch(10)
+        assert await q.get_batch(10) == [1, 2, 4]
+        assert q.statistics().dead_lettered == 1
+
+
+def test_sync_put_batch_that_can_never_fit_is_refused_at_once():
+    with ProcessQueue(maxsize=2) as q:
+        with pytest.raises(ValueError, match="can never fit"):
+            q.sync.put_batch([1, 2, 3], timeout=5)
+        assert q.qsize() == 0
