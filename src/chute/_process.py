@@ -442,10 +442,14 @@ class ProcessQueue(Generic[T]):
         self._h[H_HOLDER] = self._pid
 
     def _unlock(self) -> None:
+        # Take the pending rings while still holding the lock: another thread
+        # may add to the list as soon as we let go.
+        rings = self._pending_rings
+        if rings:
+            self._pending_rings = []
         self._h[H_HOLDER] = 0
         self._sem.release()
-        if self._pending_rings:
-            rings, self._pending_rings = self._pending_rings, []
+        if rings:
             self._ring_bells(rings)
 
     def _lock_slowly(self) -> None:
@@ -1147,13 +1151,15 @@ class ProcessQueue(Generic[T]):
         arena = self._arena
         if arena is None:
             arena = self._arena = _Arena.create(
-                self._arena_path(self._pid), max(self._capacity, 1 << 20)
+                f"{self._base}.{self._pid}.{next(_bell_numbers)}.held",
+                max(self._capacity, 1 << 20),
             )
             self._resources[2].append(arena)
         return arena
 
-    def _arena_path(self, pid: int) -> str:
-        return f"{self._base}.{pid}.held"
+    def _arena_paths(self, pid: int) -> list[str]:
+        """The held-item files of ``pid``: one per handle it opened on the queue."""
+        return glob.glob(glob.escape(f"{self._base}.{pid}.") + "*.held")
 
     def _try_reserve(self, _unused: object = None) -> tuple[Any, list[str]] | None:
         h = self._h
@@ -1344,9 +1350,10 @@ class ProcessQueue(Generic[T]):
         if given:
             self._pending_rings.extend(self._to_ring(B_GET, given))
         if arena.live == 0:
-            self._forget_holder(self._pid)
             arena.remove()
             self._arena = None
+            if not self._arena_paths(self._pid):  # no other handle of ours holds any
+                self._forget_holder(self._pid)
 
     def _forget_holder(self, pid: int) -> None:
         cells = self._holders
@@ -1360,23 +1367,27 @@ class ProcessQueue(Generic[T]):
         cells = self._holders
         dead = [cells[i] for i in range(_MAX_HOLDERS) if cells[i] and not _alive(cells[i])]
         for pid in dead:
-            try:
-                arena = _Arena.open(self._arena_path(pid))
-            except FileNotFoundError:
-                self._forget_holder(pid)
-                continue
-            try:
-                for offset, data, deliveries in arena.held():
-                    if not self._return_held(data, deliveries):
-                        break  # no room now: the rest on a later look
-                    arena.settle(offset)
-                    self._h[H_IN_FLIGHT] -= 1
-                finished = arena.live == 0
-            finally:
-                arena.close()
-            if finished:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._arena_path(pid))
+            all_finished = True
+            for path in self._arena_paths(pid):
+                try:
+                    arena = _Arena.open(path)
+                except (FileNotFoundError, ValueError):
+                    continue
+                try:
+                    for offset, data, deliveries in arena.held():
+                        if not self._return_held(data, deliveries):
+                            break  # no room now: the rest on a later look
+                        arena.settle(offset)
+                        self._h[H_IN_FLIGHT] -= 1
+                    finished = arena.live == 0
+                finally:
+                    arena.close()
+                if finished:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                else:
+                    all_finished = False
+            if all_finished:
                 self._forget_holder(pid)
         if dead:
             wake = self._to_ring(B_GET)

@@ -543,3 +543,25 @@ def test_sync_put_batch_that_can_never_fit_is_refused_at_once():
         with pytest.raises(ValueError, match="can never fit"):
             q.sync.put_batch([1, 2, 3], timeout=5)
         assert q.qsize() == 0
+
+
+def reserve_on_two_handles_and_die(name: str, ready: ProcessQueue[int]) -> None:
+    a = ProcessQueue.attach(name)
+    b = ProcessQueue.attach(name)
+    held = [a.sync.reserve().__enter__().item, b.sync.reserve().__enter__().item]
+    ready.sync.put(held)
+    threading.Event().wait(60)
+
+
+def test_two_handles_in_one_dying_process_lose_nothing():
+    ctx = mp.get_context("fork")
+    with ProcessQueue() as q, ProcessQueue() as ready:
+        q.sync.put_batch(["A", "B", "C"])
+        p = ctx.Process(target=reserve_on_two_handles_and_die, args=(q.name, ready))
+        p.start()
+        assert sorted(ready.sync.get(timeout=30)) == ["A", "B"]
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(30)
+        got = sorted(q.sync.get(timeout=10) for _ in range(3))
+        assert got == ["A", "B", "C"]
+        assert q.statistics().in_flight == 0
