@@ -177,22 +177,41 @@ class _Bell:
             os.unlink(self.path)
 
 
+class _ThreadBell:
+    """Holds a thread's bell in its thread-local, so that the bell can be
+    retired when the thread ends (a finaliser on this object)."""
+
+    __slots__ = ("__weakref__", "bell")
+
+    def __init__(self, bell: _Bell) -> None:
+        self.bell = bell
+
+
+def _retire(queue_ref: weakref.ref[ProcessQueue[Any]], bell: _Bell) -> None:
+    queue = queue_ref()
+    if queue is not None and not queue._closed:
+        queue._retired.append(bell)  # freed at the queue's next unlock
+
+
 class _LoopBell:
     """The bell of one event loop: wakes every task of that loop waiting here."""
 
-    __slots__ = ("bell", "loop", "reading", "waiters")
+    __slots__ = ("bell", "loop_ref", "reading", "waiters")
 
     def __init__(self, queue: ProcessQueue[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.bell = _Bell(queue)
-        self.loop = loop
+        # Weakly: the loop is the key of the queue's weak table of loop bells,
+        # and a strong reference from here would keep it alive for ever.
+        self.loop_ref = weakref.ref(loop)
         self.waiters: list[asyncio.Future[None]] = []
         self.reading = False
 
     def add(self, fut: asyncio.Future[None]) -> None:
         # The reader stays registered between waits (two epoll_ctl calls per
         # wait are measurable); a ring that finds nobody waiting removes it.
-        if not self.reading:
-            self.loop.add_reader(self.bell.fd, self._rung)
+        loop = self.loop_ref()
+        if not self.reading and loop is not None:
+            loop.add_reader(self.bell.fd, self._rung)
             self.reading = True
         self.waiters.append(fut)
 
@@ -202,8 +221,9 @@ class _LoopBell:
 
     def _rung(self) -> None:
         self.bell.drain()
-        if not self.waiters:
-            self.loop.remove_reader(self.bell.fd)
+        loop = self.loop_ref()
+        if not self.waiters and loop is not None:
+            loop.remove_reader(self.bell.fd)
             self.reading = False
         for fut in self.waiters:
             if not fut.done():
@@ -324,6 +344,7 @@ class ProcessQueue(Generic[T]):
         self._dead: _Arena | None = None
         self._next_recovery = 0.0
         self._pending_rings: list[str] = []  # found under the lock, rung after it
+        self._retired: list[_Bell] = []  # bells of ended loops and threads
         # What finalize must release: [fd, mmap, [bells], [views of the map]].
         self._resources: list[Any] = [None, None, [], []]
         _live.add(self)
@@ -406,6 +427,7 @@ class ProcessQueue(Generic[T]):
         self._thread_bells = threading.local()
         self._ring_fds = {}
         self._resources[2] = []
+        self._retired = []
         self._arena = None  # the parent's reservations are the parent's
         self._dead = None
         self._owner = False
@@ -447,6 +469,8 @@ class ProcessQueue(Generic[T]):
         rings = self._pending_rings
         if rings:
             self._pending_rings = []
+        if self._retired:
+            self._free_retired()
         self._h[H_HOLDER] = 0
         self._sem.release()
         if rings:
@@ -797,15 +821,36 @@ class ProcessQueue(Generic[T]):
                 if lb is None:
                     lb = self._loop_bells[loop] = _LoopBell(self, loop)
                     self._resources[2].append(lb.bell)
+                    # When the loop is gone, its bell (pipe, row) goes too.
+                    weakref.finalize(loop, _retire, weakref.ref(self), lb.bell)
         return lb
 
     def _thread_bell(self) -> _Bell:
-        bell: _Bell | None = getattr(self._thread_bells, "bell", None)
-        if bell is None:
-            bell = self._thread_bells.bell = _Bell(self)
+        holder: _ThreadBell | None = getattr(self._thread_bells, "holder", None)
+        if holder is None:
+            bell = _Bell(self)
+            holder = self._thread_bells.holder = _ThreadBell(bell)
             with self._local:
                 self._resources[2].append(bell)
-        return bell
+            # The thread-local dies with its thread: retire the bell then.
+            weakref.finalize(holder, _retire, weakref.ref(self), bell)
+        return holder.bell
+
+    def _free_retired(self) -> None:
+        """Lock held: give back the rows and pipes of bells whose loop or thread
+        has ended (retired by a finaliser, which must not take the lock)."""
+        while self._retired:
+            bell = self._retired.pop()
+            t = self._table
+            if bell.row >= 0 and t[bell.row * _BELL_CELLS + B_PID] == self._pid:
+                base = bell.row * _BELL_CELLS
+                for kind in (B_GET, B_PUT, B_JOIN):
+                    self._h[_TOTALS[kind]] -= t[base + kind]
+                for cell in range(_BELL_CELLS):
+                    t[base + cell] = 0
+            bell.close()
+            with contextlib.suppress(ValueError):
+                self._resources[2].remove(bell)
 
     # -- the async face ------------------------------------------------------------------
 

@@ -565,3 +565,28 @@ def test_two_handles_in_one_dying_process_lose_nothing():
         got = sorted(q.sync.get(timeout=10) for _ in range(3))
         assert got == ["A", "B", "C"]
         assert q.statistics().in_flight == 0
+
+
+def test_bells_of_ended_loops_and_threads_are_given_back():
+    import gc
+
+    async def wait_briefly(q: ProcessQueue[int]) -> None:
+        with contextlib.suppress(TimeoutError):
+            await q.get(timeout=0.001)
+
+    def wait_in_thread(q: ProcessQueue[int]) -> None:
+        with contextlib.suppress(chute.QueueEmpty):
+            q.sync.get(timeout=0.001)
+
+    with ProcessQueue() as q:
+        for i in range(300):  # more than the 256 rows of the bell table
+            asyncio.run(wait_briefly(q))
+            t = threading.Thread(target=wait_in_thread, args=(q,))
+            t.start()
+            t.join(10)
+            if i % 50 == 0:
+                gc.collect()
+        gc.collect()
+        q.sync.put(1)  # an unlock: frees what was retired
+        bells = glob.glob(os.path.join(_shm_dir(), f"chute-{q.name}.*.bell"))
+        assert len(bells) < 120
