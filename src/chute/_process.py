@@ -84,13 +84,15 @@ _VERSION = 1
     H_ROWS,
     H_MAX_DELIVERIES,
     H_DEAD,
-) = range(22)
+    H_BATCH_PUTTERS,
+) = range(23)
 _HEADER_CELLS = 32
 
 # The bell table: one row per bell (a loop or a thread of some process).
 B_PID, B_BELL, B_GET, B_PUT, B_JOIN = range(5)
 _EPOCH = 3  # B_GET + _EPOCH is the get epoch cell, and so on
-_BELL_CELLS = 8
+B_BATCH = 8  # how many of the row's putters wait to put a batch (more than one item)
+_BELL_CELLS = 9
 _TOTALS = {B_GET: 14, B_PUT: 15, B_JOIN: 16}  # H_GET_WAITERS, H_PUT_WAITERS, H_JOIN_WAITERS
 _MAX_BELLS = 256
 # The processes holding reservations (pids), so that the living can give
@@ -542,7 +544,7 @@ class ProcessQueue(Generic[T]):
 
     def _sweep_dead_bells(self) -> None:
         t = self._table
-        get = put = join = 0
+        get = put = join = batch = 0
         for row in range(_MAX_BELLS):
             base = row * _BELL_CELLS
             pid = t[base + B_PID]
@@ -553,7 +555,10 @@ class ProcessQueue(Generic[T]):
                 get += t[base + B_GET]
                 put += t[base + B_PUT]
                 join += t[base + B_JOIN]
-        self._h[H_GET_WAITERS], self._h[H_PUT_WAITERS], self._h[H_JOIN_WAITERS] = get, put, join
+                batch += t[base + B_BATCH]
+        h = self._h
+        h[H_GET_WAITERS], h[H_PUT_WAITERS], h[H_JOIN_WAITERS] = get, put, join
+        h[H_BATCH_PUTTERS] = batch
 
     # -- sizes and statistics ----------------------------------------------------------
 
@@ -697,7 +702,7 @@ class ProcessQueue(Generic[T]):
     def _own_rows(self) -> list[int]:
         return [b.row for b in self._resources[2] if b.row >= 0]
 
-    def _register(self, bell: _Bell, kind: int) -> int:
+    def _register(self, bell: _Bell, kind: int, need: int = 1) -> int:
         """Count one local waiter of ``kind`` on ``bell``; returns the row's epoch.
 
         A ringer *consumes* the registrations it rings (zeroes the count and
@@ -710,9 +715,12 @@ class ProcessQueue(Generic[T]):
         base = bell.row * _BELL_CELLS
         t[base + kind] += 1
         self._h[_TOTALS[kind]] += 1
+        if kind == B_PUT and need > 1:
+            t[base + B_BATCH] += 1
+            self._h[H_BATCH_PUTTERS] += 1
         return t[base + kind + _EPOCH]
 
-    def _unregister(self, bell: _Bell, kind: int, epoch: int) -> bool:
+    def _unregister(self, bell: _Bell, kind: int, epoch: int, need: int = 1) -> bool:
         """Take back a registration that no ring consumed (woken otherwise,
         timed out, cancelled). True if a ring did consume it."""
         t = self._table
@@ -722,6 +730,9 @@ class ProcessQueue(Generic[T]):
         if t[base + kind]:
             t[base + kind] -= 1
             self._h[_TOTALS[kind]] -= 1
+        if kind == B_PUT and need > 1 and t[base + B_BATCH]:
+            t[base + B_BATCH] -= 1
+            self._h[H_BATCH_PUTTERS] -= 1
         return False
 
     def _pass_on(self, kind: int) -> None:
@@ -759,6 +770,10 @@ class ProcessQueue(Generic[T]):
             self._sweep_dead_bells()
         if self._h[total] <= 0:
             return []
+        if kind == B_PUT and self._h[H_BATCH_PUTTERS] > 0:
+            # Room for one may not be room for a batch: ring every putter,
+            # or a single putter behind a batch that cannot fit would sleep.
+            limit = _MAX_BELLS
         t = self._table
         out: list[str] = []
         rows = self._h[H_ROWS]
@@ -770,6 +785,9 @@ class ProcessQueue(Generic[T]):
                 t[base + kind] = 0
                 t[base + kind + _EPOCH] += 1
                 self._h[total] -= n
+                if kind == B_PUT and t[base + B_BATCH]:
+                    self._h[H_BATCH_PUTTERS] -= t[base + B_BATCH]
+                    t[base + B_BATCH] = 0
                 pid = t[base + B_PID]
                 if limit < _MAX_BELLS and pid != self._pid and not _alive(pid):
                     # A dead waiter must not take the only ring: clear its
@@ -846,6 +864,7 @@ class ProcessQueue(Generic[T]):
                 base = bell.row * _BELL_CELLS
                 for kind in (B_GET, B_PUT, B_JOIN):
                     self._h[_TOTALS[kind]] -= t[base + kind]
+                self._h[H_BATCH_PUTTERS] -= t[base + B_BATCH]
                 for cell in range(_BELL_CELLS):
                     t[base + cell] = 0
             bell.close()
@@ -913,7 +932,7 @@ class ProcessQueue(Generic[T]):
         records = self._read(max_items)
         return records, self._to_ring(B_PUT, len(records))
 
-    async def _wait(self, kind: int, attempt: Any, deadline: float | None) -> Any:
+    async def _wait(self, kind: int, attempt: Any, deadline: float | None, need: int = 1) -> Any:
         """Run ``attempt`` under the lock until it answers, sleeping on our bell.
 
         Items move only inside ``attempt``, under the lock, in this task: a
@@ -928,7 +947,7 @@ class ProcessQueue(Generic[T]):
             try:
                 rung = False
                 if epoch >= 0:
-                    rung = self._unregister(lb.bell, kind, epoch)
+                    rung = self._unregister(lb.bell, kind, epoch, need)
                     epoch = -1
                 got = attempt()
                 if got is None:
@@ -937,7 +956,7 @@ class ProcessQueue(Generic[T]):
                             self._pass_on(kind)
                         raise TimeoutError("timed out")
                     if not spin:
-                        epoch = self._register(lb.bell, kind)
+                        epoch = self._register(lb.bell, kind, need)
             finally:
                 self._unlock()
             if got is None and spin:
@@ -962,7 +981,7 @@ class ProcessQueue(Generic[T]):
             except BaseException:
                 if not self._closed:
                     with self._locked():
-                        if self._unregister(lb.bell, kind, epoch):
+                        if self._unregister(lb.bell, kind, epoch, need):
                             self._pass_on(kind)
                 raise
             finally:
@@ -1091,7 +1110,7 @@ class ProcessQueue(Generic[T]):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
-            wake = await self._wait(B_PUT, lambda: self._try_put(records), deadline)
+            wake = await self._wait(B_PUT, lambda: self._try_put(records), deadline, len(records))
         except TimeoutError:
             raise TimeoutError(f"put timed out after {timeout} seconds") from None
         except QueueShutDown:
@@ -1450,7 +1469,9 @@ class ProcessQueue(Generic[T]):
 
     # -- blocking forms (ProcessSyncQueue) ------------------------------------------
 
-    def _wait_blocking(self, kind: int, attempt: Any, deadline: float | None, what: str) -> Any:
+    def _wait_blocking(
+        self, kind: int, attempt: Any, deadline: float | None, what: str, need: int = 1
+    ) -> Any:
         bell = self._thread_bell()
         epoch = -1
         spin = _SYNC_SPIN
@@ -1459,7 +1480,7 @@ class ProcessQueue(Generic[T]):
             try:
                 rung = False
                 if epoch >= 0:
-                    rung = self._unregister(bell, kind, epoch)
+                    rung = self._unregister(bell, kind, epoch, need)
                     epoch = -1
                 got = attempt()
                 if got is None:
@@ -1469,7 +1490,7 @@ class ProcessQueue(Generic[T]):
                         raise _Expired
                     check_not_on_loop(what)
                     if not spin:
-                        epoch = self._register(bell, kind)
+                        epoch = self._register(bell, kind, need)
             finally:
                 self._unlock()
             if got is None and spin:
@@ -1489,7 +1510,7 @@ class ProcessQueue(Generic[T]):
                 bell.drain()
             except BaseException:
                 with self._locked():
-                    if self._unregister(bell, kind, epoch):
+                    if self._unregister(bell, kind, epoch, need):
                         self._pass_on(kind)
                 raise
 
@@ -1797,7 +1818,9 @@ class ProcessSyncQueue(Generic[T]):
         q = self._q
         deadline = _deadline(block, timeout)
         try:
-            wake = q._wait_blocking(B_PUT, lambda: q._try_put(records), deadline, "a blocking put")
+            wake = q._wait_blocking(
+                B_PUT, lambda: q._try_put(records), deadline, "a blocking put", len(records)
+            )
         except _Expired:
             raise QueueFull(f"queue is full (maxsize={q.maxsize})") from None
         except QueueShutDown:

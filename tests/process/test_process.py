@@ -590,3 +590,29 @@ def test_bells_of_ended_loops_and_threads_are_given_back():
         q.sync.put(1)  # an unlock: frees what was retired
         bells = glob.glob(os.path.join(_shm_dir(), f"chute-{q.name}.*.bell"))
         assert len(bells) < 120
+
+
+def test_room_for_one_wakes_the_single_putter_behind_a_batch():
+    with ProcessQueue(maxsize=2) as q:
+        q.sync.put_batch(["a", "b"])
+        done = {}
+
+        def single() -> None:
+            q.sync.put("z", timeout=10)
+            done["single"] = True
+
+        def batch() -> None:
+            with contextlib.suppress(chute.QueueFull):
+                q.sync.put_batch(["x", "y"], timeout=3)
+
+        threads = [threading.Thread(target=single), threading.Thread(target=batch)]
+        for t in threads:
+            t.start()
+        for _ in range(2000):
+            if q.statistics().putters_waiting == 2:
+                break
+            threading.Event().wait(0.005)
+        assert q.sync.get() == "a"  # room for one: the batch cannot use it, the single can
+        threads[0].join(5)
+        assert done == {"single": True}
+        threads[1].join(10)
