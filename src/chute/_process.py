@@ -340,7 +340,6 @@ class ProcessQueue(Generic[T]):
         self._thread_bells = threading.local()
         self._ring_fds: dict[str, int] = {}
         self._orphan_since = 0.0
-        self._needs_sweep = False
         self._ring_start = 0
         self._arena: _Arena | None = None
         self._dead: _Arena | None = None
@@ -765,9 +764,6 @@ class ProcessQueue(Generic[T]):
         lost race. A waiter that was rung but gives up passes the ring on.
         """
         total = _TOTALS[kind]
-        if self._needs_sweep:
-            self._needs_sweep = False
-            self._sweep_dead_bells()
         if self._h[total] <= 0:
             return []
         if kind == B_PUT and self._h[H_BATCH_PUTTERS] > 0:
@@ -789,13 +785,6 @@ class ProcessQueue(Generic[T]):
                     self._h[H_BATCH_PUTTERS] -= t[base + B_BATCH]
                     t[base + B_BATCH] = 0
                 pid = t[base + B_PID]
-                if limit < _MAX_BELLS and pid != self._pid and not _alive(pid):
-                    # A dead waiter must not take the only ring: clear its
-                    # row and go on to the next.
-                    for cell in range(_BELL_CELLS):
-                        t[base + cell] = 0
-                    self._sweep_dead_bells()  # its other kinds' counts too
-                    continue
                 if pid:
                     out.append(f"{self._base}.{pid}.{t[base + B_BELL]}.bell")
                     if len(out) >= limit:
@@ -803,33 +792,41 @@ class ProcessQueue(Generic[T]):
         return out
 
     def _ring_bells(self, paths: list[str]) -> None:
-        if paths:
-            with self._local:
-                for path in paths:
-                    self._ring_one(path)
+        if not paths:
+            return
+        with self._local:
+            failed = sum(1 for path in paths if not self._ring_one(path))
+        if failed and not self._closed:
+            # A ring went to a process that died (or is a zombie) while it
+            # waited: it must not be the only one rung. Clear the dead rows
+            # and ring as many others of either kind (a spare ring is harmless).
+            with self._locked():
+                self._sweep_dead_bells()
+                self._pending_rings.extend(
+                    self._to_ring(B_GET, failed) + self._to_ring(B_PUT, failed)
+                )
 
-    def _ring_one(self, path: str) -> None:
+    def _ring_one(self, path: str) -> bool:
+        """Ring one bell; False if nobody reads it (its process died)."""
         for _attempt in range(2):
             fd = self._ring_fds.get(path)
             if fd is None:
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
                 except OSError:
-                    # Nobody reads it: its process died. Clear its rows at the
-                    # next chance, or every put would keep scanning for them.
-                    self._needs_sweep = True
-                    return
+                    return False
                 self._ring_fds[path] = fd
             try:
                 os.write(fd, b"\0")
-                return
+                return True
             except BlockingIOError:
-                return  # full of unread rings: it is rung already
+                return True  # full of unread rings: it is rung already
             except OSError:
                 # A cached pipe whose reader is gone (a new process may have
                 # the same path now): reopen once.
                 os.close(fd)
                 del self._ring_fds[path]
+        return False
 
     def _loop_bell(self, loop: asyncio.AbstractEventLoop) -> _LoopBell:
         lb = self._loop_bells.get(loop)
@@ -1049,7 +1046,7 @@ class ProcessQueue(Generic[T]):
             h[H_TOTAL_PUT] += 1
             if count >= h[H_PEAK]:
                 h[H_PEAK] = count + 1
-            if h[H_GET_WAITERS] <= 0 and not self._needs_sweep:
+            if h[H_GET_WAITERS] <= 0:
                 return _NO_RINGS
             return self._to_ring(B_GET, 1)
         finally:
@@ -1078,7 +1075,7 @@ class ProcessQueue(Generic[T]):
             if count == 0:
                 self._restart_empty()
             h[H_TOTAL_GOT] += 1
-            if h[H_PUT_WAITERS] <= 0 and not self._needs_sweep:
+            if h[H_PUT_WAITERS] <= 0:
                 return data, _NO_RINGS
             return data, self._to_ring(B_PUT, 1)
         finally:
