@@ -8,10 +8,11 @@ SQLite, Redis) implement the same Protocols and pass the same test suite in
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 __all__ = ["AsyncQueue", "Job", "QueueStatistics", "SyncQueue"]
 
@@ -139,6 +140,43 @@ class SyncQueue(Protocol[T]):
     def shutdown(self, immediate: bool = False) -> list[T]: ...
 
     def __iter__(self) -> Iterator[T]: ...
+
+
+class JobBase(Generic[T]):
+    """What every transport's job shares: the item, its delivery count, and
+    whether it is settled. Subclasses add ack() and nack()."""
+
+    __slots__ = ("_deliveries", "_item", "_settled")
+
+    def __init__(self, item: T, deliveries: int) -> None:
+        self._item = item
+        self._deliveries = deliveries
+        self._settled = False
+
+    @property
+    def item(self) -> T:
+        return self._item
+
+    @property
+    def deliveries(self) -> int:
+        """How many times this item has been handed out, this time included."""
+        return self._deliveries
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "in flight"
+        return f"<chute.Job item={self._item!r} deliveries={self._deliveries} {state}>"
+
+
+def check_delay(delay: object) -> float:
+    """Validate ``nack(delay=)``: a finite number of seconds >= 0."""
+    checked = check_timeout(delay)
+    if checked is None or checked > threading.TIMEOUT_MAX:
+        raise ValueError(f"delay must be a finite number of seconds, not {delay!r}")
+    return checked
 
 
 def check_timeout(timeout: object) -> float | None:

@@ -25,7 +25,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._contract import QueueStatistics, check_max_items, check_maxsize, check_timeout
+from ._contract import (
+    JobBase,
+    QueueStatistics,
+    check_delay,
+    check_max_items,
+    check_maxsize,
+    check_timeout,
+)
 from ._exceptions import JobSettledError, QueueEmpty, QueueFull, QueueShutDown
 from ._waiters import AsyncWaiter, Expired, SyncWaiter, Waiter, check_not_on_loop, expire
 
@@ -1076,29 +1083,14 @@ class PriorityQueue(Queue[T]):
         self._items = _Heap()
 
 
-class MemoryJob(Generic[T]):
+class MemoryJob(JobBase[T]):
     """An item handed out by ``reserve()``; settle it with ack() or nack()."""
 
-    __slots__ = ("_deliveries", "_item", "_queue", "_settled")
+    __slots__ = ("_queue",)
 
     def __init__(self, queue: Queue[T], item: T, deliveries: int) -> None:
+        super().__init__(item, deliveries)
         self._queue = queue
-        self._item = item
-        self._deliveries = deliveries
-        self._settled = False
-
-    @property
-    def item(self) -> T:
-        return self._item
-
-    @property
-    def deliveries(self) -> int:
-        """How many times this item has been handed out, this time included."""
-        return self._deliveries
-
-    @property
-    def settled(self) -> bool:
-        return self._settled
 
     def ack(self) -> None:
         """The item is done: it counts as ``task_done()`` for ``join()``."""
@@ -1111,14 +1103,8 @@ class MemoryJob(Generic[T]):
         ``max_deliveries`` times, in which case it joins the dead letters.
         """
         if delay is not None:
-            delay = check_timeout(delay)
-            if delay is None or delay > threading.TIMEOUT_MAX:
-                raise ValueError(f"delay must be a finite number of seconds, not {delay!r}")
+            delay = check_delay(delay)
         self._queue._settle(self, False, delay)
-
-    def __repr__(self) -> str:
-        state = "settled" if self._settled else "in flight"
-        return f"<chute.Job item={self._item!r} deliveries={self._deliveries} {state}>"
 
 
 class Reservation(Generic[T]):

@@ -43,7 +43,14 @@ import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from ._contract import QueueStatistics, check_max_items, check_maxsize, check_timeout
+from ._contract import (
+    JobBase,
+    QueueStatistics,
+    check_delay,
+    check_max_items,
+    check_maxsize,
+    check_timeout,
+)
 from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
 from ._waiters import Expired, check_not_on_loop, expire
 
@@ -1609,31 +1616,16 @@ class _Arena:
             os.unlink(self.path)
 
 
-class ProcessJob(Generic[T]):
+class ProcessJob(JobBase[T]):
     """An item reserved from a ProcessQueue; settle it with ack() or nack()."""
 
-    __slots__ = ("_data", "_deliveries", "_item", "_offset", "_queue", "_settled")
+    __slots__ = ("_data", "_offset", "_queue")
 
     def __init__(self, queue: ProcessQueue[T], offset: int, data: bytes, deliveries: int) -> None:
+        super().__init__(pickle.loads(data), deliveries)
         self._queue = queue
         self._offset = offset
         self._data = data
-        self._deliveries = deliveries
-        self._item: T = pickle.loads(data)
-        self._settled = False
-
-    @property
-    def item(self) -> T:
-        return self._item
-
-    @property
-    def deliveries(self) -> int:
-        """How many times this item has been handed out, this time included."""
-        return self._deliveries
-
-    @property
-    def settled(self) -> bool:
-        return self._settled
 
     def ack(self) -> None:
         """Done: the item leaves for good and counts as done for ``join()``."""
@@ -1642,9 +1634,7 @@ class ProcessJob(Generic[T]):
     def nack(self, delay: float | None = None) -> None:
         """Give the item back to the front of the queue (after ``delay`` seconds)."""
         if delay is not None:
-            delay = check_timeout(delay)
-            if delay is None or delay > threading.TIMEOUT_MAX:
-                raise ValueError(f"delay must be a finite number of seconds, not {delay!r}")
+            delay = check_delay(delay)
         if self._settled:
             raise JobSettledError("this job was already acknowledged or given back")
         if delay:
@@ -1681,10 +1671,6 @@ class ProcessJob(Generic[T]):
             return
         self._settled = True
         q._ring_bells(wake)
-
-    def __repr__(self) -> str:
-        state = "settled" if self._settled else "in flight"
-        return f"<chute.ProcessJob item={self._item!r} deliveries={self._deliveries} {state}>"
 
 
 def _make_job(q: ProcessQueue[T], offset: int, data: bytes, deliveries: int) -> ProcessJob[T]:
