@@ -7,8 +7,10 @@ ever; a record is published by one aligned 8-byte store of the tail, after
 its bytes are written, so a process killed while writing leaves nothing
 half-visible.
 
-Locking. A POSIX named semaphore guards the header and the ring (held only
-for cursor updates; pickling happens outside it). The holder writes its pid
+Locking. A POSIX named semaphore guards the header and the ring (held for
+cursor updates and copies; pickling happens outside it; recovery after a
+death and the first reservation's file creation happen under it too). A
+waiter spins briefly before sleeping on it. The holder writes its pid
 into the header; a waiter that cannot get the semaphore for a while checks
 that pid, and if the holder is dead, takes the lock over (serialised by an
 ``flock`` that the kernel drops if the taker dies too) and repairs what the
@@ -16,9 +18,15 @@ dead holder may have left half-updated.
 
 Waking. A process waits on a *bell*: a named pipe of its own (one per event
 loop, one per thread), registered in the bell table under the lock with what
-it waits for. Whoever makes progress possible rings the bells of those
-waiting, after releasing the lock; nobody is rung when nobody waits. Event
-loops watch their bell with ``add_reader``: no helper thread, no polling.
+it waits for. Whoever makes progress possible rings one waiting bell per
+item (or per free slot), after releasing the lock; nobody is rung when
+nobody waits, and a waiter that was rung but gives up passes the ring on.
+Event loops watch their bell with ``add_reader``: no helper thread, no
+polling (a getter waiting while items are held by other processes looks
+for dead holders every tenth of a second).
+
+Reservations. A reserved item is copied to a file of the reserving handle's
+before it leaves the ring; whoever finds its process dead gives it back.
 (A named pipe rather than an ``eventfd``: another process can open a named
 pipe by its path, but not another process's ``eventfd``.)
 """
