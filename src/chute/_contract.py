@@ -166,6 +166,21 @@ class JobBase(Generic[T]):
     def settled(self) -> bool:
         return self._settled
 
+    def ack(self) -> None:
+        raise NotImplementedError
+
+    def nack(self, delay: float | None = None) -> None:
+        raise NotImplementedError
+
+    def settle_on_exit(self, exc_type: type[BaseException] | None) -> None:
+        """What leaving ``with reserve()`` does: ack on a clean exit, nack on
+        an exception (cancellation included), nothing if already settled."""
+        if not self._settled:
+            if exc_type is None:
+                self.ack()
+            else:
+                self.nack()
+
     def __repr__(self) -> str:
         state = "settled" if self._settled else "in flight"
         return f"<chute.Job item={self._item!r} deliveries={self._deliveries} {state}>"

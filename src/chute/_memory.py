@@ -1130,7 +1130,8 @@ class Reservation(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _settle_on_exit(self._job, exc_type)
+        if self._job is not None:
+            self._job.settle_on_exit(exc_type)
 
 
 class SyncReservation(Generic[T]):
@@ -1154,15 +1155,8 @@ class SyncReservation(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _settle_on_exit(self._job, exc_type)
-
-
-def _settle_on_exit(job: MemoryJob[Any] | None, exc_type: type[BaseException] | None) -> None:
-    if job is not None and not job.settled:
-        if exc_type is None:
-            job.ack()
-        else:
-            job.nack()
+        if self._job is not None:
+            self._job.settle_on_exit(exc_type)
 
 
 class SyncQueue(Generic[T]):

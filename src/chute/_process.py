@@ -94,13 +94,12 @@ _VERSION = 1
     H_GET_WAITERS,
     H_PUT_WAITERS,
     H_JOIN_WAITERS,
-    H_OWNER,
     H_IN_FLIGHT,
     H_ROWS,
     H_MAX_DELIVERIES,
     H_DEAD,
     H_BATCH_PUTTERS,
-) = range(23)
+) = range(22)
 _HEADER_CELLS = 32
 
 # The bell table: one row per bell (a loop or a thread of some process).
@@ -303,7 +302,6 @@ class ProcessQueue(Generic[T]):
         h[H_MAXSIZE] = maxsize
         h[H_MAX_DELIVERIES] = max_deliveries or 0
         h[H_PEERS] = 1
-        h[H_OWNER] = os.getpid()
         h[H_VERSION] = _VERSION
         h[H_MAGIC] = _MAGIC  # last: attaching processes check it
         self._finalizer = weakref.finalize(
@@ -1279,14 +1277,16 @@ class ProcessQueue(Generic[T]):
                 raise ChuteError(f"more than {_MAX_HOLDERS} processes hold reservations")
         cells[free] = pid
 
-    def _settle_held(self, offset: int, data: bytes, deliveries: int, ok: bool) -> list[str]:
-        """Lock held. Acknowledge (``ok``) or give back one held item."""
+    def _settle_held(
+        self, offset: int, data: bytes, deliveries: int, ok: bool, undecodable: bool = False
+    ) -> list[str]:
+        """Lock held. Acknowledge (``ok``) or give back (or dead-letter) one held item."""
         arena = self._arena
         if arena is None or not arena.is_held(offset):
             raise JobSettledError("this job was already acknowledged or given back")
         h = self._h
         wake: list[str] = []
-        dead = not ok and self._goes_dead(deliveries)
+        dead = not ok and (undecodable or self._goes_dead(deliveries))
         if not ok and not dead:
             if not self._give_back(data, deliveries):
                 raise _NoRoom
@@ -1366,10 +1366,13 @@ class ProcessQueue(Generic[T]):
                 return []
             arena = self._dead_arena()
             held = arena.held()
+            # Unpickle before removing: one that cannot be unpickled here
+            # raises with the dead letters left as they were.
+            items = [pickle.loads(data) for _offset, data, _d in held]
             for offset, _data, _d in held:
                 arena.settle(offset)
             self._h[H_DEAD] = 0
-        return [pickle.loads(data) for _offset, data, _d in held]
+        return items
 
     def requeue_dead(self) -> int:
         """Put the dead letters back into the queue (as many as fit); how many."""
@@ -1684,13 +1687,16 @@ class ProcessJob(JobBase[T]):
 def _make_job(q: ProcessQueue[T], offset: int, data: bytes, deliveries: int) -> ProcessJob[T]:
     try:
         return ProcessJob(q, offset, data, deliveries)
-    except BaseException:
-        # It cannot be unpickled here: give it back rather than hold it for
-        # ever, and let the caller see why.
+    except Exception as exc:
+        # As for get(): an item this process cannot unpickle goes to the dead
+        # letters (given back, every consumer would meet it again for ever).
         with q._locked():
-            wake = q._settle_held(offset, data, deliveries, False)
+            wake = q._settle_held(offset, data, deliveries, False, undecodable=True)
         q._ring_bells(wake)
-        raise
+        raise ChuteError(
+            f"an item could not be unpickled in this process ({exc!r}); "
+            "it was moved to the dead letters"
+        ) from exc
 
 
 class ProcessSyncReservation(Generic[T]):
@@ -1717,12 +1723,8 @@ class ProcessSyncReservation(Generic[T]):
         return self._job
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        job = self._job
-        if job is not None and not job.settled:
-            if exc_type is None:
-                job.ack()
-            else:
-                job.nack()
+        if self._job is not None:
+            self._job.settle_on_exit(exc_type)
 
 
 class ProcessReservation(Generic[T]):
@@ -1754,12 +1756,8 @@ class ProcessReservation(Generic[T]):
         return self._job
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        job = self._job
-        if job is not None and not job.settled:
-            if exc_type is None:
-                job.ack()
-            else:
-                job.nack()
+        if self._job is not None:
+            self._job.settle_on_exit(exc_type)
 
 
 class ProcessSyncQueue(Generic[T]):

@@ -616,3 +616,18 @@ def test_room_for_one_wakes_the_single_putter_behind_a_batch():
         threads[0].join(5)
         assert done == {"single": True}
         threads[1].join(10)
+
+
+async def test_a_reserved_item_that_cannot_be_unpickled_is_dead_lettered():
+    with ProcessQueue() as q:
+        await q.put_batch([Bomb(), "fine"])
+        with pytest.raises(chute.ChuteError, match="moved to the dead letters"):
+            await q.reserve()
+        async with q.reserve(timeout=5) as job:  # the queue goes on
+            assert job.item == "fine"
+        s = q.statistics()
+        assert (s.dead_lettered, s.in_flight, s.unfinished_tasks) == (1, 0, 0)
+        with pytest.raises(RuntimeError, match="cannot rebuild"):
+            q.purge_dead()  # cannot hand it out here: the dead letters stay
+        assert q.statistics().dead_lettered == 1
+        assert q.requeue_dead() == 1  # raw, no unpickling needed
