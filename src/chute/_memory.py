@@ -434,12 +434,10 @@ class Queue(Generic[T]):
         with self._guard:
             if self._closed:
                 raise QueueShutDown("cannot requeue into a shut down queue")
-            dead, self._dead = self._dead, []
-            wake: list[Waiter] = []
-            for item in dead:
-                w = self._push_locked(item)
-                if w is not None:
-                    wake.append(w)
+            dead = self._dead
+            self._push_all(dead)  # all or none: a refused item keeps them all here
+            self._dead = []
+            wake = self._stored(len(dead))
         self._wake_list(wake)
         return len(dead)
 
@@ -487,6 +485,17 @@ class Queue(Generic[T]):
                 for _ in range(pushed):
                     deque.pop(items)  # FIFO and LIFO stores append on the right
             raise
+
+    def _stored(self, n: int) -> list[Waiter]:
+        """``n`` items were just pushed: count them, claim the getters they feed."""
+        self._unfinished += n
+        wake = []
+        while self._getters:
+            w = self._claim_getter()
+            if w is None:
+                break
+            wake.append(w)
+        return wake
 
     def _claim_getter(self) -> Waiter | None:
         if len(self._items) > self._get_promised:
@@ -629,14 +638,7 @@ class Queue(Generic[T]):
         room = maxsize - len(self._items) - self._put_promised
         if not maxsize or (len(batch) <= room and (prev is not None or not self._putters)):
             self._push_all(batch)
-            self._unfinished += len(batch)
-            wake = []
-            while self._getters:
-                w = self._claim_getter()
-                if w is None:
-                    break
-                wake.append(w)
-            return wake
+            return self._stored(len(batch))
         if expired:
             raise _TimedOut
         return None

@@ -227,3 +227,15 @@ async def test_immediate_shutdown_hands_back_delayed_items():
     job.nack(delay=60)
     assert q.shutdown(immediate=True) == ["later"]
     assert q.statistics().in_flight == 0
+
+
+async def test_requeue_dead_is_all_or_nothing_when_an_item_cannot_be_ordered():
+    q = chute.PriorityQueue(max_deliveries=1)
+    await q.put_batch([(1, {"a": 1}), (2, "b")])
+    for _ in range(2):
+        (await q.reserve()).nack()
+    await q.put((1, {"c": 3}))  # (1, {...}) against (1, {...}) cannot be ordered
+    with pytest.raises(TypeError):
+        q.requeue_dead()
+    assert q.dead_letters() == [(1, {"a": 1}), (2, "b")]  # none lost
+    assert q.qsize() == 1
