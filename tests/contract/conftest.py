@@ -3,6 +3,10 @@
 Every transport plugs in here with one entry in ``TRANSPORTS``: an async
 factory that makes an empty queue of the asked order and ``maxsize``. Every
 test in this folder then runs against it, on every loop kind.
+
+``process-peer`` is a ProcessQueue whose producing side (puts and shutdown)
+runs in another process (see ``_peer.py``): every item of every test crosses
+a process boundary, and every wake-up is rung from the other process.
 """
 
 from __future__ import annotations
@@ -29,14 +33,30 @@ async def _process(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
     return ProcessQueue(maxsize, **options)
 
 
-TRANSPORTS: dict[str, Factory] = {"memory": _memory, "process": _process}
+async def _process_peer(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
+    from ._peer import PeerQueue
+
+    return PeerQueue(await _process(kind, maxsize, **options))
+
+
+TRANSPORTS: dict[str, Factory] = {
+    "memory": _memory,
+    "process": _process,
+    # The same ProcessQueue with its producing side in another process.
+    "process-peer": _process_peer,
+}
 
 # What each transport declares it can do beyond the FIFO core of the contract;
 # a test that needs more asks for a fixture that only yields those transports.
 ORDERS = {"memory"}  # LIFO and priority orders
-RESERVE = {"memory", "process"}  # reserve()
-DEAD_LETTERS = {"memory", "process"}  # max_deliveries and the dead letters
+RESERVE = {"memory", "process", "process-peer"}  # reserve()
+DEAD_LETTERS = {"memory", "process", "process-peer"}  # max_deliveries and the dead letters
 FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
+# A cancel lands before the cancelled call runs again. Not so when the call
+# runs in another process: cancelling it there is a message, which the call
+# may beat (process-peer covers the same paths in the tests that can be
+# ordered across processes).
+CANCEL_IN_STEP = {"memory", "process"}
 
 
 class QueueFactory:
@@ -79,6 +99,12 @@ def make_reserving_queue(request: pytest.FixtureRequest) -> QueueFactory:
 @pytest.fixture(params=sorted(FAIR))
 def make_fair_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that serve blocked callers in arrival order."""
+    return QueueFactory(request.param, TRANSPORTS[request.param])
+
+
+@pytest.fixture(params=sorted(CANCEL_IN_STEP))
+def make_local_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports whose calls run in the test's process, so a cancel is in step."""
     return QueueFactory(request.param, TRANSPORTS[request.param])
 
 
