@@ -49,6 +49,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
+from threading import get_ident
 from typing import Any, Generic, TypeVar
 
 from ._contract import (
@@ -131,6 +132,7 @@ _OPEN, _SHUTDOWN, _IMMEDIATE = 0, 1, 2
 _SPIN = 200  # non-blocking tries of the lock before sleeping on it
 _SYNC_SPIN = 2000  # looks at the header before a blocked thread sleeps (~50 us)
 _ASYNC_SPIN = 200  # the same for a task: short, it holds up its event loop
+_YIELD_EVERY = 15  # spins give up the CPU once in 16 looks (a mask)
 _LOCK_PATIENCE = 0.2  # seconds between checks that the lock holder is alive
 _ORPHAN_LOCK = 1.0  # a lock held with no holder pid for this long: its taker died
 
@@ -284,29 +286,29 @@ class ProcessQueue(Generic[T]):
         path = self._base
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
+            self._resources[4] = _join_peers(path, create=True)
             os.ftruncate(fd, _RING_OFFSET + capacity)
             self._sem = _multiprocessing.SemLock(1, 1, 1, self._sem_name, False)
         except BaseException:
             os.close(fd)
-            os.unlink(path)
+            _release(path, self._sem_name, self._resources, True, sem=False)
             raise
         try:
             self._map(fd)
         except BaseException:
             os.close(fd)
-            os.unlink(path)
-            _multiprocessing.sem_unlink(self._sem_name)
+            _release(path, self._sem_name, self._resources, True)
             raise
         h = self._h
         h[H_CAPACITY] = capacity
         h[H_MAXSIZE] = maxsize
         h[H_MAX_DELIVERIES] = max_deliveries or 0
-        h[H_PEERS] = 1
         h[H_VERSION] = _VERSION
         h[H_MAGIC] = _MAGIC  # last: attaching processes check it
         self._finalizer = weakref.finalize(
             self, _release, self._base, self._sem_name, self._resources, True
         )
+        _live.add(self)  # only whole handles: fork children remake these
 
     @classmethod
     def attach(cls, name: str) -> ProcessQueue[Any]:
@@ -315,13 +317,16 @@ class ProcessQueue(Generic[T]):
         _check_name(name)
         self = cls.__new__(cls)
         self._setup(name, owner=False)
+        missing = ChuteError(
+            f"no ProcessQueue named {name!r} on this machine "
+            "(closed by its owner, or never created)"
+        )
         try:
+            self._resources[4] = _join_peers(self._base, create=False)
             fd = os.open(self._base, os.O_RDWR)
         except FileNotFoundError:
-            raise ChuteError(
-                f"no ProcessQueue named {name!r} on this machine "
-                "(closed by its owner, or never created)"
-            ) from None
+            self._leave_peers()
+            raise missing from None
         try:
             if os.fstat(fd).st_size < _RING_OFFSET + 4096:
                 raise ChuteError(f"{name!r} is not a chute ProcessQueue")
@@ -331,12 +336,12 @@ class ProcessQueue(Generic[T]):
             self._sem = _multiprocessing.SemLock._rebuild(0, 1, 1, self._sem_name)
         except BaseException:
             os.close(fd)
+            self._leave_peers()
             raise
-        with self._locked():
-            self._h[H_PEERS] += 1
         self._finalizer = weakref.finalize(
             self, _release, self._base, self._sem_name, self._resources, False
         )
+        _live.add(self)
         return self
 
     def _setup(self, name: str, owner: bool) -> None:
@@ -353,15 +358,21 @@ class ProcessQueue(Generic[T]):
         self._thread_bells = threading.local()
         self._ring_fds: dict[str, int] = {}
         self._orphan_since = 0.0
+        self._holding = 0  # the thread of ours holding the lock
         self._ring_start = 0
         self._arena: _Arena | None = None
         self._dead: _Arena | None = None
         self._next_recovery = 0.0
         self._pending_rings: list[str] = []  # found under the lock, rung after it
         self._retired: list[_Bell] = []  # bells of ended loops and threads
-        # What finalize must release: [fd, mmap, [bells], [views of the map]].
-        self._resources: list[Any] = [None, None, [], []]
-        _live.add(self)
+        # What finalize must release: [fd, mmap, [bells], [views of the map],
+        # the peers file's descriptor (see _join_peers)].
+        self._resources: list[Any] = [None, None, [], [], None]
+
+    def _leave_peers(self) -> None:
+        fd, self._resources[4] = self._resources[4], None
+        if fd is not None:
+            os.close(fd)
 
     def _map(self, fd: int) -> None:
         size = os.fstat(fd).st_size
@@ -398,16 +409,17 @@ class ProcessQueue(Generic[T]):
         return self._name
 
     def close(self) -> None:
-        """Detach this process; the owner (or the last to detach) removes the queue."""
+        """Detach this process; the owner (or the last to detach) removes the queue.
+
+        "The last" counts live processes only: if the owner was killed, the
+        last of the others to close removes the queue.
+        """
         if self._closed:
             return
-        last = False
         # Wake this process's own waiters: they find the queue closed.
         self._ring_bells([bell.path for bell in self._resources[2] if isinstance(bell, _Bell)])
         with contextlib.suppress(Exception), self._locked():
             self._give_back_all_held()
-            self._h[H_PEERS] -= 1
-            last = self._h[H_PEERS] <= 0
             for row in self._own_rows():
                 self._table[row * _BELL_CELLS + B_PID] = 0
         self._closed = True
@@ -416,7 +428,7 @@ class ProcessQueue(Generic[T]):
                 os.close(fd)
         self._ring_fds.clear()
         self._finalizer.detach()
-        _release(self._base, self._sem_name, self._resources, self._owner or last)
+        _release(self._base, self._sem_name, self._resources, self._owner)
 
     async def aclose(self) -> None:
         self.close()
@@ -445,12 +457,18 @@ class ProcessQueue(Generic[T]):
         self._arena = None  # the parent's reservations are the parent's
         self._dead = None
         self._owner = False
+        # A hold on the peers file of our own: the inherited descriptor is
+        # the parent's (closing our copy of it leaves the parent's hold).
+        inherited, self._resources[4] = self._resources[4], None
+        with contextlib.suppress(OSError):
+            self._resources[4] = _join_peers(self._base, create=False)
+        if inherited is not None:
+            with contextlib.suppress(OSError):
+                os.close(inherited)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(
             self, _release, self._base, self._sem_name, self._resources, False
         )
-        with self._locked():
-            self._h[H_PEERS] += 1
 
     # -- the lock ------------------------------------------------------------------
 
@@ -475,6 +493,7 @@ class ProcessQueue(Generic[T]):
             else:
                 if not sem.acquire(True, _LOCK_PATIENCE):
                     self._lock_slowly()
+        self._holding = get_ident()  # before the pid: see _lock_slowly
         self._h[H_HOLDER] = self._pid
 
     def _unlock(self) -> None:
@@ -486,6 +505,7 @@ class ProcessQueue(Generic[T]):
         if self._retired:
             self._free_retired()
         self._h[H_HOLDER] = 0
+        self._holding = 0
         self._sem.release()
         if rings:
             self._ring_bells(rings)
@@ -493,7 +513,13 @@ class ProcessQueue(Generic[T]):
     def _lock_slowly(self) -> None:
         while True:
             holder = self._h[H_HOLDER]
-            if holder and _alive(holder):
+            if holder == self._pid and self._holding == get_ident():
+                # This very thread holds it, so it is not in a locked section:
+                # an exception (a signal handler's) escaped between taking
+                # the lock and the code that lets go of it. Take it back.
+                if self._take_over(holder):
+                    return
+            elif holder and _alive(holder):
                 self._orphan_since = 0.0
             elif holder == 0 and (
                 not self._orphan_since or time.monotonic() - self._orphan_since < _ORPHAN_LOCK
@@ -1005,8 +1031,13 @@ class ProcessQueue(Generic[T]):
         """Watch the header (no lock) briefly before sleeping: the other side
         is often a few microseconds from making progress, and a sleep and a
         ring cost far more. Returns 0 (go to sleep next) or the budget left."""
-        h = self._h
+        h, yield_cpu = self._h, os.sched_yield
         for i in range(budget):
+            if not i & _YIELD_EVERY:
+                # Let a process that would make progress (perhaps the one
+                # we wait for) have this CPU: with more busy processes than
+                # CPUs, a spin that only looks steals from the other side.
+                yield_cpu()
             if kind == B_GET:
                 if h[H_COUNT] or h[H_STATE]:
                     return budget - i - 1  # worth another try (0: then sleep)
@@ -1919,9 +1950,44 @@ def _check_name(name: str) -> None:
         raise ValueError(f"a ProcessQueue name is 1-200 letters, digits, '-' or '_', not {name!r}")
 
 
-def _release(base: str, sem_name: str, resources: list[Any], remove: bool) -> None:
-    """Free this process's hold on the queue; remove it from the system if asked."""
-    fd, mm, bells, views = resources
+def _join_peers(base: str, create: bool) -> int:
+    """Hold the queue's peers file shared: the kernel lets go when we die.
+
+    Who is attached is known by these holds, not by a count in the header
+    that a killed process could never take back: a process that detaches
+    and can then hold the file exclusively was the last one alive.
+    """
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
+    fd = os.open(base + ".peers", flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a last one removes the queue
+        if os.fstat(fd).st_nlink == 0:  # it did: the queue is gone
+            raise FileNotFoundError(base)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _last_out(fd: int) -> bool:
+    """Let go of our shared hold; True if we now hold the peers file alone."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _release(
+    base: str, sem_name: str, resources: list[Any], remove: bool, sem: bool = True
+) -> None:
+    """Free this process's hold on the queue; remove it from the system if
+    this process owns it or was the last one attached."""
+    fd, mm, bells, views, peers = resources
+    resources[4] = None
+    if peers is not None and not remove:
+        remove = _last_out(peers)
     for bell in bells:
         bell.close()
     bells.clear()
@@ -1937,17 +2003,31 @@ def _release(base: str, sem_name: str, resources: list[Any], remove: bool) -> No
     if remove:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(base)
-        with contextlib.suppress(FileNotFoundError, OSError):
-            _multiprocessing.sem_unlink(sem_name)
-        for leftover in glob.glob(glob.escape(base) + ".*"):  # bells and held-item files
+        if sem:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                _multiprocessing.sem_unlink(sem_name)
+        # Bells, held-item files, and the peers file last (attachers wait on it).
+        for leftover in sorted(
+            glob.glob(glob.escape(base) + ".*"), key=lambda p: p.endswith(".peers")
+        ):
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
+    if peers is not None:
+        with contextlib.suppress(OSError):
+            os.close(peers)
 
 
 def _after_fork() -> None:
     for q in list(_live):
-        if not q._closed:
+        if q._closed:
+            continue
+        try:
             q._after_fork_in_child()
+        except BaseException:  # pragma: no cover - never seen; be safe
+            # A handle this child cannot make its own must not be used as
+            # the parent's (it would write the parent's pid as lock holder),
+            # and must not keep the others from being made the child's.
+            q._closed = True
 
 
 if hasattr(os, "register_at_fork"):

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -631,3 +633,61 @@ async def test_a_reserved_item_that_cannot_be_unpickled_is_dead_lettered():
             q.purge_dead()  # cannot hand it out here: the dead letters stay
         assert q.statistics().dead_lettered == 1
         assert q.requeue_dead() == 1  # raw, no unpickling needed
+
+
+def own_a_queue(report: Any) -> None:
+    q: ProcessQueue[int] = ProcessQueue()
+    q.sync.put(1)
+    report.put(q.name)
+    time.sleep(60)  # until killed
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_last_live_process_removes_a_queue_whose_owner_was_killed(method):
+    ctx = mp.get_context(method)
+    report = ctx.SimpleQueue()
+    owner = ctx.Process(target=own_a_queue, args=(report,))
+    owner.start()
+    try:
+        name = report.get()
+        first = ProcessQueue.attach(name)
+        second = ProcessQueue.attach(name)
+    finally:
+        owner.kill()
+        owner.join(30)
+    assert first.sync.get(timeout=10) == 1
+    first.close()
+    assert leftovers(name) != []  # `second` is still attached
+    second.close()  # the last one alive: the dead owner does not count
+    assert leftovers(name) == []
+    with pytest.raises(chute.ChuteError, match="no ProcessQueue named"):
+        ProcessQueue.attach(name)
+
+
+def test_a_lock_leaked_by_an_escaped_exception_is_taken_back():
+    # As when a signal handler raises (Ctrl-C, a test timeout) just after
+    # the lock was taken: the thread leaves without letting go of it.
+    with ProcessQueue() as q:
+        q._lock()
+        q.sync.put("after")  # the same thread again: it does not wait for itself
+        assert q.sync.get(timeout=10) == "after"
+
+
+def test_a_failed_attach_does_not_spoil_fork_children():
+    # A handle half made by a failed attach must not stop a fork child from
+    # taking the queues it inherits as its own (it would act as its parent).
+    failures = []  # their tracebacks keep the half-made handles alive
+    for _ in range(20):
+        with pytest.raises(chute.ChuteError) as failed:
+            ProcessQueue.attach("no-such-queue")
+        failures.append(failed)
+    ctx = mp.get_context("fork")
+    with ProcessQueue() as q, ProcessQueue() as ready:
+        holder = ctx.Process(target=hold_the_lock, args=(q, ready))
+        holder.start()
+        pid = ready.sync.get(timeout=30)
+        assert q._h[12] == pid  # H_HOLDER: the child's own pid, not ours
+        os.kill(pid, signal.SIGKILL)
+        holder.join(30)
+        q.sync.put("after")
+        assert q.sync.get(timeout=10) == "after"
