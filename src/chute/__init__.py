@@ -1,14 +1,15 @@
 """chute: one queue API for asyncio programs.
 
 Whatever is on the other side (another task, a thread, another event loop,
-another process),
-the queue keeps ``asyncio.Queue``'s vocabulary and the same contract. The
-modules are private; everything public is importable from ``chute``.
+another process, a crash and restart), the queue keeps ``asyncio.Queue``'s
+vocabulary and the same contract. The modules are private; everything
+public is importable from ``chute``.
 """
 
 from ._contract import AsyncQueue, Job, QueueStatistics, SyncQueue
 from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
 from ._memory import LifoQueue, PriorityQueue, Queue
+from ._open import open
 from ._process import ProcessQueue
 
 __version__ = "0.1.0.dev0"
@@ -28,4 +29,5 @@ __all__ = [
     "QueueStatistics",
     "SyncQueue",
     "__version__",
+    "open",
 ]

@@ -11,6 +11,9 @@ a process boundary, and every wake-up is rung from the other process.
 
 from __future__ import annotations
 
+import itertools
+import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,24 +42,49 @@ async def _process_peer(kind: str = "fifo", maxsize: int = 0, **options: Any) ->
     return PeerQueue(await _process(kind, maxsize, **options))
 
 
+_files = tempfile.TemporaryDirectory(prefix="chute-contract-")
+_counter = itertools.count()
+
+
+async def _sqlite(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
+    assert kind == "fifo", "the contract tests ask for other orders only where declared"
+    path = os.path.join(_files.name, f"q{next(_counter)}.db")
+    return await chute.open(f"sqlite:///{path}", "contract", maxsize, **options)
+
+
 TRANSPORTS: dict[str, Factory] = {
     "memory": _memory,
     "process": _process,
     # The same ProcessQueue with its producing side in another process.
     "process-peer": _process_peer,
+    "sqlite": _sqlite,
 }
 
 # What each transport declares it can do beyond the FIFO core of the contract;
 # a test that needs more asks for a fixture that only yields those transports.
 ORDERS = {"memory"}  # LIFO and priority orders
-RESERVE = {"memory", "process", "process-peer"}  # reserve()
-DEAD_LETTERS = {"memory", "process", "process-peer"}  # max_deliveries and the dead letters
+RESERVE = {"memory", "process", "process-peer", "sqlite"}  # reserve()
+DEAD_LETTERS = {
+    "memory",
+    "process",
+    "process-peer",
+    "sqlite",
+}  # max_deliveries and the dead letters
 FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
 # A cancel lands before the cancelled call runs again. Not so when the call
 # runs in another process: cancelling it there is a message, which the call
 # may beat (process-peer covers the same paths in the tests that can be
 # ordered across processes).
-CANCEL_IN_STEP = {"memory", "process"}
+CANCEL_IN_STEP = {"memory", "process", "sqlite"}
+# shutdown(immediate=True) removes the stored items and returns them. A
+# durable queue never deletes stored items on shutdown: they stay in the file.
+IMMEDIATE_REMOVES = {"memory", "process", "process-peer"}
+
+
+# How much slower a transport's round trip is than memory's, for the tests
+# that race timeouts of a fraction of a millisecond against puts: a durable
+# queue's every call is a transaction on another thread.
+TIMESCALE = {"sqlite": 20.0}
 
 
 class QueueFactory:
@@ -64,6 +92,7 @@ class QueueFactory:
 
     def __init__(self, name: str, factory: Factory) -> None:
         self.name = name
+        self.timescale = TIMESCALE.get(name, 1.0)
         self._factory = factory
         self._made: list[Any] = []
 
@@ -105,6 +134,12 @@ def make_fair_queue(request: pytest.FixtureRequest) -> QueueFactory:
 @pytest.fixture(params=sorted(CANCEL_IN_STEP))
 def make_local_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports whose calls run in the test's process, so a cancel is in step."""
+    return QueueFactory(request.param, TRANSPORTS[request.param])
+
+
+@pytest.fixture(params=sorted(IMMEDIATE_REMOVES))
+def make_volatile_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports whose immediate shutdown hands the stored items back."""
     return QueueFactory(request.param, TRANSPORTS[request.param])
 
 

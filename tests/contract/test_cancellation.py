@@ -95,14 +95,15 @@ async def test_timeouts_racing_a_put_lose_nothing(make_queue, style):
     # Many gets time out while items arrive; every item is got exactly once.
     q = await make_queue()
     got = []
+    short = 0.0005 * make_queue.timescale
 
     async def get_once():
         if style == "wait_for":
-            return await asyncio.wait_for(q.get(), 0.0005)
+            return await asyncio.wait_for(q.get(), short)
         if style == "timeout":
-            async with asyncio.timeout(0.0005):
+            async with asyncio.timeout(short):
                 return await q.get()
-        return await q.get(timeout=0.0005)
+        return await q.get(timeout=short)
 
     async def consumer():
         while len(got) < 300:
@@ -115,7 +116,7 @@ async def test_timeouts_racing_a_put_lose_nothing(make_queue, style):
     for i in range(300):
         await q.put(i)
         if i % 7 == 0:
-            await asyncio.sleep(0.0005)
+            await asyncio.sleep(short)
     await asyncio.wait_for(task, 30)
     assert got == list(range(300))
     assert q.empty()

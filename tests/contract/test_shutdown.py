@@ -59,8 +59,8 @@ async def test_shutdown_wakes_blocked_getters_and_putters(make_queue):
     assert await full.get() == "kept"  # not immediate: still drains
 
 
-async def test_immediate_shutdown_returns_what_it_removed(make_queue):
-    q = await make_queue()
+async def test_immediate_shutdown_returns_what_it_removed(make_volatile_queue):
+    q = await make_volatile_queue()
     await q.put_batch(["a", "b", "c"])
     joiner = asyncio.create_task(q.join())
     await asyncio.sleep(0)
@@ -72,8 +72,19 @@ async def test_immediate_shutdown_returns_what_it_removed(make_queue):
     assert q.shutdown(immediate=True) == []  # again: harmless
 
 
-async def test_immediate_shutdown_keeps_join_waiting_for_items_in_hand(make_queue):
+async def test_immediate_shutdown_makes_gets_raise_at_once(make_queue):
     q = await make_queue()
+    await q.put_batch(["a", "b"])
+    q.shutdown(immediate=True)
+    assert q.statistics().shutdown
+    with pytest.raises(chute.QueueShutDown):
+        await q.get()
+    with pytest.raises(chute.QueueShutDown):
+        q.put_nowait("c")
+
+
+async def test_immediate_shutdown_keeps_join_waiting_for_items_in_hand(make_volatile_queue):
+    q = await make_volatile_queue()
     await q.put_batch([1, 2])
     assert await q.get() == 1  # in hand, not yet done
     assert q.shutdown(immediate=True) == [2]

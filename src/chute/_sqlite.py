@@ -1,0 +1,1206 @@
+"""The durable embedded transport: a queue in a SQLite file.
+
+Layout: one table of queues (bounds, shutdown state, counters), one of
+items, one of dead letters; several named queues share a file. An item is
+*claimable* when it is not leased, or when its lease (or its ``nack``
+delay) has run out: ``visible_at <= now``. A plain get deletes the item in
+the transaction that finds it; a reservation leases it (``leased = 1``,
+``visible_at`` = now + the visibility timeout) and bumps its *token*, so an
+acknowledgement carrying an older token — a consumer whose lease ran out
+and whose item went to someone else — is refused instead of deleting the
+item twice.
+
+Every process has one connection per file, owned by one thread, which
+takes whatever calls are waiting and runs them in one transaction (group
+commit), each in a savepoint of its own so that one call failing leaves
+the others whole. The event loop never touches SQLite. A get that finds
+nothing waits on a future that this process's commits wake at once; for
+commits of other processes the thread looks at ``PRAGMA data_version``
+every few milliseconds, and only while someone here is waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
+
+from ._codecs import Codec, encode_item, get_codec
+from ._contract import (
+    JobBase,
+    QueueStatistics,
+    check_delay,
+    check_max_items,
+    check_maxsize,
+    check_timeout,
+)
+from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x63687574  # "chut": marks a file as chute's
+POLL_INTERVAL = 0.005  # seconds between looks for other processes' commits
+MAX_GROUP = 512  # calls committed together at most
+_OPEN, _SHUTDOWN, _IMMEDIATE = 0, 1, 2
+DURABILITY = {"crash": "NORMAL", "power": "FULL"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chute_queue (
+    name TEXT PRIMARY KEY,
+    maxsize INTEGER NOT NULL DEFAULT 0,
+    state INTEGER NOT NULL DEFAULT 0,
+    max_deliveries INTEGER,
+    stored INTEGER NOT NULL DEFAULT 0,
+    unfinished INTEGER NOT NULL DEFAULT 0,
+    total_put INTEGER NOT NULL DEFAULT 0,
+    total_got INTEGER NOT NULL DEFAULT 0,
+    peak INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS chute_item (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    data BLOB NOT NULL,
+    leased INTEGER NOT NULL DEFAULT 0,
+    visible_at REAL NOT NULL DEFAULT 0,
+    token INTEGER NOT NULL DEFAULT 0,
+    deliveries INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS chute_item_queue ON chute_item (queue);
+CREATE INDEX IF NOT EXISTS chute_item_leased ON chute_item (queue, visible_at) WHERE leased = 1;
+CREATE TABLE IF NOT EXISTS chute_dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    data BLOB NOT NULL,
+    deliveries INTEGER NOT NULL,
+    died_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chute_dead_queue ON chute_dead (queue);
+"""
+
+Row = tuple[int, bytes, int, int]  # id, data, deliveries, token
+
+
+GET, PUT, JOIN = "get", "put", "join"  # what a waiter waits for
+ALL = 1 << 30
+#: Whom a change wakes: waiters of each kind, how many of them.
+Wakes = dict[str, int]
+WAKE_ALL: Wakes = {GET: ALL, PUT: ALL, JOIN: ALL}
+
+
+class _Call:
+    __slots__ = ("fn", "future", "touches", "wakes", "write")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        touches: str | None,
+        wakes: Wakes | None,
+        write: bool,
+    ) -> None:
+        self.fn = fn
+        self.touches = touches  # the queue whose waiters to wake after commit
+        self.wakes = wakes or WAKE_ALL
+        self.write = write
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+
+class _Waiter:
+    __slots__ = ("future", "loop", "woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.woken = False  # rung since it last looked (under the database's lock)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Database:
+    """One file's connection in this process, and the thread that owns it."""
+
+    _open: ClassVar[dict[tuple[int, str], Database]] = {}
+    _open_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def acquire(cls, path: str, durability: str) -> Database:
+        key = (os.getpid(), os.path.realpath(path))
+        with cls._open_lock:
+            db = cls._open.get(key)
+            if db is None or db._closed:
+                db = cls._open[key] = Database(path, durability)
+            elif db.durability != durability:
+                raise ValueError(
+                    f"{path} is open in this process with durability={db.durability!r}; "
+                    "every queue of one file shares one setting"
+                )
+            db._users += 1
+            return db
+
+    def __init__(self, path: str, durability: str) -> None:
+        self.path = path
+        self.durability = durability
+        self._pid = os.getpid()
+        self._users = 0
+        self._closed = False
+        self._inbox: collections.deque[_Call] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._waiters: dict[tuple[str, str], dict[_Waiter, None]] = collections.defaultdict(dict)
+        self._waiting = 0  # waiters of every queue: poll for others' commits while > 0
+        self._stopping = False
+        opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._serve, args=(opened,), name=f"chute-sqlite {path}", daemon=True
+        )
+        self._thread.start()
+        opened.result()  # raises what opening raised
+        _all.add(self)
+
+    # -- calls ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[[sqlite3.Connection], R],
+        touches: str | None = None,
+        write: bool = True,
+        wakes: Wakes | None = None,
+    ) -> concurrent.futures.Future[R]:
+        if os.getpid() != self._pid:
+            raise ChuteError(
+                "a SQLite queue cannot be used across fork(): open it again in the child"
+            )
+        call = _Call(fn, touches, wakes, write)
+        with self._cond:
+            if self._closed:
+                raise ChuteError(f"the queue file {self.path} was closed in this process")
+            self._inbox.append(call)
+            self._cond.notify()
+        return call.future
+
+    def call(
+        self,
+        fn: Callable[[sqlite3.Connection], R],
+        touches: str | None = None,
+        write: bool = True,
+        wakes: Wakes | None = None,
+    ) -> R:
+        """Run ``fn`` on the database thread and wait for it (sync callers)."""
+        if threading.current_thread() is self._thread:  # pragma: no cover - a bug of ours
+            raise RuntimeError("a database call from the database thread")
+        return self.submit(fn, touches, write, wakes).result()
+
+    async def run(
+        self,
+        fn: Callable[[sqlite3.Connection], R],
+        touches: str | None = None,
+        write: bool = True,
+        wakes: Wakes | None = None,
+    ) -> R:
+        return await asyncio.wrap_future(self.submit(fn, touches, write, wakes))
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def add_waiter(self, queue: str, kind: str) -> _Waiter:
+        """Wait in line for ``kind`` of change to ``queue``: the oldest
+        waiters are rung first, as many as the change makes room for."""
+        w = _Waiter(asyncio.get_running_loop())
+        with self._cond:
+            self._waiters[(queue, kind)][w] = None
+            self._waiting += 1
+            self._cond.notify()  # the thread starts polling for other processes
+        return w
+
+    def rearm(self, w: _Waiter) -> None:
+        """A rung waiter looks again: it keeps its place in line."""
+        with self._cond:
+            w.woken = False
+            w.future = w.loop.create_future()
+
+    def remove_waiter(self, queue: str, kind: str, w: _Waiter, served: bool = False) -> None:
+        """Leave the line. A waiter that was rung and leaves unserved
+        (cancelled, timed out) passes the ring on to the next in line."""
+        with self._cond:
+            line = self._waiters.get((queue, kind))
+            if line is None or w not in line:
+                return
+            del line[w]
+            self._waiting -= 1
+            passed_on = w.woken and not served and kind != JOIN
+        if passed_on:
+            self._wake({queue: {kind: 1}})
+
+    def waiting(self, queue: str, kind: str) -> int:
+        with self._cond:
+            return len(self._waiters.get((queue, kind), ()))
+
+    def _wake(self, plan: dict[str, Wakes] | None) -> None:
+        """Ring waiters: ``plan`` maps a queue to how many of each kind;
+        None rings everyone (another process changed the file)."""
+        todo = []
+        with self._cond:
+            for (queue, kind), line in self._waiters.items():
+                n = ALL if plan is None else plan.get(queue, {}).get(kind, 0)
+                for w in line:
+                    if n <= 0:
+                        break
+                    if not w.woken:
+                        w.woken = True
+                        todo.append((w.loop, w.future))
+                        n -= 1
+        for loop, fut in todo:
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                loop.call_soon_threadsafe(_wake, fut)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def release(self) -> None:
+        with Database._open_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            Database._open.pop((os.getpid(), os.path.realpath(self.path)), None)
+        self.close()
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._stopping = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _serve(self, opened: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = _connect(self.path, self.durability)
+        except BaseException as exc:
+            self._closed = True
+            opened.set_exception(exc)
+            return
+        opened.set_result(None)
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        try:
+            while True:
+                with self._cond:
+                    while not self._inbox and not self._stopping:
+                        if self._waiting:
+                            if not self._cond.wait(POLL_INTERVAL):
+                                break  # time to look at the file
+                        else:
+                            self._cond.wait()
+                    calls = [self._inbox.popleft() for _ in range(min(len(self._inbox), MAX_GROUP))]
+                    if not calls and self._stopping:
+                        break
+                if calls:
+                    self._run_group(conn, calls)
+                now = conn.execute("PRAGMA data_version").fetchone()[0]
+                if now != version:  # another process committed
+                    version = now
+                    self._wake(None)
+        finally:
+            conn.close()
+            with self._cond:
+                self._closed = True
+                leftover = list(self._inbox)
+                self._inbox.clear()
+            for call in leftover:
+                if call.future.set_running_or_notify_cancel():
+                    call.future.set_exception(ChuteError("the queue file was closed"))
+
+    def _run_group(self, conn: sqlite3.Connection, calls: list[_Call]) -> None:
+        calls = [c for c in calls if c.future.set_running_or_notify_cancel()]
+        if not calls:
+            return
+        write = any(c.write for c in calls)
+        results: list[tuple[_Call, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            for c in calls:
+                conn.execute("SAVEPOINT call")
+                try:
+                    value = c.fn(conn)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO call")
+                    conn.execute("RELEASE call")
+                    results.append((c, None, exc))
+                else:
+                    conn.execute("RELEASE call")
+                    results.append((c, value, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            error = _translate(exc, self.path)
+            for c in calls:
+                c.future.set_exception(error)
+            return
+        plan: dict[str, Wakes] = {}
+        for c, _, err in results:
+            if c.touches is not None and err is None:
+                wakes = plan.setdefault(c.touches, {})
+                for kind, n in c.wakes.items():
+                    wakes[kind] = min(ALL, wakes.get(kind, 0) + n)
+        for c, value, err in results:
+            if err is None:
+                c.future.set_result(value)
+            else:
+                c.future.set_exception(_translate(err, self.path))
+        if plan:
+            self._wake(plan)
+
+
+_all: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for db in list(_all):
+        db.close()
+
+
+def _translate(exc: BaseException, path: str) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc)
+        if "disk is full" in text or "database or disk is full" in text:
+            return ChuteError(f"the disk holding {path} is full: nothing was stored")
+        if "readonly" in text or "read-only" in text:
+            return ChuteError(f"{path} is read-only here: nothing was stored")
+        return ChuteError(f"SQLite error on {path}: {text}")
+    return exc
+
+
+def _connect(path: str, durability: str) -> sqlite3.Connection:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ChuteError(f"cannot open {path}: the folder {folder} does not exist")
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            raise ChuteError(f"cannot open {path}: it is not a file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ChuteError(f"cannot open {path}: it is not readable and writable by this user")
+    elif not os.access(folder, os.W_OK):
+        raise ChuteError(f"cannot create {path}: the folder {folder} is read-only for this user")
+    try:
+        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ChuteError(f"cannot open {path}: {exc}") from exc
+    try:
+        _prepare(conn, path, durability)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: str, durability: str) -> None:
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise ChuteError(f"{path} is not a SQLite database ({exc})") from exc
+    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+        raise ChuteError(f"{path} is a SQLite database, but not a chute queue file")
+    if version > SCHEMA_VERSION:
+        raise ChuteError(
+            f"{path} was written by a newer chute (schema {version}); "
+            f"this one reads schema {SCHEMA_VERSION} and older: upgrade chute"
+        )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
+        if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+    except sqlite3.Error as exc:
+        raise _translate(exc, path) from exc
+
+
+# -- the queue -----------------------------------------------------------------------------
+
+
+class SqliteQueue(Generic[T]):
+    """A named queue in a SQLite file; made by ``chute.open("sqlite:///...")``.
+
+    The same contract as ``chute.Queue``, durable: an item is stored when
+    ``put()`` returns, and survives the process (and, with
+    ``durability="power"``, the machine) going down.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        maxsize: int = 0,
+        *,
+        codec: object = "json",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int | None = None,
+        durability: str = "crash",
+    ) -> None:
+        maxsize = check_maxsize(maxsize)
+        if not isinstance(name, str) or not name:
+            raise ValueError("a queue name must be a non-empty string")
+        vt = check_timeout(visibility_timeout)
+        if vt is None or vt <= 0:
+            raise ValueError(
+                "visibility_timeout must be a finite number of seconds > 0, "
+                f"not {visibility_timeout!r}"
+            )
+        if max_deliveries is not None and (
+            isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int)
+        ):
+            raise TypeError("max_deliveries must be an int or None")
+        if max_deliveries is not None and max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be >= 1, not {max_deliveries}")
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be 'crash' or 'power', not {durability!r}")
+        self._codec: Codec = get_codec(codec)
+        self._name = name
+        self._path = path
+        self._maxsize = maxsize
+        self._visibility = vt
+        self._max_deliveries = max_deliveries
+        self._closed = False
+        self._putters = 0
+        self._getters = 0
+        self._db = Database.acquire(path, durability)
+        try:
+            self._db.call(self._declare, touches=name)
+        except BaseException:
+            self._db.release()
+            raise
+
+    def _declare(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO chute_queue (name, maxsize, max_deliveries) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET maxsize = excluded.maxsize, "
+            "max_deliveries = excluded.max_deliveries",
+            (self._name, self._maxsize, self._max_deliveries),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def close(self) -> None:
+        """Let go of the file (the items stay in it). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._db.release()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> SqliteQueue[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<chute.SqliteQueue {self._name!r} in {self._path!r} maxsize={self._maxsize}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ChuteError(f"queue {self._name!r} was closed in this process")
+
+    # -- sizes -------------------------------------------------------------------------------
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    def qsize(self) -> int:
+        """Items stored and claimable now (not those out on a lease), from the file."""
+        self._check_open()
+        return self._db.call(lambda c: _ready(c, self._name, time.time()), write=False)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return 0 < self._maxsize <= self.qsize()
+
+    @property
+    def is_shutdown(self) -> bool:
+        self._check_open()
+        return bool(self._db.call(lambda c: _queue_row(c, self._name)[1], write=False))
+
+    def statistics(self) -> QueueStatistics:
+        """Counts from the file (getters and putters waiting: in this process)."""
+        self._check_open()
+        name = self._name
+
+        def read(c: sqlite3.Connection) -> QueueStatistics:
+            now = time.time()
+            (maxsize, state, _max, stored, unfinished, put, got, peak, dead) = _queue_row(c, name)
+            flying = _in_flight(c, name, now)
+            return QueueStatistics(
+                size=stored - flying,
+                maxsize=maxsize,
+                getters_waiting=self._getters,
+                putters_waiting=self._putters,
+                in_flight=flying,
+                total_put=put,
+                total_got=got,
+                peak_size=peak,
+                dead_lettered=dead,
+                unfinished_tasks=unfinished,
+                shutdown=bool(state),
+            )
+
+        return self._db.call(read, write=False)
+
+    # -- put -------------------------------------------------------------------------------
+
+    def _encode_all(self, items: list[T]) -> list[bytes]:
+        return [encode_item(self._codec, item) for item in items]
+
+    def _insert(self, records: list[bytes], items: list[T], single: bool) -> Callable[..., bool]:
+        name, maxsize = self._name, self._maxsize
+
+        def insert(c: sqlite3.Connection) -> bool:
+            state = _queue_row(c, name)[1]
+            if state:
+                if single:
+                    raise QueueShutDown(item=items[0])
+                raise QueueShutDown(items=items)
+            n = len(records)
+            ready = _ready(c, name, time.time())
+            if maxsize and ready + n > maxsize:
+                return False
+            c.executemany(
+                "INSERT INTO chute_item (queue, data) VALUES (?, ?)", [(name, r) for r in records]
+            )
+            c.execute(
+                "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
+                "total_put = total_put + ?1, peak = max(peak, ?2) WHERE name = ?3",
+                (n, ready + n, name),
+            )
+            return True
+
+        return insert
+
+    async def put(self, item: T, timeout: float | None = None) -> None:
+        """Store ``item``, waiting while full. Stored in the file when this returns."""
+        self._check_open()
+        records = self._encode_all([item])
+        await self._put_records(records, [item], True, timeout)
+
+    async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
+        """Store all ``items`` in one transaction, or none of them."""
+        self._check_open()
+        batch = list(items)
+        records = self._encode_all(batch)
+        if self._maxsize and len(batch) > self._maxsize:
+            raise ValueError(
+                f"a batch of {len(batch)} items can never fit a queue of maxsize {self._maxsize}"
+            )
+        if batch:
+            await self._put_records(records, batch, False, timeout)
+
+    async def _put_records(
+        self, records: list[bytes], items: list[T], single: bool, timeout: float | None
+    ) -> None:
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        insert = self._insert(records, items, single)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiter: _Waiter | None = None
+        stored = False
+        try:
+            while True:
+                # A put that runs has stored its items: if the caller is
+                # cancelled meanwhile, the put completed (the contract's
+                # "completed or left the queue unchanged").
+                if await self._db.run(insert, touches=self._name, wakes={GET: len(records)}):
+                    stored = True
+                    return
+                if deadline is not None and loop.time() >= deadline:
+                    raise TimeoutError("timed out")
+                if waiter is None:
+                    self._putters += 1
+                    waiter = self._db.add_waiter(self._name, PUT)
+                    continue  # look once more now that a commit would wake us
+                await self._sleep(waiter, deadline, None)
+                self._db.rearm(waiter)
+        finally:
+            if waiter is not None:
+                self._putters -= 1
+                self._db.remove_waiter(self._name, PUT, waiter, served=stored)
+
+    def put_nowait(self, item: T) -> None:
+        """Store ``item`` now or raise ``QueueFull`` (waits for one transaction)."""
+        self._check_open()
+        records = self._encode_all([item])
+        insert = self._insert(records, [item], True)
+        if not self._db.call(insert, touches=self._name, wakes={GET: 1}):
+            raise QueueFull()
+
+    async def _sleep(self, waiter: _Waiter, deadline: float | None, wake_at: float | None) -> None:
+        """Until woken, the deadline, or ``wake_at`` (wall clock) when an item
+        on a lease or a delay becomes claimable."""
+        loop = asyncio.get_running_loop()
+        until = deadline
+        if wake_at is not None:
+            at = loop.time() + max(0.0, wake_at - time.time())
+            until = at if until is None else min(until, at)
+        if until is None:
+            await waiter.future
+            return
+        handle = loop.call_at(until, _wake, waiter.future)
+        try:
+            await waiter.future
+        finally:
+            handle.cancel()
+
+    # -- get -----------------------------------------------------------------------------------
+
+    def _claim(self, max_items: int, lease: bool) -> Callable[..., tuple[list[Row], float | None]]:
+        name, vt, max_deliveries = self._name, self._visibility, self._max_deliveries
+
+        def claim(c: sqlite3.Connection) -> tuple[list[Row], float | None]:
+            state = _queue_row(c, name)[1]
+            if state == _IMMEDIATE:
+                raise QueueShutDown()
+            now = time.time()
+            rows: list[Row] = []
+            while len(rows) < max_items:
+                found = c.execute(
+                    "SELECT id, data, deliveries, token, leased FROM chute_item "
+                    "WHERE queue = ? AND (leased = 0 OR visible_at <= ?) "
+                    "AND id > ? ORDER BY id LIMIT ?",
+                    (name, now, rows[-1][0] if rows else 0, max_items - len(rows)),
+                ).fetchall()
+                if not found:
+                    break
+                for id_, data, deliveries, token, leased in found:
+                    if leased and max_deliveries is not None and deliveries >= max_deliveries:
+                        # Its holder's lease ran out on the last delivery allowed.
+                        _to_dead(c, name, id_, data, deliveries, now)
+                        continue
+                    rows.append((id_, data, deliveries, token))
+                if len(found) < max_items:
+                    break
+            if not rows:
+                if state == _SHUTDOWN:
+                    raise QueueShutDown()
+                nxt = c.execute(
+                    "SELECT min(visible_at) FROM chute_item WHERE queue = ? AND leased = 1",
+                    (name,),
+                ).fetchone()[0]
+                return [], nxt
+            ids = [(r[0],) for r in rows]
+            if lease:
+                c.executemany(
+                    "UPDATE chute_item SET leased = 1, visible_at = ?, token = token + 1, "
+                    "deliveries = deliveries + 1 WHERE id = ?",
+                    [(now + vt, i) for (i,) in ids],
+                )
+                rows = [(i, d, n + 1, t + 1) for i, d, n, t in rows]
+                c.execute(
+                    "UPDATE chute_queue SET total_got = total_got + ? WHERE name = ?",
+                    (len(rows), name),
+                )
+            else:
+                c.executemany("DELETE FROM chute_item WHERE id = ?", ids)
+                c.execute(
+                    "UPDATE chute_queue SET stored = stored - ?1, total_got = total_got + ?1 "
+                    "WHERE name = ?2",
+                    (len(rows), name),
+                )
+            return rows, None
+
+        return claim
+
+    def _unclaim(self, rows: list[Row], leased: bool) -> concurrent.futures.Future[None]:
+        """Put back what a cancelled get had taken: same ids, same places."""
+        name = self._name
+
+        def undo(c: sqlite3.Connection) -> None:
+            if leased:
+                c.executemany(
+                    "UPDATE chute_item SET leased = 0, visible_at = 0, deliveries = deliveries - 1 "
+                    "WHERE id = ? AND token = ?",
+                    [(r[0], r[3]) for r in rows],
+                )
+                n = -len(rows)
+            else:
+                c.executemany(
+                    "INSERT INTO chute_item (id, queue, data, deliveries, token) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(i, name, d, n, t) for i, d, n, t in rows],
+                )
+                c.execute(
+                    "UPDATE chute_queue SET stored = stored + ? WHERE name = ?", (len(rows), name)
+                )
+                n = -len(rows)
+            c.execute("UPDATE chute_queue SET total_got = total_got + ? WHERE name = ?", (n, name))
+
+        return self._db.submit(undo, touches=name, wakes={GET: len(rows)})
+
+    async def _take(self, max_items: int, lease: bool, timeout: float | None) -> list[Row]:
+        self._check_open()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        claim = self._claim(max_items, lease)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiter: _Waiter | None = None
+        rows: list[Row] = []
+        try:
+            while True:
+                rows, wake_at = await self._claimed(claim, lease, max_items)
+                if rows:
+                    return rows
+                if deadline is not None and loop.time() >= deadline:
+                    raise TimeoutError("timed out")
+                if waiter is None:
+                    self._getters += 1
+                    waiter = self._db.add_waiter(self._name, GET)
+                    continue  # look once more now that a commit would wake us
+                await self._sleep(waiter, deadline, wake_at)
+                self._db.rearm(waiter)
+        finally:
+            if waiter is not None:
+                self._getters -= 1
+                self._db.remove_waiter(self._name, GET, waiter, served=bool(rows))
+
+    async def _claimed(
+        self, claim: Callable[..., tuple[list[Row], float | None]], lease: bool, max_items: int
+    ) -> tuple[list[Row], float | None]:
+        cf = self._db.submit(claim, touches=self._name, wakes={PUT: max_items})
+        try:
+            return await asyncio.wrap_future(cf)
+        except asyncio.CancelledError:
+            if not cf.cancel():
+                # It ran, or is running: give back what it took, in place,
+                # before the cancellation goes on (so that this task's next
+                # get cannot overtake the item it gives back).
+                await _uninterrupted(self._give_back(cf, lease))
+            raise
+
+    async def _give_back(
+        self, cf: concurrent.futures.Future[tuple[list[Row], float | None]], lease: bool
+    ) -> None:
+        with contextlib.suppress(Exception):
+            rows = (await asyncio.wrap_future(cf))[0]
+            if rows:
+                await asyncio.wrap_future(self._unclaim(rows, lease))
+
+    def _decode(self, rows: list[Row], leased: bool) -> list[T]:
+        """Decode what a get took. An item that cannot be decoded goes to the
+        dead letters, the others taken with it go back, and this raises."""
+        out: list[T] = []
+        bad: list[Row] = []
+        error: Exception | None = None
+        for row in rows:
+            try:
+                out.append(self._codec.decode(row[1]))
+            except Exception as exc:
+                bad.append(row)
+                error = error or exc
+        if not bad:
+            return out
+        good = [r for r in rows if r not in bad]
+        name = self._name
+
+        def bury(c: sqlite3.Connection) -> None:
+            now = time.time()
+            for id_, data, deliveries, _token in bad:
+                if leased:
+                    c.execute("DELETE FROM chute_item WHERE id = ?", (id_,))
+                    c.execute("UPDATE chute_queue SET stored = stored - 1 WHERE name = ?", (name,))
+                c.execute(
+                    "INSERT INTO chute_dead (queue, data, deliveries, died_at) VALUES (?, ?, ?, ?)",
+                    (name, data, deliveries, now),
+                )
+                c.execute(
+                    "UPDATE chute_queue SET dead = dead + 1, "
+                    "unfinished = max(unfinished - 1, 0) WHERE name = ?",
+                    (name,),
+                )
+
+        self._db.call(bury, touches=name, wakes={JOIN: ALL})
+        if good:
+            self._unclaim(good, leased)
+        raise ChuteError(
+            f"queue {name!r}: an item could not be decoded with the "
+            f"{getattr(self._codec, 'name', type(self._codec).__name__)} codec ({error!r}); "
+            "it was moved to the dead letters"
+        ) from error
+
+    async def get(self, timeout: float | None = None) -> T:
+        """Take the oldest item for good, waiting while empty."""
+        return self._decode(await self._take(1, False, timeout), False)[0]
+
+    async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
+        """Take up to ``max_items`` in one transaction, waiting only while empty."""
+        max_items = check_max_items(max_items)
+        return self._decode(await self._take(max_items, False, timeout), False)
+
+    def get_nowait(self) -> T:
+        self._check_open()
+        rows, _ = self._db.call(self._claim(1, False), touches=self._name, wakes={PUT: 1})
+        if not rows:
+            raise QueueEmpty()
+        return self._decode(rows, False)[0]
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        while True:
+            try:
+                item = await self.get()
+            except QueueShutDown:
+                return
+            yield item
+
+    # -- task_done / join / shutdown --------------------------------------------------------
+
+    def task_done(self) -> None:
+        self._check_open()
+        self._db.call(self._finish, touches=self._name, wakes={JOIN: ALL})
+
+    def _finish(self, c: sqlite3.Connection) -> None:
+        cur = c.execute(
+            "UPDATE chute_queue SET unfinished = unfinished - 1 WHERE name = ? AND unfinished > 0",
+            (self._name,),
+        )
+        if cur.rowcount == 0:
+            raise ValueError("task_done() called too many times")
+
+    async def join(self) -> None:
+        """Until every item put (by any process) is marked done."""
+        self._check_open()
+        name = self._name
+
+        def unfinished(c: sqlite3.Connection) -> int:
+            return int(_queue_row(c, name)[4])
+
+        waiter: _Waiter | None = None
+        try:
+            while True:
+                if await self._db.run(unfinished, write=False) == 0:
+                    return
+                if waiter is None:
+                    waiter = self._db.add_waiter(name, JOIN)
+                    continue
+                await waiter.future
+                self._db.rearm(waiter)
+        finally:
+            if waiter is not None:
+                self._db.remove_waiter(name, JOIN, waiter)
+
+    def shutdown(self, immediate: bool = False) -> list[T]:
+        """Shut the queue down for every process using the file.
+
+        Puts raise ``QueueShutDown``; gets go on until the queue is drained
+        (with ``immediate=True``, they raise at once). A durable queue never
+        deletes stored items on shutdown: they stay in the file, and this
+        returns ``[]``. :meth:`reopen` undoes a shutdown.
+        """
+        self._check_open()
+        state = _IMMEDIATE if immediate else _SHUTDOWN
+        self._db.call(
+            lambda c: c.execute(
+                "UPDATE chute_queue SET state = max(state, ?) WHERE name = ?", (state, self._name)
+            ),
+            touches=self._name,
+        )
+        return []
+
+    def reopen(self) -> None:
+        """Undo :meth:`shutdown` (recorded in the file): puts and gets work again."""
+        self._check_open()
+        self._db.call(
+            lambda c: c.execute("UPDATE chute_queue SET state = 0 WHERE name = ?", (self._name,)),
+            touches=self._name,
+        )
+
+    # -- reservations --------------------------------------------------------------------
+
+    def reserve(self, timeout: float | None = None) -> SqliteReservation[T]:
+        """``async with q.reserve() as job``: at-least-once delivery with a lease."""
+        return SqliteReservation(self, timeout)
+
+    async def _reserve(self, timeout: float | None) -> SqliteJob[T]:
+        rows = await self._take(1, True, timeout)
+        (id_, _data, deliveries, token) = rows[0]
+        item = self._decode(rows, True)[0]
+        return SqliteJob(self, item, deliveries, id_, token)
+
+    def _settle_fn(
+        self, id_: int, token: int, how: str, delay: float | None
+    ) -> Callable[[sqlite3.Connection], None]:
+        """``how``: "ack", "nack" or "dead"."""
+        name, max_deliveries = self._name, self._max_deliveries
+
+        def settle(c: sqlite3.Connection) -> None:
+            row = c.execute(
+                "SELECT data, deliveries FROM chute_item WHERE id = ? AND token = ? AND leased = 1",
+                (id_, token),
+            ).fetchone()
+            if row is None:
+                raise ChuteError(
+                    f"queue {name!r}: this job's lease ran out and the item was delivered "
+                    "again; it is settled by whoever holds it now"
+                )
+            data, deliveries = row
+            state = _queue_row(c, name)[1]
+            kind = how
+            if how == "nack" and (
+                state == _IMMEDIATE or (max_deliveries is not None and deliveries >= max_deliveries)
+            ):
+                kind = "dead"
+            if kind == "nack":
+                if delay:
+                    c.execute(
+                        "UPDATE chute_item SET visible_at = ? WHERE id = ?",
+                        (time.time() + delay, id_),
+                    )
+                else:
+                    c.execute(
+                        "UPDATE chute_item SET leased = 0, visible_at = 0 WHERE id = ?", (id_,)
+                    )
+                return
+            cur = c.execute(
+                "UPDATE chute_queue SET unfinished = unfinished - 1, stored = stored - 1 "
+                "WHERE name = ? AND unfinished > 0",
+                (name,),
+            )
+            if cur.rowcount == 0:
+                raise ValueError(
+                    "task_done() was already called for every item: this job cannot be settled"
+                )
+            if kind == "dead":
+                _to_dead(c, name, id_, data, deliveries, time.time(), counted=True)
+            else:
+                c.execute("DELETE FROM chute_item WHERE id = ?", (id_,))
+
+        return settle
+
+    def dead_letters(self) -> list[T]:
+        """The dead letters, oldest first (they stay)."""
+        self._check_open()
+        rows = self._db.call(
+            lambda c: c.execute(
+                "SELECT data FROM chute_dead WHERE queue = ? ORDER BY id", (self._name,)
+            ).fetchall(),
+            write=False,
+        )
+        return [self._codec.decode(d) for (d,) in rows]
+
+    def purge_dead(self) -> list[T]:
+        """Remove the dead letters and return them."""
+        self._check_open()
+        name = self._name
+
+        def purge(c: sqlite3.Connection) -> list[bytes]:
+            rows = c.execute(
+                "DELETE FROM chute_dead WHERE queue = ? RETURNING id, data", (name,)
+            ).fetchall()
+            c.execute("UPDATE chute_queue SET dead = dead - ? WHERE name = ?", (len(rows), name))
+            return [d for _, d in sorted(rows)]
+
+        out = []
+        for data in self._db.call(purge, touches=name):
+            try:
+                out.append(self._codec.decode(data))
+            except Exception:
+                out.append(data)  # handed back as stored rather than lost
+        return out
+
+    def requeue_dead(self) -> int:
+        """Put every dead letter back at the end of the queue; how many."""
+        self._check_open()
+        name = self._name
+
+        def requeue(c: sqlite3.Connection) -> int:
+            if _queue_row(c, name)[1]:
+                raise QueueShutDown("cannot requeue into a queue that is shut down")
+            rows = c.execute(
+                "DELETE FROM chute_dead WHERE queue = ? RETURNING id, data", (name,)
+            ).fetchall()
+            rows.sort()
+            c.executemany(
+                "INSERT INTO chute_item (queue, data) VALUES (?, ?)", [(name, d) for _, d in rows]
+            )
+            n = len(rows)
+            c.execute(
+                "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
+                "dead = dead - ?1 WHERE name = ?2",
+                (n, name),
+            )
+            return n
+
+        return self._db.call(requeue, touches=name)
+
+
+def _queue_row(c: sqlite3.Connection, name: str) -> tuple[Any, ...]:
+    row = c.execute(
+        "SELECT maxsize, state, max_deliveries, stored, unfinished, total_put, total_got, "
+        "peak, dead FROM chute_queue WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise ChuteError(f"no queue named {name!r} in this file")
+    return tuple(row)
+
+
+def _in_flight(c: sqlite3.Connection, name: str, now: float) -> int:
+    return int(
+        c.execute(
+            "SELECT count(*) FROM chute_item WHERE queue = ? AND leased = 1 AND visible_at > ?",
+            (name, now),
+        ).fetchone()[0]
+    )
+
+
+def _ready(c: sqlite3.Connection, name: str, now: float) -> int:
+    return int(_queue_row(c, name)[3]) - _in_flight(c, name, now)
+
+
+def _to_dead(
+    c: sqlite3.Connection,
+    name: str,
+    id_: int,
+    data: bytes,
+    deliveries: int,
+    now: float,
+    counted: bool = False,
+) -> None:
+    c.execute("DELETE FROM chute_item WHERE id = ?", (id_,))
+    c.execute(
+        "INSERT INTO chute_dead (queue, data, deliveries, died_at) VALUES (?, ?, ?, ?)",
+        (name, data, deliveries, now),
+    )
+    if counted:  # stored and unfinished already taken down by the caller
+        c.execute("UPDATE chute_queue SET dead = dead + 1 WHERE name = ?", (name,))
+    else:
+        c.execute(
+            "UPDATE chute_queue SET dead = dead + 1, stored = stored - 1, "
+            "unfinished = max(unfinished - 1, 0) WHERE name = ?",
+            (name,),
+        )
+
+
+async def _uninterrupted(aw: Any) -> None:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile
+    (the caller is already on its way out with a cancellation)."""
+    task = asyncio.ensure_future(aw)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+
+
+def _settle_wakes(how: str, delay: float | None) -> Wakes:
+    if how == "ack":
+        return {PUT: 1, JOIN: ALL}
+    if how == "nack" and not delay:
+        return {GET: 1, JOIN: ALL}  # JOIN: a nack may turn into a dead letter
+    return WAKE_ALL  # a delay: sleeping getters look again at when to wake
+
+
+class SqliteJob(JobBase[T]):
+    """A reserved item of a SQLite queue, leased until settled or timed out."""
+
+    __slots__ = ("_id", "_queue", "_token")
+
+    def __init__(self, queue: SqliteQueue[T], item: T, deliveries: int, id_: int, token: int):
+        super().__init__(item, deliveries)
+        self._queue = queue
+        self._id = id_
+        self._token = token
+
+    def _settle(self, how: str, delay: float | None) -> None:
+        if self._settled:
+            raise JobSettledError("this job was already settled")
+        q = self._queue
+        q._check_open()
+        fn = q._settle_fn(self._id, self._token, how, delay)
+        q._db.call(fn, touches=q._name, wakes=_settle_wakes(how, delay))
+        self._settled = True
+
+    async def _settle_async(self, how: str, delay: float | None) -> None:
+        if self._settled:
+            raise JobSettledError("this job was already settled")
+        q = self._queue
+        q._check_open()
+        fn = q._settle_fn(self._id, self._token, how, delay)
+        # Shielded: a settle that was sent is seen through, cancelled or not.
+        await asyncio.shield(q._db.run(fn, touches=q._name, wakes=_settle_wakes(how, delay)))
+        self._settled = True
+
+    def ack(self) -> None:
+        """The item is done: deleted from the file (counts as ``task_done()``)."""
+        self._settle("ack", None)
+
+    def nack(self, delay: float | None = None) -> None:
+        """Give the item back (claimable again after ``delay`` seconds), or to
+        the dead letters after ``max_deliveries``."""
+        if delay is not None:
+            delay = check_delay(delay)
+        self._settle("nack", delay)
+
+
+class SqliteReservation(Generic[T]):
+    """``async with q.reserve() as job`` (or ``job = await q.reserve()``)."""
+
+    __slots__ = ("_job", "_queue", "_timeout")
+
+    def __init__(self, queue: SqliteQueue[T], timeout: float | None) -> None:
+        self._queue = queue
+        self._timeout = timeout
+        self._job: SqliteJob[T] | None = None
+
+    def __await__(self) -> Any:
+        return self._queue._reserve(self._timeout).__await__()
+
+    async def __aenter__(self) -> SqliteJob[T]:
+        self._job = await self._queue._reserve(self._timeout)
+        return self._job
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        job = self._job
+        if job is not None and not job.settled:
+            await job._settle_async("ack" if exc_type is None else "nack", None)

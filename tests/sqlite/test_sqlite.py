@@ -1,0 +1,334 @@
+"""The SQLite transport beyond the shared contract: files, processes, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import pytest
+
+import chute
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def url(tmp_path: Any, name: str = "q.db") -> str:
+    return f"sqlite:///{tmp_path / name}"
+
+
+# -- opening -------------------------------------------------------------------------
+
+
+async def test_open_forms_and_durability_across_reopen(tmp_path):
+    async with chute.open(url(tmp_path), "jobs", maxsize=5) as q:
+        await q.put({"n": 1})
+        await q.put_batch([2, [3, "x"]])
+        assert (q.qsize(), q.maxsize) == (3, 5)
+    q = await chute.open(url(tmp_path), "jobs")  # the items are in the file
+    try:
+        assert await q.get_batch(10) == [{"n": 1}, 2, [3, "x"]]
+    finally:
+        await q.aclose()
+
+
+async def test_several_queues_share_a_file(tmp_path):
+    async with chute.open(url(tmp_path), "a") as a, chute.open(url(tmp_path), "b") as b:
+        await a.put("for a")
+        await b.put("for b")
+        assert (a.qsize(), b.qsize()) == (1, 1)
+        assert await b.get() == "for b"
+        assert await a.get() == "for a"
+
+
+async def test_memory_url_gives_an_in_process_queue():
+    q = await chute.open("memory://", "x", maxsize=2)
+    assert isinstance(q, chute.Queue)
+    assert q.maxsize == 2
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("sqlite://host/q.db", "no host"),
+        ("sqlite:///", "no file name"),
+        ("sqlite:///q.db?timeout=3", "keyword arguments"),
+        ("postgres://localhost/db", "unknown scheme"),
+        ("just-a-path.db", "needs a scheme"),
+        ("memory://somewhere", "just 'memory://'"),
+    ],
+)
+def test_a_wrong_url_is_refused_at_the_call(bad, message):
+    with pytest.raises(ValueError, match=message):
+        chute.open(bad, "q")
+
+
+async def test_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(chute.ChuteError, match="does not exist"):
+        await chute.open(f"sqlite:///{tmp_path}/nope/q.db", "q")
+
+
+async def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"dear diary, " * 100)
+    with pytest.raises(chute.ChuteError, match="not a SQLite database"):
+        await chute.open(f"sqlite:///{path}", "q")
+    assert path.read_bytes() == b"dear diary, " * 100
+
+
+async def test_someone_elses_database_is_refused(tmp_path):
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.close()
+    with pytest.raises(chute.ChuteError, match="not a chute queue file"):
+        await chute.open(f"sqlite:///{path}", "q")
+
+
+async def test_a_file_from_a_newer_chute_is_refused(tmp_path):
+    async with chute.open(url(tmp_path), "q"):
+        pass
+    conn = sqlite3.connect(tmp_path / "q.db")
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(chute.ChuteError, match="newer chute"):
+        await chute.open(url(tmp_path), "q")
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"durability": "sometimes"}, ValueError),
+        ({"codec": "yaml"}, ValueError),
+        ({"codec": 42}, TypeError),
+        ({"visibility_timeout": 0}, ValueError),
+        ({"max_deliveries": 0}, ValueError),
+        ({"maxsize": -1}, ValueError),
+    ],
+)
+async def test_bad_options_are_refused(tmp_path, options, error):
+    with pytest.raises(error):
+        await chute.open(url(tmp_path), "q", **options)
+
+
+# -- codecs --------------------------------------------------------------------------------
+
+
+async def test_an_item_json_cannot_encode_fails_at_put_and_stores_nothing(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        with pytest.raises(TypeError, match="json codec cannot encode"):
+            await q.put(object())
+        with pytest.raises(ValueError, match="json codec cannot encode"):
+            await q.put(float("nan"))
+        with pytest.raises(TypeError):
+            await q.put_batch([1, object()])
+        assert q.qsize() == 0
+        assert q.statistics().total_put == 0
+
+
+async def test_pickle_only_when_asked_and_custom_codecs(tmp_path):
+    async with chute.open(url(tmp_path), "p", codec="pickle") as q:
+        await q.put((1, {2}))
+        assert await q.get() == (1, {2})
+
+    class Upper:
+        def encode(self, item: Any) -> bytes:
+            return str(item).upper().encode()
+
+        def decode(self, data: bytes) -> Any:
+            return data.decode()
+
+    async with chute.open(url(tmp_path), "c", codec=Upper()) as q:
+        await q.put("shout")
+        assert await q.get() == "SHOUT"
+
+
+async def test_an_item_that_cannot_be_decoded_goes_to_the_dead_letters(tmp_path):
+    async with chute.open(url(tmp_path), "q", codec="pickle") as writer:
+        await writer.put(("a tuple",))
+    async with chute.open(url(tmp_path), "q") as reader:  # json cannot read a pickle
+        await reader.put("plain")
+        with pytest.raises(chute.ChuteError, match="could not be decoded"):
+            await reader.get_batch(2)
+        s = reader.statistics()
+        assert (s.size, s.dead_lettered) == (1, 1)  # the other one went back
+        assert await reader.get() == "plain"
+    async with chute.open(url(tmp_path), "q", codec="pickle") as again:
+        assert again.dead_letters() == [("a tuple",)]
+
+
+# -- leases ---------------------------------------------------------------------------------
+
+
+async def test_a_lease_runs_out_and_a_late_ack_is_refused(tmp_path):
+    async with chute.open(url(tmp_path), "q", visibility_timeout=0.2) as q:
+        await q.put("slow job")
+        first = await q.reserve()
+        assert q.statistics().in_flight == 1
+        again = await q.reserve(timeout=10)  # after the lease ran out
+        assert (again.item, again.deliveries) == ("slow job", 2)
+        with pytest.raises(chute.ChuteError, match="lease ran out"):
+            first.ack()
+        assert q.statistics().in_flight == 1  # the late ack deleted nothing
+        again.ack()
+        s = q.statistics()
+        assert (s.in_flight, s.size, s.unfinished_tasks) == (0, 0, 0)
+
+
+async def test_expired_on_its_last_delivery_it_becomes_a_dead_letter(tmp_path):
+    async with chute.open(url(tmp_path), "q", visibility_timeout=0.05, max_deliveries=1) as q:
+        await q.put("crashes its consumer")
+        await q.reserve()  # and never settled
+        await asyncio.sleep(0.1)
+        with pytest.raises(TimeoutError):
+            await q.get(timeout=0.05)
+        assert q.dead_letters() == ["crashes its consumer"]
+        assert q.statistics().unfinished_tasks == 0
+
+
+async def test_immediate_shutdown_keeps_the_items_in_the_file(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        await q.put_batch([1, 2])
+        assert q.shutdown(immediate=True) == []
+        with pytest.raises(chute.QueueShutDown):
+            await q.get()
+    async with chute.open(url(tmp_path), "q") as q:  # recorded in the file
+        assert q.is_shutdown
+        q.reopen()
+        assert await q.get_batch(5) == [1, 2]
+
+
+# -- other processes ------------------------------------------------------------------------
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+
+
+async def test_a_put_in_another_process_wakes_a_waiting_get(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        getter = asyncio.create_task(q.get(timeout=30))
+        code = f"""
+            import asyncio, chute
+            async def main():
+                async with chute.open({url(tmp_path)!r}, "q") as q:
+                    await q.put("from afar")
+                    q.shutdown()
+            asyncio.run(main())
+        """
+        done = await asyncio.to_thread(_run, code)
+        assert done.returncode == 0, done.stderr
+        assert await asyncio.wait_for(getter, 10) == "from afar"
+        with pytest.raises(chute.QueueShutDown):  # seen by every process
+            await q.get()
+
+
+def _hold_and_die(path: str, ready: Any) -> None:
+    async def main() -> None:
+        q = await chute.open(f"sqlite:///{path}", "q", visibility_timeout=0.5)
+        job = await q.reserve()
+        ready.put(job.item)
+        await asyncio.sleep(60)  # killed here, holding the lease
+
+    asyncio.run(main())
+
+
+async def test_a_consumer_killed_holding_a_reservation_loses_nothing(tmp_path):
+    path = str(tmp_path / "q.db")
+    async with chute.open(f"sqlite:///{path}", "q", visibility_timeout=0.5) as q:
+        await q.put("precious")
+        ctx = mp.get_context("spawn")
+        ready = ctx.SimpleQueue()
+        p = ctx.Process(target=_hold_and_die, args=(path, ready))
+        p.start()
+        try:
+            assert await asyncio.to_thread(ready.get) == "precious"
+            os.kill(p.pid, signal.SIGKILL)
+        finally:
+            p.join(30)
+        async with q.reserve(timeout=30) as job:
+            assert (job.item, job.deliveries) == ("precious", 2)
+        assert q.statistics().unfinished_tasks == 0
+
+
+def _produce(path: str, report: str, start: int) -> None:
+    async def main() -> None:
+        fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        async with chute.open(f"sqlite:///{path}", "crash") as q:
+            for i in range(start, start + 100_000):
+                await q.put(i)
+                os.write(fd, f"{i}\n".encode())  # its put returned
+
+    asyncio.run(main())
+
+
+def _consume(path: str, report: str) -> None:
+    async def main() -> None:
+        fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        async with chute.open(f"sqlite:///{path}", "crash", visibility_timeout=0.3) as q:
+            while True:
+                async with q.reserve() as job:
+                    os.write(fd, f"{job.item}\n".encode())  # before the ack
+
+    asyncio.run(main())
+
+
+def _numbers(path: str) -> set[int]:
+    try:
+        with open(path) as f:
+            return {int(line) for line in f if line.strip().isdigit()}
+    except FileNotFoundError:
+        return set()
+
+
+def test_producers_and_consumers_killed_at_random_lose_nothing(tmp_path):
+    rng = random.Random(11)
+    path = str(tmp_path / "q.db")
+    stored, handled = str(tmp_path / "stored"), str(tmp_path / "handled")
+    ctx = mp.get_context("forkserver")
+    for round_ in range(6):
+        procs = [
+            ctx.Process(target=_produce, args=(path, stored, round_ * 1_000_000)),
+            ctx.Process(target=_produce, args=(path, stored, round_ * 1_000_000 + 500_000)),
+            ctx.Process(target=_consume, args=(path, handled)),
+        ]
+        for p in procs:
+            p.start()
+        time.sleep(rng.uniform(0.3, 0.8))
+        for p in rng.sample(procs, len(procs)):
+            os.kill(p.pid, signal.SIGKILL)
+            time.sleep(rng.uniform(0, 0.05))
+        for p in procs:
+            p.join(30)
+
+    drained: list[int] = []
+
+    async def drain() -> None:
+        async with chute.open(f"sqlite:///{path}", "crash", visibility_timeout=0.3) as q:
+            while True:
+                try:
+                    async with q.reserve(timeout=1.0) as job:
+                        drained.append(job.item)
+                except TimeoutError:
+                    break
+            s = q.statistics()
+            assert (s.size, s.in_flight) == (0, 0)
+
+    asyncio.run(drain())
+    put_returned = _numbers(stored)
+    assert put_returned, "the producers never got going"
+    assert put_returned <= _numbers(handled) | set(drained), "an item whose put returned was lost"
