@@ -1,7 +1,8 @@
 """``python -m benchmarks``: chute's throughput next to its peers.
 
 The in-process scenarios first (tasks and threads, one table), then the
-process scenarios (producer processes, one consumer; another table).
+process scenarios (producer processes, one consumer; another table), then
+the SQLite scenarios (chute's durable queue and its peers; a third table).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from . import harness, memory, peers, process
+from . import harness, memory, peers, process, sqlite
 
 DEFAULT_ITEMS = 200_000
 
@@ -21,16 +22,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(
             "Move N items through each queue in every scenario and print the median "
             "items/s per library, with chute's rate divided by each peer's: in one "
-            "process (tasks, threads), then from producer processes to this one. Every "
-            "run checks that each item arrived exactly once. Progress goes to stderr."
+            "process (tasks, threads), then from producer processes to this one, then "
+            "through a SQLite file. Every run checks that each item arrived exactly "
+            "once. Progress goes to stderr."
         ),
     )
     parser.add_argument(
         "--items",
         type=int,
-        default=DEFAULT_ITEMS,
+        default=None,
         metavar="N",
-        help=f"items per run (default {DEFAULT_ITEMS:,})",
+        help=(
+            f"items per run (default {DEFAULT_ITEMS:,}; "
+            f"{sqlite.DEFAULT_ITEMS:,} for the SQLite scenarios)"
+        ),
     )
     parser.add_argument(
         "--runs", type=int, default=5, metavar="R", help="runs per library; the median counts"
@@ -48,20 +53,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SUBSTRING",
         help=(
             "run only scenarios whose name contains it (case-insensitive; -> matches →); "
-            "'process' selects the process scenarios"
+            "'process' selects the process scenarios, 'sqlite' the SQLite ones"
         ),
     )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args(argv)
-    if args.items < 1 or args.runs < 1 or not args.budget > 0:
+    if (args.items is not None and args.items < 1) or args.runs < 1 or not args.budget > 0:
         parser.error("--items and --runs must be at least 1, --budget above 0")
     return args
 
 
-#: (scenarios, run_once, subject, peers, what a run moves, notes under the table)
+#: (scenarios, run_once, subject, peers, what a run moves, notes under the table,
+#: items per run unless --items says)
 GROUPS: tuple[tuple[Any, ...], ...] = (
-    (memory.SCENARIOS, memory.run_once, peers.CHUTE, peers.PEERS, "ints", ()),
-    (process.SCENARIOS, process.run_once, process.SUBJECT, process.PEERS, "items", process.NOTES),
+    (memory.SCENARIOS, memory.run_once, peers.CHUTE, peers.PEERS, "ints", (), DEFAULT_ITEMS),
+    (
+        process.SCENARIOS,
+        process.run_once,
+        process.SUBJECT,
+        process.PEERS,
+        "items",
+        process.NOTES,
+        DEFAULT_ITEMS,
+    ),
+    (
+        sqlite.SCENARIOS,
+        sqlite.run_once,
+        sqlite.SUBJECT,
+        sqlite.PEERS,
+        "ints",
+        sqlite.NOTES,
+        sqlite.DEFAULT_ITEMS,
+    ),
 )
 
 
@@ -80,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--loop {args.loop}: {args.loop} is not installed (see the `bench` extra)")
 
     failed, first = False, True
-    for scenarios, (_, run_once, subject_peer, peer_list, unit, notes) in zip(
+    for scenarios, (_, run_once, subject_peer, peer_list, unit, notes, items) in zip(
         selected, GROUPS, strict=True
     ):
         if not scenarios:
@@ -95,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             subject,
             loaded,
             skipped,
-            items=args.items,
+            items=items if args.items is None else args.items,
             runs=args.runs,
             budget=args.budget,
             loop=args.loop,

@@ -219,7 +219,9 @@ def _attempt(
 def rate(value: float) -> str:
     if value >= 1e6:
         return f"{value / 1e6:.2f} M/s"
-    return f"{value / 1e3:.0f} k/s"
+    if value >= 1e4:
+        return f"{value / 1e3:.0f} k/s"
+    return f"{value / 1e3:.2f} k/s"  # SQLite-slow: three digits, not one
 
 
 def _cell(row: Result | None, subject: Result | None) -> str:
