@@ -91,6 +91,9 @@ CREATE INDEX IF NOT EXISTS chute_dead_queue ON chute_dead (queue);
 """
 
 Row = tuple[int, bytes, int, int]  # id, data, deliveries, token
+#: What a claim found, when the next item on a lease or delay comes free
+#: (wall clock), and the database's seq once the claim has committed.
+Claimed = tuple[list[Row], float | None, int]
 
 
 GET, PUT, JOIN = "get", "put", "join"  # what a waiter waits for
@@ -101,7 +104,21 @@ WAKE_ALL: Wakes = {GET: ALL, PUT: ALL, JOIN: ALL}
 
 
 class _Call:
-    __slots__ = ("fn", "future", "touches", "wakes", "write")
+    """One call for the database thread. Its answer goes to a concurrent
+    future (sync callers) or, in one batch per loop, to an asyncio future."""
+
+    __slots__ = (
+        "abandoned",
+        "finished",
+        "fn",
+        "future",
+        "loop",
+        "outcome",
+        "taken",
+        "touches",
+        "wakes",
+        "write",
+    )
 
     def __init__(
         self,
@@ -109,12 +126,40 @@ class _Call:
         touches: str | None,
         wakes: Wakes | None,
         write: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.fn = fn
         self.touches = touches  # the queue whose waiters to wake after commit
         self.wakes = wakes or WAKE_ALL
         self.write = write
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.loop = loop
+        self.future: Any = concurrent.futures.Future() if loop is None else loop.create_future()
+        self.taken = False  # the thread has it (under the database's lock)
+        self.abandoned = False  # its caller left before the thread took it
+        self.outcome: tuple[Any, BaseException | None] | None = None
+        self.finished: asyncio.Future[None] | None = None  # for a caller that left
+
+    def settle(self, value: Any, exc: BaseException | None) -> None:
+        """On the database thread (sync callers) or the caller's loop."""
+        self.outcome = (value, exc)
+        if self.loop is None:
+            if exc is None:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(exc)
+            return
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+        if not self.future.done():
+            if exc is None:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(exc)
+
+
+def _settle_all(answers: list[tuple[_Call, Any, BaseException | None]]) -> None:
+    for call, value, exc in answers:
+        call.settle(value, exc)
 
 
 class _Waiter:
@@ -156,6 +201,9 @@ class Database:
         self.path = path
         self.durability = durability
         self._pid = os.getpid()
+        #: Bumped by every commit seen (ours, or another process's): a caller
+        #: that found nothing at seq N and still sees N has missed nothing.
+        self.seq = 0
         self._users = 0
         self._closed = False
         self._inbox: collections.deque[_Call] = collections.deque()
@@ -185,12 +233,15 @@ class Database:
                 "a SQLite queue cannot be used across fork(): open it again in the child"
             )
         call = _Call(fn, touches, wakes, write)
+        self._enqueue(call)
+        return call.future  # type: ignore[no-any-return]
+
+    def _enqueue(self, call: _Call) -> None:
         with self._cond:
             if self._closed:
                 raise ChuteError(f"the queue file {self.path} was closed in this process")
             self._inbox.append(call)
             self._cond.notify()
-        return call.future
 
     def call(
         self,
@@ -210,8 +261,36 @@ class Database:
         touches: str | None = None,
         write: bool = True,
         wakes: Wakes | None = None,
+        on_cancel: Callable[[R], Any] | None = None,
     ) -> R:
-        return await asyncio.wrap_future(self.submit(fn, touches, write, wakes))
+        """Run ``fn`` on the database thread for an async caller.
+
+        If the caller is cancelled before the thread took the call, it never
+        runs. If after, the cancellation waits until the call is over and
+        then awaits ``on_cancel(result)`` (to undo what it did), so that the
+        caller's next call cannot overtake the undoing.
+        """
+        if os.getpid() != self._pid:
+            raise ChuteError(
+                "a SQLite queue cannot be used across fork(): open it again in the child"
+            )
+        call = _Call(fn, touches, wakes, write, asyncio.get_running_loop())
+        self._enqueue(call)
+        try:
+            return await call.future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            with self._cond:
+                if not call.taken:
+                    call.abandoned = True
+                    raise
+            if call.outcome is None:
+                call.finished = call.loop.create_future()  # type: ignore[union-attr]
+                await _uninterrupted(call.finished)
+            assert call.outcome is not None
+            value, exc = call.outcome
+            if exc is None and on_cancel is not None:
+                await _uninterrupted(on_cancel(value))
+            raise
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -222,7 +301,8 @@ class Database:
         with self._cond:
             self._waiters[(queue, kind)][w] = None
             self._waiting += 1
-            self._cond.notify()  # the thread starts polling for other processes
+            if self._waiting == 1:
+                self._cond.notify()  # the thread starts polling for other processes
         return w
 
     def rearm(self, w: _Waiter) -> None:
@@ -306,14 +386,20 @@ class Database:
                                 break  # time to look at the file
                         else:
                             self._cond.wait()
-                    calls = [self._inbox.popleft() for _ in range(min(len(self._inbox), MAX_GROUP))]
-                    if not calls and self._stopping:
+                    calls: list[_Call] = []
+                    while self._inbox and len(calls) < MAX_GROUP:
+                        call = self._inbox.popleft()
+                        if not call.abandoned:
+                            call.taken = True
+                            calls.append(call)
+                    if not calls and self._stopping and not self._inbox:
                         break
                 if calls:
                     self._run_group(conn, calls)
                 now = conn.execute("PRAGMA data_version").fetchone()[0]
                 if now != version:  # another process committed
                     version = now
+                    self.seq += 1
                     self._wake(None)
         finally:
             conn.close()
@@ -321,36 +407,52 @@ class Database:
                 self._closed = True
                 leftover = list(self._inbox)
                 self._inbox.clear()
-            for call in leftover:
-                if call.future.set_running_or_notify_cancel():
-                    call.future.set_exception(ChuteError("the queue file was closed"))
+            closed = ChuteError("the queue file was closed")
+            self._deliver([(call, None, closed) for call in leftover if not call.abandoned])
+
+    def _deliver(self, answers: list[tuple[_Call, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Call, Any, BaseException | None]]]
+        by_loop = {}
+        for answer in answers:
+            call = answer[0]
+            if call.loop is None:
+                call.settle(answer[1], answer[2])
+            else:
+                by_loop.setdefault(call.loop, []).append(answer)
+        for loop, batch in by_loop.items():  # one wake-up per loop
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                loop.call_soon_threadsafe(_settle_all, batch)
 
     def _run_group(self, conn: sqlite3.Connection, calls: list[_Call]) -> None:
-        calls = [c for c in calls if c.future.set_running_or_notify_cancel()]
-        if not calls:
-            return
         write = any(c.write for c in calls)
+        alone = len(calls) == 1  # no savepoint needed: the transaction is the call
         results: list[tuple[_Call, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             for c in calls:
-                conn.execute("SAVEPOINT call")
+                if not alone:
+                    conn.execute("SAVEPOINT call")
                 try:
                     value = c.fn(conn)
                 except BaseException as exc:
-                    conn.execute("ROLLBACK TO call")
-                    conn.execute("RELEASE call")
+                    if alone:
+                        conn.execute("ROLLBACK")
+                        conn.execute("BEGIN")
+                    else:
+                        conn.execute("ROLLBACK TO call")
+                        conn.execute("RELEASE call")
                     results.append((c, None, exc))
                 else:
-                    conn.execute("RELEASE call")
+                    if not alone:
+                        conn.execute("RELEASE call")
                     results.append((c, value, None))
             conn.execute("COMMIT")
+            self.seq += 1
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             error = _translate(exc, self.path)
-            for c in calls:
-                c.future.set_exception(error)
+            self._deliver([(c, None, error) for c in calls])
             return
         plan: dict[str, Wakes] = {}
         for c, _, err in results:
@@ -358,11 +460,12 @@ class Database:
                 wakes = plan.setdefault(c.touches, {})
                 for kind, n in c.wakes.items():
                     wakes[kind] = min(ALL, wakes.get(kind, 0) + n)
-        for c, value, err in results:
-            if err is None:
-                c.future.set_result(value)
-            else:
-                c.future.set_exception(_translate(err, self.path))
+        self._deliver(
+            [
+                (c, value, None if err is None else _translate(err, self.path))
+                for c, value, err in results
+            ]
+        )
         if plan:
             self._wake(plan)
 
@@ -592,13 +695,20 @@ class SqliteQueue(Generic[T]):
         name, maxsize = self._name, self._maxsize
 
         def insert(c: sqlite3.Connection) -> bool:
-            state = _queue_row(c, name)[1]
+            row = c.execute(
+                "SELECT state, stored - (SELECT count(*) FROM chute_item "
+                "WHERE queue = ?1 AND leased = 1 AND visible_at > ?2) "
+                "FROM chute_queue WHERE name = ?1",
+                (name, time.time()),
+            ).fetchone()
+            if row is None:
+                raise ChuteError(f"no queue named {name!r} in this file")
+            state, ready = row
             if state:
                 if single:
                     raise QueueShutDown(item=items[0])
                 raise QueueShutDown(items=items)
             n = len(records)
-            ready = _ready(c, name, time.time())
             if maxsize and ready + n > maxsize:
                 return False
             c.executemany(
@@ -689,10 +799,10 @@ class SqliteQueue(Generic[T]):
 
     # -- get -----------------------------------------------------------------------------------
 
-    def _claim(self, max_items: int, lease: bool) -> Callable[..., tuple[list[Row], float | None]]:
-        name, vt, max_deliveries = self._name, self._visibility, self._max_deliveries
+    def _claim(self, max_items: int, lease: bool) -> Callable[..., Claimed]:
+        name, vt, max_deliveries, db = self._name, self._visibility, self._max_deliveries, self._db
 
-        def claim(c: sqlite3.Connection) -> tuple[list[Row], float | None]:
+        def claim(c: sqlite3.Connection) -> Claimed:
             state = _queue_row(c, name)[1]
             if state == _IMMEDIATE:
                 raise QueueShutDown()
@@ -722,13 +832,14 @@ class SqliteQueue(Generic[T]):
                     "SELECT min(visible_at) FROM chute_item WHERE queue = ? AND leased = 1",
                     (name,),
                 ).fetchone()[0]
-                return [], nxt
-            ids = [(r[0],) for r in rows]
+                return [], nxt, db.seq + 1  # our group's commit makes it so
+            ids = [r[0] for r in rows]
+            marks = ",".join("?" * len(ids))  # one statement for the batch
             if lease:
-                c.executemany(
+                c.execute(
                     "UPDATE chute_item SET leased = 1, visible_at = ?, token = token + 1, "
-                    "deliveries = deliveries + 1 WHERE id = ?",
-                    [(now + vt, i) for (i,) in ids],
+                    f"deliveries = deliveries + 1 WHERE id IN ({marks})",
+                    (now + vt, *ids),
                 )
                 rows = [(i, d, n + 1, t + 1) for i, d, n, t in rows]
                 c.execute(
@@ -736,13 +847,13 @@ class SqliteQueue(Generic[T]):
                     (len(rows), name),
                 )
             else:
-                c.executemany("DELETE FROM chute_item WHERE id = ?", ids)
+                c.execute(f"DELETE FROM chute_item WHERE id IN ({marks})", ids)
                 c.execute(
                     "UPDATE chute_queue SET stored = stored - ?1, total_got = total_got + ?1 "
                     "WHERE name = ?2",
                     (len(rows), name),
                 )
-            return rows, None
+            return rows, None, db.seq + 1
 
         return claim
 
@@ -783,7 +894,7 @@ class SqliteQueue(Generic[T]):
         rows: list[Row] = []
         try:
             while True:
-                rows, wake_at = await self._claimed(claim, lease, max_items)
+                rows, wake_at, seq = await self._claimed(claim, lease, max_items)
                 if rows:
                     return rows
                 if deadline is not None and loop.time() >= deadline:
@@ -791,7 +902,8 @@ class SqliteQueue(Generic[T]):
                 if waiter is None:
                     self._getters += 1
                     waiter = self._db.add_waiter(self._name, GET)
-                    continue  # look once more now that a commit would wake us
+                    if self._db.seq != seq:
+                        continue  # something committed since: look again
                 await self._sleep(waiter, deadline, wake_at)
                 self._db.rearm(waiter)
         finally:
@@ -799,27 +911,16 @@ class SqliteQueue(Generic[T]):
                 self._getters -= 1
                 self._db.remove_waiter(self._name, GET, waiter, served=bool(rows))
 
-    async def _claimed(
-        self, claim: Callable[..., tuple[list[Row], float | None]], lease: bool, max_items: int
-    ) -> tuple[list[Row], float | None]:
-        cf = self._db.submit(claim, touches=self._name, wakes={PUT: max_items})
-        try:
-            return await asyncio.wrap_future(cf)
-        except asyncio.CancelledError:
-            if not cf.cancel():
-                # It ran, or is running: give back what it took, in place,
-                # before the cancellation goes on (so that this task's next
-                # get cannot overtake the item it gives back).
-                await _uninterrupted(self._give_back(cf, lease))
-            raise
+    async def _claimed(self, claim: Callable[..., Claimed], lease: bool, max_items: int) -> Claimed:
+        async def give_back(result: Claimed) -> None:
+            # A get cancelled after its transaction ran: the items go back
+            # in place before the cancellation goes on.
+            if result[0]:
+                await asyncio.wrap_future(self._unclaim(result[0], lease))
 
-    async def _give_back(
-        self, cf: concurrent.futures.Future[tuple[list[Row], float | None]], lease: bool
-    ) -> None:
-        with contextlib.suppress(Exception):
-            rows = (await asyncio.wrap_future(cf))[0]
-            if rows:
-                await asyncio.wrap_future(self._unclaim(rows, lease))
+        return await self._db.run(
+            claim, touches=self._name, wakes={PUT: max_items}, on_cancel=give_back
+        )
 
     def _decode(self, rows: list[Row], leased: bool) -> list[T]:
         """Decode what a get took. An item that cannot be decoded goes to the
@@ -874,7 +975,7 @@ class SqliteQueue(Generic[T]):
 
     def get_nowait(self) -> T:
         self._check_open()
-        rows, _ = self._db.call(self._claim(1, False), touches=self._name, wakes={PUT: 1})
+        rows, _, _ = self._db.call(self._claim(1, False), touches=self._name, wakes={PUT: 1})
         if not rows:
             raise QueueEmpty()
         return self._decode(rows, False)[0]
