@@ -28,11 +28,16 @@ class JsonCodec:
 
     name = "json"
 
+    def __init__(self) -> None:
+        # Made once: json.dumps() with any option builds a new encoder per call.
+        self._encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+        self._decode = json.JSONDecoder().decode
+
     def encode(self, item: Any) -> bytes:
-        return json.dumps(item, separators=(",", ":"), allow_nan=False).encode()
+        return self._encode(item).encode()
 
     def decode(self, data: bytes) -> Any:
-        return json.loads(data)
+        return self._decode(data.decode())
 
 
 class PickleCodec:
