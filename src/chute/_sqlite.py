@@ -621,6 +621,8 @@ class SqliteQueue(Generic[T]):
         """Let go of the file (the items stay in it). Idempotent."""
         if not self._closed:
             self._closed = True
+            # This queue's waiters in this process wake, and find it closed.
+            self._db._wake({self._name: WAKE_ALL})
             self._db.release()
 
     async def aclose(self) -> None:
@@ -753,6 +755,7 @@ class SqliteQueue(Generic[T]):
         stored = False
         try:
             while True:
+                self._check_open()
                 # A put that runs has stored its items: if the caller is
                 # cancelled meanwhile, the put completed (the contract's
                 # "completed or left the queue unchanged").
@@ -894,6 +897,7 @@ class SqliteQueue(Generic[T]):
         rows: list[Row] = []
         try:
             while True:
+                self._check_open()
                 rows, wake_at, seq = await self._claimed(claim, lease, max_items)
                 if rows:
                     return rows
@@ -1016,6 +1020,7 @@ class SqliteQueue(Generic[T]):
         waiter: _Waiter | None = None
         try:
             while True:
+                self._check_open()
                 if await self._db.run(unfinished, write=False) == 0:
                     return
                 if waiter is None:

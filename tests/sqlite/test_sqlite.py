@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import chute
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -332,3 +333,12 @@ def test_producers_and_consumers_killed_at_random_lose_nothing(tmp_path):
     put_returned = _numbers(stored)
     assert put_returned, "the producers never got going"
     assert put_returned <= _numbers(handled) | set(drained), "an item whose put returned was lost"
+
+
+async def test_closing_wakes_this_queues_waiters(tmp_path):
+    q = await chute.open(url(tmp_path), "q")
+    getter = asyncio.create_task(q.get())
+    await wait_until(lambda: q.statistics().getters_waiting == 1)
+    await q.aclose()
+    with pytest.raises(chute.ChuteError, match="closed"):
+        await asyncio.wait_for(getter, 10)
