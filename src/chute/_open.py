@@ -40,8 +40,11 @@ class Opening:
         return self._queue
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._queue is not None:
-            await self._queue.aclose()
+        q = self._queue
+        if q is not None:
+            aclose = getattr(q, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def open(url: str, name: str = "default", maxsize: int = 0, **options: Any) -> Opening:

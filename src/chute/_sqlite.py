@@ -143,10 +143,11 @@ class _Call:
         """On the database thread (sync callers) or the caller's loop."""
         self.outcome = (value, exc)
         if self.loop is None:
-            if exc is None:
-                self.future.set_result(value)
-            else:
-                self.future.set_exception(exc)
+            if not self.future.done():  # a waiter may have cancelled it
+                if exc is None:
+                    self.future.set_result(value)
+                else:
+                    self.future.set_exception(exc)
             return
         if self.finished is not None and not self.finished.done():
             self.finished.set_result(None)
@@ -157,18 +158,26 @@ class _Call:
                 self.future.set_exception(exc)
 
 
+class _Withdrawn(Exception):
+    """A call rolled back because its caller had been cancelled."""
+
+
+_WITHDRAWN = _Withdrawn()
+
+
 def _settle_all(answers: list[tuple[_Call, Any, BaseException | None]]) -> None:
     for call, value, exc in answers:
         call.settle(value, exc)
 
 
 class _Waiter:
-    __slots__ = ("future", "loop", "woken")
+    __slots__ = ("future", "loop", "rings", "woken")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.woken = False  # rung since it last looked (under the database's lock)
+        self.rings = 0  # rings received while in line
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -243,6 +252,23 @@ class Database:
             self._inbox.append(call)
             self._cond.notify()
 
+    def run_detached(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """Run ``fn`` in a transaction of a connection of its own, in the
+        caller's thread: for undoing what a cancelled call did when this
+        file was closed meanwhile (rare; it blocks the caller)."""
+        conn = _connect(self.path, self.durability)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                value = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return value
+        finally:
+            conn.close()
+
     def call(
         self,
         fn: Callable[[sqlite3.Connection], R],
@@ -288,7 +314,7 @@ class Database:
                 await _uninterrupted(call.finished)
             assert call.outcome is not None
             value, exc = call.outcome
-            if exc is None and on_cancel is not None:
+            if exc is None and on_cancel is not None:  # it ran, and stands: undo it
                 await _uninterrupted(on_cancel(value))
             raise
 
@@ -311,18 +337,26 @@ class Database:
             w.woken = False
             w.future = w.loop.create_future()
 
-    def remove_waiter(self, queue: str, kind: str, w: _Waiter, served: bool = False) -> None:
-        """Leave the line. A waiter that was rung and leaves unserved
-        (cancelled, timed out) passes the ring on to the next in line."""
+    def remove_waiter(
+        self, queue: str, kind: str, w: _Waiter, used: int = 0, timer: bool = False
+    ) -> None:
+        """Leave the line, having used ``used`` of the rings it got.
+
+        A ring is meant for one item (or one free slot); one this waiter did
+        not use — it gave up, or a ring came while it was already taking
+        another item — goes on to the next in line, and so does the timer of
+        a waiter that was the one to wake when a lease or delay runs out.
+        A spare ring costs one look; a lost one, a waiter asleep for ever.
+        """
         with self._cond:
             line = self._waiters.get((queue, kind))
             if line is None or w not in line:
                 return
             del line[w]
             self._waiting -= 1
-            passed_on = w.woken and not served and kind != JOIN
-        if passed_on:
-            self._wake({queue: {kind: 1}})
+            spare = max(w.rings - used, 1 if timer else 0)
+        if spare and kind != JOIN:
+            self._wake({queue: {kind: spare}})
 
     def waiting(self, queue: str, kind: str) -> int:
         with self._cond:
@@ -340,6 +374,7 @@ class Database:
                         break
                     if not w.woken:
                         w.woken = True
+                        w.rings += 1
                         todo.append((w.loop, w.future))
                         n -= 1
         for loop, fut in todo:
@@ -394,9 +429,14 @@ class Database:
                             calls.append(call)
                     if not calls and self._stopping and not self._inbox:
                         break
-                if calls:
-                    self._run_group(conn, calls)
-                now = conn.execute("PRAGMA data_version").fetchone()[0]
+                try:
+                    if calls:
+                        self._run_group(conn, calls)
+                    now = conn.execute("PRAGMA data_version").fetchone()[0]
+                except Exception as exc:  # never let the thread die with callers waiting
+                    error = _translate(exc, self.path)
+                    self._deliver([(c, None, error) for c in calls if c.outcome is None])
+                    continue
                 if now != version:  # another process committed
                     version = now
                     self.seq += 1
@@ -409,6 +449,7 @@ class Database:
                 self._inbox.clear()
             closed = ChuteError("the queue file was closed")
             self._deliver([(call, None, closed) for call in leftover if not call.abandoned])
+            self._wake(None)  # whoever still waits looks again, and finds it closed
 
     def _deliver(self, answers: list[tuple[_Call, Any, BaseException | None]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Call, Any, BaseException | None]]]
@@ -434,7 +475,16 @@ class Database:
                     conn.execute("SAVEPOINT call")
                 try:
                     value = c.fn(conn)
+                    if c.loop is not None and c.future.cancelled():
+                        # Its caller was cancelled while it ran: undo it here,
+                        # before anyone can see it (and before a close).
+                        raise _Withdrawn
                 except BaseException as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (a full
+                        # disk, an I/O error): every call of the group fails
+                        # with this error, below.
+                        raise
                     if alone:
                         conn.execute("ROLLBACK")
                         conn.execute("BEGIN")
@@ -449,12 +499,14 @@ class Database:
             conn.execute("COMMIT")
             self.seq += 1
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             error = _translate(exc, self.path)
             self._deliver([(c, None, error) for c in calls])
             return
         plan: dict[str, Wakes] = {}
+        results = [(c, v, _WITHDRAWN if isinstance(e, _Withdrawn) else e) for c, v, e in results]
         for c, _, err in results:
             if c.touches is not None and err is None:
                 wakes = plan.setdefault(c.touches, {})
@@ -480,6 +532,8 @@ def _close_all() -> None:
 
 
 def _translate(exc: BaseException, path: str) -> BaseException:
+    if isinstance(exc, _Withdrawn):
+        return exc
     if isinstance(exc, sqlite3.Error):
         text = str(exc)
         if "disk is full" in text or "database or disk is full" in text:
@@ -693,10 +747,14 @@ class SqliteQueue(Generic[T]):
     def _encode_all(self, items: list[T]) -> list[bytes]:
         return [encode_item(self._codec, item) for item in items]
 
-    def _insert(self, records: list[bytes], items: list[T], single: bool) -> Callable[..., bool]:
+    def _insert(
+        self, records: list[bytes], items: list[T], single: bool
+    ) -> Callable[[sqlite3.Connection], tuple[int, int] | None]:
+        """The put's transaction: None if full, else the ids it stored
+        (consecutive: one statement, AUTOINCREMENT)."""
         name, maxsize = self._name, self._maxsize
 
-        def insert(c: sqlite3.Connection) -> bool:
+        def insert(c: sqlite3.Connection) -> tuple[int, int] | None:
             row = c.execute(
                 "SELECT state, stored - (SELECT count(*) FROM chute_item "
                 "WHERE queue = ?1 AND leased = 1 AND visible_at > ?2) "
@@ -712,18 +770,49 @@ class SqliteQueue(Generic[T]):
                 raise QueueShutDown(items=items)
             n = len(records)
             if maxsize and ready + n > maxsize:
-                return False
+                return None
             c.executemany(
                 "INSERT INTO chute_item (queue, data) VALUES (?, ?)", [(name, r) for r in records]
             )
+            last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
             c.execute(
                 "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
                 "total_put = total_put + ?1, peak = max(peak, ?2) WHERE name = ?3",
                 (n, ready + n, name),
             )
-            return True
+            return last - n + 1, last
 
         return insert
+
+    async def _take_back(self, ids: tuple[int, int] | None) -> None:
+        """A put cancelled after its transaction ran: remove its items if
+        none has been taken yet (all or none: a batch stays whole); if one
+        has, the put stands, completed."""
+        if ids is None:
+            return
+        lo, hi = ids
+        name = self._name
+
+        def take_back(c: sqlite3.Connection) -> None:
+            n = hi - lo + 1
+            there = c.execute(
+                "SELECT count(*) FROM chute_item WHERE id BETWEEN ? AND ? AND leased = 0",
+                (lo, hi),
+            ).fetchone()[0]
+            if there == n:
+                c.execute("DELETE FROM chute_item WHERE id BETWEEN ? AND ?", (lo, hi))
+                c.execute(
+                    "UPDATE chute_queue SET stored = stored - ?1, unfinished = unfinished - ?1, "
+                    "total_put = total_put - ?1 WHERE name = ?2",
+                    (n, name),
+                )
+
+        try:
+            fut = self._db.submit(take_back, touches=name, wakes={PUT: hi - lo + 1, JOIN: ALL})
+        except ChuteError:
+            self._db.run_detached(take_back)
+        else:
+            await asyncio.wrap_future(fut)
 
     async def put(self, item: T, timeout: float | None = None) -> None:
         """Store ``item``, waiting while full. Stored in the file when this returns."""
@@ -756,10 +845,15 @@ class SqliteQueue(Generic[T]):
         try:
             while True:
                 self._check_open()
-                # A put that runs has stored its items: if the caller is
-                # cancelled meanwhile, the put completed (the contract's
-                # "completed or left the queue unchanged").
-                if await self._db.run(insert, touches=self._name, wakes={GET: len(records)}):
+                # A put cancelled while its transaction runs is withdrawn
+                # (see Database.run): the queue is left unchanged.
+                ids = await self._db.run(
+                    insert,
+                    touches=self._name,
+                    wakes={GET: len(records)},
+                    on_cancel=self._take_back,
+                )
+                if ids is not None:
                     stored = True
                     return
                 if deadline is not None and loop.time() >= deadline:
@@ -773,14 +867,14 @@ class SqliteQueue(Generic[T]):
         finally:
             if waiter is not None:
                 self._putters -= 1
-                self._db.remove_waiter(self._name, PUT, waiter, served=stored)
+                self._db.remove_waiter(self._name, PUT, waiter, used=int(stored))
 
     def put_nowait(self, item: T) -> None:
         """Store ``item`` now or raise ``QueueFull`` (waits for one transaction)."""
         self._check_open()
         records = self._encode_all([item])
         insert = self._insert(records, [item], True)
-        if not self._db.call(insert, touches=self._name, wakes={GET: 1}):
+        if self._db.call(insert, touches=self._name, wakes={GET: 1}) is None:
             raise QueueFull()
 
     async def _sleep(self, waiter: _Waiter, deadline: float | None, wake_at: float | None) -> None:
@@ -837,20 +931,22 @@ class SqliteQueue(Generic[T]):
                 ).fetchone()[0]
                 return [], nxt, db.seq + 1  # our group's commit makes it so
             ids = [r[0] for r in rows]
-            marks = ",".join("?" * len(ids))  # one statement for the batch
+            chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
             if lease:
-                c.execute(
-                    "UPDATE chute_item SET leased = 1, visible_at = ?, token = token + 1, "
-                    f"deliveries = deliveries + 1 WHERE id IN ({marks})",
-                    (now + vt, *ids),
-                )
+                for chunk in chunks:  # one statement per chunk of a batch
+                    c.execute(
+                        "UPDATE chute_item SET leased = 1, visible_at = ?, token = token + 1, "
+                        f"deliveries = deliveries + 1 WHERE id IN ({_marks(chunk)})",
+                        (now + vt, *chunk),
+                    )
                 rows = [(i, d, n + 1, t + 1) for i, d, n, t in rows]
                 c.execute(
                     "UPDATE chute_queue SET total_got = total_got + ? WHERE name = ?",
                     (len(rows), name),
                 )
             else:
-                c.execute(f"DELETE FROM chute_item WHERE id IN ({marks})", ids)
+                for chunk in chunks:
+                    c.execute(f"DELETE FROM chute_item WHERE id IN ({_marks(chunk)})", chunk)
                 c.execute(
                     "UPDATE chute_queue SET stored = stored - ?1, total_got = total_got + ?1 "
                     "WHERE name = ?2",
@@ -884,7 +980,12 @@ class SqliteQueue(Generic[T]):
                 n = -len(rows)
             c.execute("UPDATE chute_queue SET total_got = total_got + ? WHERE name = ?", (n, name))
 
-        return self._db.submit(undo, touches=name, wakes={GET: len(rows)})
+        try:
+            return self._db.submit(undo, touches=name, wakes={GET: len(rows)})
+        except ChuteError:  # closed meanwhile: undo it on a connection of our own
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_result(self._db.run_detached(undo))
+            return done
 
     async def _take(self, max_items: int, lease: bool, timeout: float | None) -> list[Row]:
         self._check_open()
@@ -895,12 +996,14 @@ class SqliteQueue(Generic[T]):
         deadline = None if timeout is None else loop.time() + timeout
         waiter: _Waiter | None = None
         rows: list[Row] = []
+        timer = False  # we are (also) the one to wake when a lease or delay runs out
         try:
             while True:
                 self._check_open()
                 rows, wake_at, seq = await self._claimed(claim, lease, max_items)
                 if rows:
                     return rows
+                timer = timer or wake_at is not None
                 if deadline is not None and loop.time() >= deadline:
                     raise TimeoutError("timed out")
                 if waiter is None:
@@ -913,7 +1016,7 @@ class SqliteQueue(Generic[T]):
         finally:
             if waiter is not None:
                 self._getters -= 1
-                self._db.remove_waiter(self._name, GET, waiter, served=bool(rows))
+                self._db.remove_waiter(self._name, GET, waiter, used=1 if rows else 0, timer=timer)
 
     async def _claimed(self, claim: Callable[..., Claimed], lease: bool, max_items: int) -> Claimed:
         async def give_back(result: Claimed) -> None:
@@ -923,7 +1026,7 @@ class SqliteQueue(Generic[T]):
                 await asyncio.wrap_future(self._unclaim(result[0], lease))
 
         return await self._db.run(
-            claim, touches=self._name, wakes={PUT: max_items}, on_cancel=give_back
+            claim, touches=self._name, wakes={PUT: max_items, JOIN: ALL}, on_cancel=give_back
         )
 
     def _decode(self, rows: list[Row], leased: bool) -> list[T]:
@@ -1015,7 +1118,10 @@ class SqliteQueue(Generic[T]):
         name = self._name
 
         def unfinished(c: sqlite3.Connection) -> int:
-            return int(_queue_row(c, name)[4])
+            row = _queue_row(c, name)
+            # After an immediate shutdown nothing more will be taken: as
+            # with the stdlib's, join() returns.
+            return 0 if row[1] == _IMMEDIATE else int(row[4])
 
         waiter: _Waiter | None = None
         try:
@@ -1175,6 +1281,13 @@ class SqliteQueue(Generic[T]):
             return n
 
         return self._db.call(requeue, touches=name)
+
+
+_CHUNK = 500  # ids per statement: far below any SQLite's limit on variables
+
+
+def _marks(chunk: list[int]) -> str:
+    return ",".join("?" * len(chunk))
 
 
 def _queue_row(c: sqlite3.Connection, name: str) -> tuple[Any, ...]:

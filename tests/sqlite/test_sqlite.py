@@ -342,3 +342,106 @@ async def test_closing_wakes_this_queues_waiters(tmp_path):
     await q.aclose()
     with pytest.raises(chute.ChuteError, match="closed"):
         await asyncio.wait_for(getter, 10)
+
+
+# -- regressions from review -----------------------------------------------------------
+
+
+async def test_every_waiting_getter_is_served_one_item_each(tmp_path):
+    # A getter rung again while taking an item must pass the spare ring on.
+    async with chute.open(url(tmp_path), "q") as q:
+        getters = [asyncio.create_task(q.get()) for _ in range(50)]
+        await wait_until(lambda: q.statistics().getters_waiting == 50)
+        for i in range(50):
+            await q.put(i)
+        got = await asyncio.wait_for(asyncio.gather(*getters), 10)
+        assert sorted(got) == list(range(50))
+
+
+async def test_a_get_cancelled_just_before_close_loses_nothing(tmp_path):
+    q = await chute.open(url(tmp_path), "q")
+    await q.put("precious")
+    getter = asyncio.create_task(q.get())
+    await asyncio.sleep(0)  # its claim is on its way to the database thread
+    getter.cancel()
+    await q.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await getter
+    async with chute.open(url(tmp_path), "q") as again:
+        assert await again.get(timeout=10) == "precious"
+
+
+async def test_a_put_that_times_out_stores_nothing(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        rng = random.Random(5)
+        stored = []
+        for i in range(200):
+            try:
+                async with asyncio.timeout(rng.choice([0.0001, 0.0005, 0.002, 0.05])):
+                    await q.put(i)
+                stored.append(i)
+            except TimeoutError:
+                pass
+        got = []
+        while not q.empty():
+            got += await q.get_batch(1000)
+        assert got == stored
+        assert q.statistics().total_put == len(stored)
+
+
+async def test_when_a_lease_runs_out_a_waiting_getter_takes_the_item(tmp_path):
+    async with chute.open(url(tmp_path), "q", visibility_timeout=0.3) as q:
+        impatient = asyncio.create_task(q.get(timeout=0.1))
+        await wait_until(lambda: q.statistics().getters_waiting == 1)
+        patient = asyncio.create_task(q.get())
+        await wait_until(lambda: q.statistics().getters_waiting == 2)
+        q.put_nowait("X")
+        await q.reserve()  # taken first, and never settled: its consumer hangs
+        await asyncio.gather(impatient, return_exceptions=True)  # gone, with its timer
+        assert await asyncio.wait_for(patient, 10) == "X"
+
+
+async def test_join_returns_when_an_expired_lease_becomes_a_dead_letter(tmp_path):
+    async with chute.open(url(tmp_path), "q", visibility_timeout=0.05, max_deliveries=1) as q:
+        await q.put("poison")
+        await q.reserve()  # never settled
+        joiner = asyncio.create_task(q.join())
+        await asyncio.sleep(0.1)
+        with pytest.raises(TimeoutError):
+            await q.get(timeout=0.05)  # finds the lease ran out: a dead letter
+        await asyncio.wait_for(joiner, 10)
+
+
+async def test_join_returns_after_an_immediate_shutdown(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        await q.put_batch([1, 2])
+        joiner = asyncio.create_task(q.join())
+        await asyncio.sleep(0.01)
+        q.shutdown(immediate=True)
+        await asyncio.wait_for(joiner, 10)
+
+
+async def test_a_full_disk_is_named_and_nothing_is_half_written(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        pages = q._db.call(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        q._db.call(lambda c: c.execute(f"PRAGMA max_page_count={pages + 2}"))  # a full disk
+        with pytest.raises(chute.ChuteError, match="full: nothing was stored"):
+            await q.put("x" * 100_000)
+        assert q.qsize() == 0
+        await q.put("small")  # what fits still goes in
+        assert await q.get() == "small"
+
+
+async def test_large_batches_are_taken_whole(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        await q.put_batch(range(1200))
+        assert await q.get_batch(1200) == list(range(1200))
+        await q.put_batch(range(1200))
+        job_ids = await q.get_batch(2000)
+        assert len(job_ids) == 1200
+
+
+async def test_async_with_a_memory_url():
+    async with chute.open("memory://", "q") as q:
+        await q.put(1)
+        assert await q.get() == 1
