@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS chute_item (
     token INTEGER NOT NULL DEFAULT 0,
     deliveries INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS chute_item_queue ON chute_item (queue);
+CREATE INDEX IF NOT EXISTS chute_item_ready ON chute_item (queue, id) WHERE leased = 0;
 CREATE INDEX IF NOT EXISTS chute_item_leased ON chute_item (queue, visible_at) WHERE leased = 1;
 CREATE TABLE IF NOT EXISTS chute_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -771,10 +771,19 @@ class SqliteQueue(Generic[T]):
             n = len(records)
             if maxsize and ready + n > maxsize:
                 return None
-            c.executemany(
-                "INSERT INTO chute_item (queue, data) VALUES (?, ?)", [(name, r) for r in records]
-            )
-            last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if n == 1:
+                last = int(
+                    c.execute(
+                        "INSERT INTO chute_item (queue, data) VALUES (?, ?)", (name, records[0])
+                    ).lastrowid
+                    or 0
+                )
+            else:
+                c.executemany(
+                    "INSERT INTO chute_item (queue, data) VALUES (?, ?)",
+                    [(name, r) for r in records],
+                )
+                last = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
             c.execute(
                 "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
                 "total_put = total_put + ?1, peak = max(peak, ?2) WHERE name = ?3",
@@ -905,22 +914,35 @@ class SqliteQueue(Generic[T]):
                 raise QueueShutDown()
             now = time.time()
             rows: list[Row] = []
+            after = 0
             while len(rows) < max_items:
+                # The oldest claimable items: not leased (in id order on their
+                # own index, however many are out on leases), and leases that
+                # ran out (on the leases' index), merged by id.
+                want = max_items - len(rows)
                 found = c.execute(
-                    "SELECT id, data, deliveries, token, leased FROM chute_item "
-                    "WHERE queue = ? AND (leased = 0 OR visible_at <= ?) "
-                    "AND id > ? ORDER BY id LIMIT ?",
-                    (name, now, rows[-1][0] if rows else 0, max_items - len(rows)),
+                    "SELECT id, data, deliveries, token, 0 FROM chute_item "
+                    "WHERE queue = ? AND leased = 0 AND id > ? ORDER BY id LIMIT ?",
+                    (name, after, want),
                 ).fetchall()
+                expired = c.execute(
+                    "SELECT id, data, deliveries, token, 1 FROM chute_item "
+                    "WHERE queue = ? AND leased = 1 AND visible_at <= ? AND id > ? "
+                    "ORDER BY id LIMIT ?",
+                    (name, now, after, want),
+                ).fetchall()
+                if expired:
+                    found = sorted(found + expired)[:want]
                 if not found:
                     break
+                after = found[-1][0]
                 for id_, data, deliveries, token, leased in found:
                     if leased and max_deliveries is not None and deliveries >= max_deliveries:
                         # Its holder's lease ran out on the last delivery allowed.
                         _to_dead(c, name, id_, data, deliveries, now)
                         continue
                     rows.append((id_, data, deliveries, token))
-                if len(found) < max_items:
+                if len(found) < want:
                     break
             if not rows:
                 if state == _SHUTDOWN:
