@@ -388,7 +388,9 @@ class Database:
             self._users -= 1
             if self._users > 0:
                 return
-            Database._open.pop((os.getpid(), os.path.realpath(self.path)), None)
+            key = (os.getpid(), os.path.realpath(self.path))
+            if Database._open.get(key) is self:
+                del Database._open[key]
         self.close()
 
     def close(self) -> None:
@@ -752,18 +754,18 @@ class SqliteQueue(Generic[T]):
     ) -> Callable[[sqlite3.Connection], tuple[int, int] | None]:
         """The put's transaction: None if full, else the ids it stored
         (consecutive: one statement, AUTOINCREMENT)."""
-        name, maxsize = self._name, self._maxsize
+        name = self._name
 
         def insert(c: sqlite3.Connection) -> tuple[int, int] | None:
             row = c.execute(
-                "SELECT state, stored - (SELECT count(*) FROM chute_item "
+                "SELECT state, maxsize, stored - (SELECT count(*) FROM chute_item "
                 "WHERE queue = ?1 AND leased = 1 AND visible_at > ?2) "
                 "FROM chute_queue WHERE name = ?1",
                 (name, time.time()),
             ).fetchone()
             if row is None:
                 raise ChuteError(f"no queue named {name!r} in this file")
-            state, ready = row
+            state, maxsize, ready = row  # the bound in the file: every process keeps it
             if state:
                 if single:
                     raise QueueShutDown(item=items[0])
@@ -906,10 +908,10 @@ class SqliteQueue(Generic[T]):
     # -- get -----------------------------------------------------------------------------------
 
     def _claim(self, max_items: int, lease: bool) -> Callable[..., Claimed]:
-        name, vt, max_deliveries, db = self._name, self._visibility, self._max_deliveries, self._db
+        name, vt, db = self._name, self._visibility, self._db
 
         def claim(c: sqlite3.Connection) -> Claimed:
-            state = _queue_row(c, name)[1]
+            _maxsize, state, max_deliveries = _queue_row(c, name)[:3]
             if state == _IMMEDIATE:
                 raise QueueShutDown()
             now = time.time()
@@ -1202,7 +1204,7 @@ class SqliteQueue(Generic[T]):
         self, id_: int, token: int, how: str, delay: float | None
     ) -> Callable[[sqlite3.Connection], None]:
         """``how``: "ack", "nack" or "dead"."""
-        name, max_deliveries = self._name, self._max_deliveries
+        name = self._name
 
         def settle(c: sqlite3.Connection) -> None:
             row = c.execute(
@@ -1215,7 +1217,7 @@ class SqliteQueue(Generic[T]):
                     "again; it is settled by whoever holds it now"
                 )
             data, deliveries = row
-            state = _queue_row(c, name)[1]
+            state, max_deliveries = _queue_row(c, name)[1:3]
             kind = how
             if how == "nack" and (
                 state == _IMMEDIATE or (max_deliveries is not None and deliveries >= max_deliveries)

@@ -445,3 +445,18 @@ async def test_async_with_a_memory_url():
     async with chute.open("memory://", "q") as q:
         await q.put(1)
         assert await q.get() == 1
+
+
+async def test_the_last_opener_sets_the_bounds_for_everyone(tmp_path):
+    async with chute.open(url(tmp_path), "q", maxsize=1) as first:
+        await first.put("a")
+        with pytest.raises(chute.QueueFull):
+            first.put_nowait("b")
+        async with chute.open(url(tmp_path), "q", maxsize=3, max_deliveries=1) as second:
+            first.put_nowait("b")  # the file says 3 now, for every handle
+            assert first.statistics().maxsize == 3
+            with pytest.raises(RuntimeError):
+                async with first.reserve() as job:
+                    assert job.item == "a"
+                    raise RuntimeError("fails once: enough, with max_deliveries=1")
+            assert second.dead_letters() == ["a"]
