@@ -18,7 +18,8 @@ SCHEMES = ("sqlite", "memory")
 
 class Opening:
     """What ``chute.open()`` returns: ``await`` it for the queue, or use it
-    as ``async with chute.open(...) as q`` to close the queue afterwards."""
+    as ``async with chute.open(...) as q`` to close the queue afterwards
+    (``with``, where no event loop runs)."""
 
     __slots__ = ("_args", "_factory", "_queue")
 
@@ -38,6 +39,20 @@ class Opening:
     async def __aenter__(self) -> Any:
         self._queue = await self._open()
         return self._queue
+
+    def __enter__(self) -> Any:
+        """``with chute.open(...) as q`` where no event loop runs (a worker
+        thread or process using ``q.sync``): opens here, closes on exit."""
+        args, options = self._args
+        self._queue = self._factory(*args, **options)
+        return self._queue
+
+    def __exit__(self, *exc: object) -> None:
+        q = self._queue
+        if q is not None:
+            close = getattr(q, "close", None)
+            if close is not None:
+                close()
 
     async def __aexit__(self, *exc: object) -> None:
         q = self._queue

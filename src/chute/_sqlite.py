@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -45,6 +45,7 @@ from ._contract import (
     check_timeout,
 )
 from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
+from ._waiters import check_not_on_loop
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -171,11 +172,14 @@ def _settle_all(answers: list[tuple[_Call, Any, BaseException | None]]) -> None:
 
 
 class _Waiter:
-    __slots__ = ("future", "loop", "rings", "woken")
+    """A task waiting on its loop (``future``), or a plain thread (``event``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("event", "future", "loop", "rings", "woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
+        self.future: asyncio.Future[None] = loop.create_future() if loop else None  # type: ignore[assignment]
+        self.event = threading.Event() if loop is None else None
         self.woken = False  # rung since it last looked (under the database's lock)
         self.rings = 0  # rings received while in line
 
@@ -320,10 +324,10 @@ class Database:
 
     # -- waiting -------------------------------------------------------------------------
 
-    def add_waiter(self, queue: str, kind: str) -> _Waiter:
+    def add_waiter(self, queue: str, kind: str, sync: bool = False) -> _Waiter:
         """Wait in line for ``kind`` of change to ``queue``: the oldest
         waiters are rung first, as many as the change makes room for."""
-        w = _Waiter(asyncio.get_running_loop())
+        w = _Waiter(None if sync else asyncio.get_running_loop())
         with self._cond:
             self._waiters[(queue, kind)][w] = None
             self._waiting += 1
@@ -335,7 +339,10 @@ class Database:
         """A rung waiter looks again: it keeps its place in line."""
         with self._cond:
             w.woken = False
-            w.future = w.loop.create_future()
+            if w.event is not None:
+                w.event.clear()
+            else:
+                w.future = w.loop.create_future()  # type: ignore[union-attr]
 
     def remove_waiter(
         self, queue: str, kind: str, w: _Waiter, used: int = 0, timer: bool = False
@@ -365,7 +372,7 @@ class Database:
     def _wake(self, plan: dict[str, Wakes] | None) -> None:
         """Ring waiters: ``plan`` maps a queue to how many of each kind;
         None rings everyone (another process changed the file)."""
-        todo = []
+        todo: list[tuple[Any, Any, threading.Event | None]] = []
         with self._cond:
             for (queue, kind), line in self._waiters.items():
                 n = ALL if plan is None else plan.get(queue, {}).get(kind, 0)
@@ -375,9 +382,12 @@ class Database:
                     if not w.woken:
                         w.woken = True
                         w.rings += 1
-                        todo.append((w.loop, w.future))
+                        todo.append((w.loop, w.future, w.event))
                         n -= 1
-        for loop, fut in todo:
+        for loop, fut, event in todo:
+            if event is not None:
+                event.set()
+                continue
             with contextlib.suppress(RuntimeError):  # its loop is closed
                 loop.call_soon_threadsafe(_wake, fut)
 
@@ -1111,6 +1121,107 @@ class SqliteQueue(Generic[T]):
             raise QueueEmpty()
         return self._decode(rows, False)[0]
 
+    # -- the blocking face (SqliteSyncQueue) --------------------------------------------
+
+    @property
+    def sync(self) -> SqliteSyncQueue[T]:
+        """The ``queue.Queue`` face, for plain threads and worker processes."""
+        return SqliteSyncQueue(self)
+
+    def _wait_in_thread(
+        self, kind: str, attempt: Callable[[], Any], block: bool, timeout: float | None, what: str
+    ) -> Any:
+        """Run ``attempt`` (a blocking database call) until it answers: a
+        result, or None to wait for a ring, the deadline or ``next_at``."""
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter: _Waiter | None = None
+        got: Any = None
+        timer = False
+        try:
+            while True:
+                self._check_open()
+                got, next_at, seq = attempt()
+                if got is not None or not block:
+                    return got
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise _TimedOut
+                timer = timer or next_at is not None
+                if waiter is None:
+                    check_not_on_loop(what)
+                    waiter = self._db.add_waiter(self._name, kind, sync=True)
+                    self._count_waiter(kind, 1)
+                    if seq is None or self._db.seq != seq:
+                        continue  # something committed since: look again
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if next_at is not None:
+                    due = max(0.0, next_at - time.time())
+                    wait = due if wait is None else min(wait, due)
+                assert waiter.event is not None
+                waiter.event.wait(wait)
+                self._db.rearm(waiter)
+        finally:
+            if waiter is not None:
+                self._count_waiter(kind, -1)
+                self._db.remove_waiter(
+                    self._name, kind, waiter, used=0 if got is None else 1, timer=timer
+                )
+
+    def _count_waiter(self, kind: str, n: int) -> None:
+        if kind == GET:
+            self._getters += n
+        elif kind == PUT:
+            self._putters += n
+
+    def _take_blocking(
+        self, max_items: int, lease: bool, block: bool, timeout: float | None
+    ) -> list[Row]:
+        claim = self._claim(max_items, lease)
+
+        def attempt() -> tuple[list[Row] | None, float | None, int | None]:
+            rows, next_at, seq = self._db.call(
+                claim, touches=self._name, wakes={PUT: max_items, JOIN: ALL}
+            )
+            return (rows or None), next_at, seq
+
+        try:
+            rows = self._wait_in_thread(GET, attempt, block, timeout, "a blocking get")
+        except _TimedOut:
+            raise QueueEmpty() from None
+        if rows is None:
+            raise QueueEmpty()
+        return rows  # type: ignore[no-any-return]
+
+    def _put_blocking(
+        self, records: list[bytes], items: list[T], single: bool, block: bool, t: float | None
+    ) -> None:
+        insert = self._insert(records, items, single)
+
+        def attempt() -> tuple[tuple[int, int] | None, None, None]:
+            ids = self._db.call(insert, touches=self._name, wakes={GET: len(records)})
+            return ids, None, None
+
+        try:
+            ids = self._wait_in_thread(PUT, attempt, block, t, "a blocking put")
+        except _TimedOut:
+            raise QueueFull() from None
+        if ids is None:
+            raise QueueFull()
+
+    def _join_blocking(self) -> None:
+        name = self._name
+
+        def unfinished(c: sqlite3.Connection) -> int:
+            row = _queue_row(c, name)
+            return 0 if row[1] == _IMMEDIATE else int(row[4])
+
+        def attempt() -> tuple[bool | None, None, None]:
+            done = self._db.call(unfinished, write=False) == 0
+            return (True if done else None), None, None
+
+        self._wait_in_thread(JOIN, attempt, True, None, "join()")
+
     def __aiter__(self) -> AsyncIterator[T]:
         return self._iterate()
 
@@ -1419,6 +1530,128 @@ class SqliteJob(JobBase[T]):
         if delay is not None:
             delay = check_delay(delay)
         self._settle("nack", delay)
+
+
+class _TimedOut(Exception):
+    pass
+
+
+class SqliteSyncReservation(Generic[T]):
+    """``with q.sync.reserve() as job`` for plain threads."""
+
+    __slots__ = ("_block", "_job", "_queue", "_timeout")
+
+    def __init__(self, queue: SqliteQueue[T], block: bool, timeout: float | None) -> None:
+        self._queue = queue
+        self._block = block
+        self._timeout = timeout
+        self._job: SqliteJob[T] | None = None
+
+    def __enter__(self) -> SqliteJob[T]:
+        q = self._queue
+        rows = q._take_blocking(1, True, self._block, self._timeout)
+        (id_, _data, deliveries, token) = rows[0]
+        self._job = SqliteJob(q, q._decode(rows, True)[0], deliveries, id_, token)
+        return self._job
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._job is not None:
+            self._job.settle_on_exit(exc_type)
+
+
+class SqliteSyncQueue(Generic[T]):
+    """The ``queue.Queue`` API on a SQLite queue, for plain threads and
+    worker processes with no event loop. Blocking calls made from a thread
+    that runs an event loop raise ``RuntimeError`` instead of stalling it."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, queue: SqliteQueue[T]) -> None:
+        self._q = queue
+
+    @property
+    def maxsize(self) -> int:
+        return self._q.maxsize
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+    def empty(self) -> bool:
+        return self._q.empty()
+
+    def full(self) -> bool:
+        return self._q.full()
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        """Store ``item``, waiting while full (``QueueFull`` when ``timeout`` passes)."""
+        q = self._q
+        q._check_open()
+        q._put_blocking(q._encode_all([item]), [item], True, block, timeout)
+
+    def put_nowait(self, item: T) -> None:
+        self.put(item, block=False)
+
+    def put_batch(
+        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Store all ``items`` in one transaction, or none of them."""
+        q = self._q
+        q._check_open()
+        batch = list(items)
+        records = q._encode_all(batch)
+        if q.maxsize and len(batch) > q.maxsize:
+            raise ValueError(
+                f"a batch of {len(batch)} items can never fit a queue of maxsize {q.maxsize}"
+            )
+        if batch:
+            q._put_blocking(records, batch, False, block, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """Take the oldest item, waiting while empty (``QueueEmpty`` when ``timeout`` passes)."""
+        q = self._q
+        q._check_open()
+        return q._decode(q._take_blocking(1, False, block, timeout), False)[0]
+
+    def get_nowait(self) -> T:
+        return self.get(block=False)
+
+    def get_batch(
+        self, max_items: int, block: bool = True, timeout: float | None = None
+    ) -> list[T]:
+        q = self._q
+        q._check_open()
+        max_items = check_max_items(max_items)
+        return q._decode(q._take_blocking(max_items, False, block, timeout), False)
+
+    def reserve(self, block: bool = True, timeout: float | None = None) -> SqliteSyncReservation[T]:
+        """``with q.sync.reserve() as job``: at-least-once, as the async form."""
+        return SqliteSyncReservation(self._q, block, timeout)
+
+    def task_done(self) -> None:
+        self._q.task_done()
+
+    def join(self) -> None:
+        self._q._check_open()
+        self._q._join_blocking()
+
+    def shutdown(self, immediate: bool = False) -> list[T]:
+        return self._q.shutdown(immediate)
+
+    def statistics(self) -> QueueStatistics:
+        return self._q.statistics()
+
+    def __iter__(self) -> Iterator[T]:
+        """Yield items until the queue is shut down and drained."""
+        while True:
+            try:
+                yield self.get()
+            except QueueShutDown:
+                return
 
 
 class SqliteReservation(Generic[T]):

@@ -460,3 +460,80 @@ async def test_the_last_opener_sets_the_bounds_for_everyone(tmp_path):
                     assert job.item == "a"
                     raise RuntimeError("fails once: enough, with max_deliveries=1")
             assert second.dead_letters() == ["a"]
+
+
+# -- the blocking face -------------------------------------------------------------------
+
+
+def test_the_sync_face_for_plain_threads(tmp_path):
+    with chute.open(url(tmp_path), "q", maxsize=2) as q:
+        s = q.sync
+        with pytest.raises(chute.QueueEmpty):
+            s.get(timeout=0.05)
+        s.put_batch([1, 2])
+        with pytest.raises(chute.QueueFull):
+            s.put(3, timeout=0.05)
+        assert (s.qsize(), s.full()) == (2, True)
+        with s.reserve() as job:
+            assert (job.item, job.deliveries) == (1, 1)
+        with pytest.raises(ValueError, match="boom"), s.reserve():
+            raise ValueError("boom")  # given back
+        assert s.get_batch(5) == [2]
+        s.task_done()
+        s.join()  # the acknowledged job counted itself
+        assert s.statistics().unfinished_tasks == 0
+
+
+def test_a_blocked_sync_get_is_woken_by_a_put_from_another_thread(tmp_path):
+    import threading
+
+    with chute.open(url(tmp_path), "q") as q:
+        got: list[Any] = []
+        consumer = threading.Thread(target=lambda: got.extend(q.sync))  # until shut down
+        consumer.start()
+        while q.statistics().getters_waiting == 0:
+            time.sleep(0.001)
+        q.sync.put("a")
+        q.sync.put_batch(["b", "c"])
+        q.sync.shutdown()
+        consumer.join(10)
+        assert not consumer.is_alive()
+        assert got == ["a", "b", "c"]
+
+
+async def test_the_sync_face_refuses_to_block_a_running_loop(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        with pytest.raises(RuntimeError, match="would block the running event loop"):
+            q.sync.get()
+        with pytest.raises(chute.QueueEmpty):
+            q.sync.get_nowait()  # never blocks: allowed
+
+
+def _sync_worker(path: str) -> None:
+    # A worker with no event loop of its own.
+    with (
+        chute.open(f"sqlite:///{path}", "jobs") as q,
+        chute.open(f"sqlite:///{path}", "results") as results,
+    ):
+        for n in q.sync:
+            results.sync.put(n * n)
+
+
+def test_a_worker_process_uses_the_sync_face(tmp_path):
+    path = str(tmp_path / "q.db")
+
+    async def produce() -> list[int]:
+        async with (
+            chute.open(f"sqlite:///{path}", "jobs") as jobs,
+            chute.open(f"sqlite:///{path}", "results") as results,
+        ):
+            await jobs.put_batch(range(20))
+            worker = mp.get_context("spawn").Process(target=_sync_worker, args=(path,))
+            worker.start()
+            out = [await results.get(timeout=30) for _ in range(20)]
+            jobs.shutdown()
+            await asyncio.to_thread(worker.join, 30)
+            assert worker.exitcode == 0
+            return out
+
+    assert sorted(asyncio.run(produce())) == [n * n for n in range(20)]
