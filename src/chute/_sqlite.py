@@ -14,9 +14,11 @@ Every process has one connection per file, owned by one thread, which
 takes whatever calls are waiting and runs them in one transaction (group
 commit), each in a savepoint of its own so that one call failing leaves
 the others whole. The event loop never touches SQLite. A get that finds
-nothing waits on a future that this process's commits wake at once; for
-commits of other processes the thread looks at ``PRAGMA data_version``
-every few milliseconds, and only while someone here is waiting.
+nothing waits in line (a task on a future, a thread on an event) and this
+process's commits ring as many waiters as they make room for; for commits
+of other processes the thread looks at ``PRAGMA data_version`` every few
+milliseconds, and only while someone here is waiting. A call whose caller
+is cancelled is never run, rolled back, or undone (see ``Database.run``).
 """
 
 from __future__ import annotations
@@ -843,6 +845,12 @@ class SqliteQueue(Generic[T]):
 
     async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
         """Store all ``items`` in one transaction, or none of them."""
+        batch, records = self._batch(items)
+        if batch:
+            await self._put_records(records, batch, False, timeout)
+
+    def _batch(self, items: Iterable[T]) -> tuple[list[T], list[bytes]]:
+        """A batch and its records, checked: encodable, and able to fit."""
         self._check_open()
         batch = list(items)
         records = self._encode_all(batch)
@@ -850,8 +858,7 @@ class SqliteQueue(Generic[T]):
             raise ValueError(
                 f"a batch of {len(batch)} items can never fit a queue of maxsize {self._maxsize}"
             )
-        if batch:
-            await self._put_records(records, batch, False, timeout)
+        return batch, records
 
     async def _put_records(
         self, records: list[bytes], items: list[T], single: bool, timeout: float | None
@@ -1600,16 +1607,9 @@ class SqliteSyncQueue(Generic[T]):
         self, items: Iterable[T], block: bool = True, timeout: float | None = None
     ) -> None:
         """Store all ``items`` in one transaction, or none of them."""
-        q = self._q
-        q._check_open()
-        batch = list(items)
-        records = q._encode_all(batch)
-        if q.maxsize and len(batch) > q.maxsize:
-            raise ValueError(
-                f"a batch of {len(batch)} items can never fit a queue of maxsize {q.maxsize}"
-            )
+        batch, records = self._q._batch(items)
         if batch:
-            q._put_blocking(records, batch, False, block, timeout)
+            self._q._put_blocking(records, batch, False, block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Take the oldest item, waiting while empty (``QueueEmpty`` when ``timeout`` passes)."""
