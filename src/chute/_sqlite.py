@@ -935,23 +935,8 @@ class SqliteQueue(Generic[T]):
             rows: list[Row] = []
             after = 0
             while len(rows) < max_items:
-                # The oldest claimable items: not leased (in id order on their
-                # own index, however many are out on leases), and leases that
-                # ran out (on the leases' index), merged by id.
                 want = max_items - len(rows)
-                found = c.execute(
-                    "SELECT id, data, deliveries, token, 0 FROM chute_item "
-                    "WHERE queue = ? AND leased = 0 AND id > ? ORDER BY id LIMIT ?",
-                    (name, after, want),
-                ).fetchall()
-                expired = c.execute(
-                    "SELECT id, data, deliveries, token, 1 FROM chute_item "
-                    "WHERE queue = ? AND leased = 1 AND visible_at <= ? AND id > ? "
-                    "ORDER BY id LIMIT ?",
-                    (name, now, after, want),
-                ).fetchall()
-                if expired:
-                    found = sorted(found + expired)[:want]
+                found = c.execute(_CLAIMABLE, (name, after, want, now)).fetchall()
                 if not found:
                     break
                 after = found[-1][0]
@@ -1325,6 +1310,24 @@ class SqliteQueue(Generic[T]):
         name = self._name
 
         def settle(c: sqlite3.Connection) -> None:
+            if how == "ack":  # the common case, in two statements
+                if not c.execute(
+                    "DELETE FROM chute_item WHERE id = ? AND token = ? AND leased = 1",
+                    (id_, token),
+                ).rowcount:
+                    raise ChuteError(
+                        f"queue {name!r}: this job's lease ran out and the item was "
+                        "delivered again; it is settled by whoever holds it now"
+                    )
+                if not c.execute(
+                    "UPDATE chute_queue SET unfinished = unfinished - 1, stored = stored - 1 "
+                    "WHERE name = ? AND unfinished > 0",
+                    (name,),
+                ).rowcount:  # the transaction (or savepoint) is rolled back: row restored
+                    raise ValueError(
+                        "task_done() was already called for every item: this job cannot be settled"
+                    )
+                return
             row = c.execute(
                 "SELECT data, deliveries FROM chute_item WHERE id = ? AND token = ? AND leased = 1",
                 (id_, token),
@@ -1425,6 +1428,17 @@ class SqliteQueue(Generic[T]):
         return self._db.call(requeue, touches=name)
 
 
+#: The oldest claimable items: not leased (in id order on their own index,
+#: however many are out on leases), and leases that ran out (on the leases'
+#: index), merged by id, in one statement.
+_CLAIMABLE = (
+    "SELECT * FROM (SELECT id, data, deliveries, token, 0 FROM chute_item "
+    "WHERE queue = ?1 AND leased = 0 AND id > ?2 ORDER BY id LIMIT ?3) "
+    "UNION ALL "
+    "SELECT * FROM (SELECT id, data, deliveries, token, 1 FROM chute_item "
+    "WHERE queue = ?1 AND leased = 1 AND visible_at <= ?4 AND id > ?2 ORDER BY id LIMIT ?3) "
+    "ORDER BY 1 LIMIT ?3"
+)
 _CHUNK = 500  # ids per statement: far below any SQLite's limit on variables
 
 
