@@ -694,13 +694,15 @@ class SqliteQueue(Generic[T]):
             self._db.release()
 
     async def aclose(self) -> None:
-        self.close()
+        """Close without blocking the loop: the last queue of a file waits
+        for the file's thread to finish its transaction, off the loop."""
+        await asyncio.to_thread(self.close)
 
     async def __aenter__(self) -> SqliteQueue[T]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<chute.SqliteQueue {self._name!r} in {self._path!r} maxsize={self._maxsize}>"
@@ -1551,6 +1553,30 @@ class SqliteJob(JobBase[T]):
         if delay is not None:
             delay = check_delay(delay)
         self._settle("nack", delay)
+
+    async def extend(self, seconds: float | None = None) -> None:
+        """Keep the lease ``seconds`` more from now (default: the queue's
+        visibility timeout), for a handler that needs longer. Refused with
+        ``ChuteError`` if the lease already ran out and the item went to
+        another consumer."""
+        if self._settled:
+            raise JobSettledError("this job was already settled")
+        q = self._queue
+        q._check_open()
+        more = q._visibility if seconds is None else check_delay(seconds)
+        id_, token, name = self._id, self._token, q._name
+
+        def extend(c: sqlite3.Connection) -> None:
+            if not c.execute(
+                "UPDATE chute_item SET visible_at = ? WHERE id = ? AND token = ? AND leased = 1",
+                (time.time() + more, id_, token),
+            ).rowcount:
+                raise ChuteError(
+                    f"queue {name!r}: this job's lease ran out and the item was delivered "
+                    "again; its lease cannot be extended"
+                )
+
+        await q._db.run(extend)
 
 
 class _TimedOut(Exception):

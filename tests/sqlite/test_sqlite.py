@@ -537,3 +537,23 @@ def test_a_worker_process_uses_the_sync_face(tmp_path):
             return out
 
     assert sorted(asyncio.run(produce())) == [n * n for n in range(20)]
+
+
+async def test_a_long_handler_extends_its_lease(tmp_path):
+    async with chute.open(url(tmp_path), "q", visibility_timeout=0.2) as q:
+        await q.put("long job")
+        async with q.reserve() as job:
+            for _ in range(3):
+                await asyncio.sleep(0.1)
+                await job.extend()  # 0.2 s more from now, each time
+            with pytest.raises(TimeoutError):
+                await q.get(timeout=0.05)  # still ours: nobody else gets it
+        s = q.statistics()
+        assert (s.unfinished_tasks, s.size, s.in_flight) == (0, 0, 0)  # acked once, never again
+        await q.put("short job")
+        stale = await q.reserve()
+        await asyncio.sleep(0.3)
+        again = await q.reserve(timeout=10)  # its lease ran out
+        with pytest.raises(chute.ChuteError, match="cannot be extended"):
+            await stale.extend()
+        again.ack()
