@@ -12,7 +12,9 @@ import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from ._exceptions import QueueShutDown
 
 __all__ = ["AsyncQueue", "Job", "QueueStatistics", "SyncQueue"]
 
@@ -184,6 +186,94 @@ class JobBase(Generic[T]):
     def __repr__(self) -> str:
         state = "settled" if self._settled else "in flight"
         return f"<chute.Job item={self._item!r} deliveries={self._deliveries} {state}>"
+
+
+class SyncFaceBase(Generic[T]):
+    """What every transport's ``q.sync`` shares: sizes, ``task_done``,
+    ``shutdown``, ``statistics`` and iteration, passed on to the queue.
+    Each transport adds its blocking put, get and join."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, queue: Any) -> None:
+        self._q = queue
+
+    @property
+    def maxsize(self) -> int:
+        return self._q.maxsize  # type: ignore[no-any-return]
+
+    def qsize(self) -> int:
+        return self._q.qsize()  # type: ignore[no-any-return]
+
+    def empty(self) -> bool:
+        return self._q.empty()  # type: ignore[no-any-return]
+
+    def full(self) -> bool:
+        return self._q.full()  # type: ignore[no-any-return]
+
+    def task_done(self) -> None:
+        self._q.task_done()
+
+    def shutdown(self, immediate: bool = False) -> list[T]:
+        return self._q.shutdown(immediate)  # type: ignore[no-any-return]
+
+    def statistics(self) -> QueueStatistics:
+        return self._q.statistics()  # type: ignore[no-any-return]
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[T]:
+        """Yield items until the queue is shut down and drained."""
+        get = self.get
+        while True:
+            try:
+                yield get()
+            except QueueShutDown:
+                return
+
+
+class ReservationBase(Generic[T]):
+    """``async with queue.reserve() as job``: what every transport shares.
+    Subclasses take the job in ``__aenter__`` (and ``__await__``)."""
+
+    __slots__ = ("_job", "_queue", "_timeout")
+
+    def __init__(self, queue: Any, timeout: float | None) -> None:
+        self._queue = queue
+        self._timeout = timeout
+        self._job: JobBase[T] | None = None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._job is not None:
+            self._job.settle_on_exit(exc_type)
+
+
+class SyncReservationBase(Generic[T]):
+    """``with queue.sync.reserve() as job``: what every transport shares.
+    Subclasses take the job in ``__enter__``."""
+
+    __slots__ = ("_block", "_job", "_queue", "_timeout")
+
+    def __init__(self, queue: Any, block: bool, timeout: float | None) -> None:
+        self._queue = queue
+        self._block = block
+        self._timeout = timeout
+        self._job: JobBase[T] | None = None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._job is not None:
+            self._job.settle_on_exit(exc_type)
 
 
 def check_delay(delay: object) -> float:

@@ -21,13 +21,15 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from types import TracebackType
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from ._contract import (
     JobBase,
     QueueStatistics,
+    ReservationBase,
+    SyncFaceBase,
+    SyncReservationBase,
     check_delay,
     check_max_items,
     check_maxsize,
@@ -1109,87 +1111,47 @@ class MemoryJob(JobBase[T]):
         self._queue._settle(self, False, delay)
 
 
-class Reservation(Generic[T]):
+class Reservation(ReservationBase[T]):
     """``async with queue.reserve() as job`` (or ``job = await queue.reserve()``)."""
 
-    __slots__ = ("_job", "_queue", "_timeout")
-
-    def __init__(self, queue: Queue[T], timeout: float | None) -> None:
-        self._queue = queue
-        self._timeout = timeout
-        self._job: MemoryJob[T] | None = None
+    __slots__ = ()
+    _queue: Queue[T]
 
     def __await__(self) -> Any:
         return self._queue._get_wait(self._timeout, reserve=True).__await__()
 
     async def __aenter__(self) -> MemoryJob[T]:
-        self._job = await self._queue._get_wait(self._timeout, reserve=True)
-        return self._job
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._job is not None:
-            self._job.settle_on_exit(exc_type)
+        job: MemoryJob[T] = await self._queue._get_wait(self._timeout, reserve=True)
+        self._job = job
+        return job
 
 
-class SyncReservation(Generic[T]):
+class SyncReservation(SyncReservationBase[T]):
     """``with queue.sync.reserve() as job`` for plain threads."""
 
-    __slots__ = ("_block", "_job", "_queue", "_timeout")
-
-    def __init__(self, queue: Queue[T], block: bool, timeout: float | None) -> None:
-        self._queue = queue
-        self._block = block
-        self._timeout = timeout
-        self._job: MemoryJob[T] | None = None
+    __slots__ = ()
+    _queue: Queue[T]
 
     def __enter__(self) -> MemoryJob[T]:
-        self._job = self._queue._get_blocking(self._block, self._timeout, reserve=True)
-        return self._job
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._job is not None:
-            self._job.settle_on_exit(exc_type)
+        job: MemoryJob[T] = self._queue._get_blocking(self._block, self._timeout, reserve=True)
+        self._job = job
+        return job
 
 
-class SyncQueue(Generic[T]):
+class SyncQueue(SyncFaceBase[T]):
     """The ``queue.Queue`` API on a chute queue, for plain threads.
 
     Blocking calls made from a thread that runs an event loop raise
     ``RuntimeError`` instead of stalling that loop.
     """
 
-    __slots__ = ("_q",)
-
-    def __init__(self, queue: Queue[T]) -> None:
-        self._q = queue
-
-    @property
-    def maxsize(self) -> int:
-        return self._q._maxsize
+    __slots__ = ()
+    _q: Queue[T]
 
     @property
     def async_queue(self) -> Queue[T]:
         """The queue this face belongs to."""
         return self._q
-
-    def qsize(self) -> int:
-        return self._q.qsize()
-
-    def empty(self) -> bool:
-        return self._q.empty()
-
-    def full(self) -> bool:
-        return self._q.full()
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Put ``item``; ``QueueFull`` if not done within ``timeout`` (not enqueued)."""
@@ -1273,31 +1235,13 @@ class SyncQueue(Generic[T]):
             timeout = check_timeout(timeout)
         return SyncReservation(self._q, block, timeout)
 
-    def task_done(self) -> None:
-        self._q.task_done()
-
     def join(self) -> None:
         """Block until every item put has been marked done."""
         self._q._join_blocking()
 
-    def shutdown(self, immediate: bool = False) -> list[T]:
-        return self._q.shutdown(immediate)
-
     @property
     def is_shutdown(self) -> bool:
         return self._q.is_shutdown
-
-    def statistics(self) -> QueueStatistics:
-        return self._q.statistics()
-
-    def __iter__(self) -> Iterator[T]:
-        """Yield items until the queue is shut down and drained."""
-        get = self.get
-        while True:
-            try:
-                yield get()
-            except QueueShutDown:
-                return
 
     def __repr__(self) -> str:
         return f"<sync face of {self._q!r}>"

@@ -55,6 +55,9 @@ from typing import Any, Generic, TypeVar
 from ._contract import (
     JobBase,
     QueueStatistics,
+    ReservationBase,
+    SyncFaceBase,
+    SyncReservationBase,
     check_delay,
     check_max_items,
     check_maxsize,
@@ -1730,16 +1733,11 @@ def _make_job(q: ProcessQueue[T], offset: int, data: bytes, deliveries: int) -> 
         ) from exc
 
 
-class ProcessSyncReservation(Generic[T]):
+class ProcessSyncReservation(SyncReservationBase[T]):
     """``with q.sync.reserve() as job`` for plain worker code."""
 
-    __slots__ = ("_block", "_job", "_queue", "_timeout")
-
-    def __init__(self, queue: ProcessQueue[T], block: bool, timeout: float | None) -> None:
-        self._queue = queue
-        self._block = block
-        self._timeout = timeout
-        self._job: ProcessJob[T] | None = None
+    __slots__ = ()
+    _queue: ProcessQueue[T]
 
     def __enter__(self) -> ProcessJob[T]:
         q = self._queue
@@ -1750,23 +1748,16 @@ class ProcessSyncReservation(Generic[T]):
         except _Expired:
             raise QueueEmpty("queue is empty") from None
         q._ring_bells(wake)
-        self._job = _make_job(q, offset, data, deliveries)
-        return self._job
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if self._job is not None:
-            self._job.settle_on_exit(exc_type)
+        job = _make_job(q, offset, data, deliveries)
+        self._job = job
+        return job
 
 
-class ProcessReservation(Generic[T]):
+class ProcessReservation(ReservationBase[T]):
     """``async with q.reserve() as job`` (or ``job = await q.reserve()``)."""
 
-    __slots__ = ("_job", "_queue", "_timeout")
-
-    def __init__(self, queue: ProcessQueue[T], timeout: float | None) -> None:
-        self._queue = queue
-        self._timeout = timeout
-        self._job: ProcessJob[T] | None = None
+    __slots__ = ()
+    _queue: ProcessQueue[T]
 
     async def _take(self) -> ProcessJob[T]:
         q = self._queue
@@ -1783,34 +1774,16 @@ class ProcessReservation(Generic[T]):
         return self._take().__await__()
 
     async def __aenter__(self) -> ProcessJob[T]:
-        self._job = await self._take()
-        return self._job
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if self._job is not None:
-            self._job.settle_on_exit(exc_type)
+        job = await self._take()
+        self._job = job
+        return job
 
 
-class ProcessSyncQueue(Generic[T]):
+class ProcessSyncQueue(SyncFaceBase[T]):
     """``queue.Queue``'s API on a ProcessQueue, for plain (worker) code."""
 
-    __slots__ = ("_q",)
-
-    def __init__(self, queue: ProcessQueue[T]) -> None:
-        self._q = queue
-
-    @property
-    def maxsize(self) -> int:
-        return self._q.maxsize
-
-    def qsize(self) -> int:
-        return self._q.qsize()
-
-    def empty(self) -> bool:
-        return self._q.empty()
-
-    def full(self) -> bool:
-        return self._q.full()
+    __slots__ = ()
+    _q: ProcessQueue[T]
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         if block and timeout is not None:
@@ -1896,19 +1869,6 @@ class ProcessSyncQueue(Generic[T]):
         q._wait_blocking(
             B_JOIN, lambda: True if q._h[H_UNFINISHED] == 0 else None, None, "a blocking join"
         )
-
-    def shutdown(self, immediate: bool = False) -> list[T]:
-        return self._q.shutdown(immediate)
-
-    def statistics(self) -> QueueStatistics:
-        return self._q.statistics()
-
-    def __iter__(self) -> Iterator[T]:
-        while True:
-            try:
-                yield self.get()
-            except QueueShutDown:
-                return
 
 
 def _loads_ok(data: bytes) -> bool:

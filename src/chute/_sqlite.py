@@ -33,7 +33,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -41,6 +41,9 @@ from ._codecs import Codec, encode_item, get_codec
 from ._contract import (
     JobBase,
     QueueStatistics,
+    ReservationBase,
+    SyncFaceBase,
+    SyncReservationBase,
     check_delay,
     check_max_items,
     check_maxsize,
@@ -1583,56 +1586,28 @@ class _TimedOut(Exception):
     pass
 
 
-class SqliteSyncReservation(Generic[T]):
+class SqliteSyncReservation(SyncReservationBase[T]):
     """``with q.sync.reserve() as job`` for plain threads."""
 
-    __slots__ = ("_block", "_job", "_queue", "_timeout")
-
-    def __init__(self, queue: SqliteQueue[T], block: bool, timeout: float | None) -> None:
-        self._queue = queue
-        self._block = block
-        self._timeout = timeout
-        self._job: SqliteJob[T] | None = None
+    __slots__ = ()
+    _queue: SqliteQueue[T]
 
     def __enter__(self) -> SqliteJob[T]:
         q = self._queue
         rows = q._take_blocking(1, True, self._block, self._timeout)
         (id_, _data, deliveries, token) = rows[0]
-        self._job = SqliteJob(q, q._decode(rows, True)[0], deliveries, id_, token)
-        return self._job
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._job is not None:
-            self._job.settle_on_exit(exc_type)
+        job = SqliteJob(q, q._decode(rows, True)[0], deliveries, id_, token)
+        self._job = job
+        return job
 
 
-class SqliteSyncQueue(Generic[T]):
+class SqliteSyncQueue(SyncFaceBase[T]):
     """The ``queue.Queue`` API on a SQLite queue, for plain threads and
     worker processes with no event loop. Blocking calls made from a thread
     that runs an event loop raise ``RuntimeError`` instead of stalling it."""
 
-    __slots__ = ("_q",)
-
-    def __init__(self, queue: SqliteQueue[T]) -> None:
-        self._q = queue
-
-    @property
-    def maxsize(self) -> int:
-        return self._q.maxsize
-
-    def qsize(self) -> int:
-        return self._q.qsize()
-
-    def empty(self) -> bool:
-        return self._q.empty()
-
-    def full(self) -> bool:
-        return self._q.full()
+    __slots__ = ()
+    _q: SqliteQueue[T]
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Store ``item``, waiting while full (``QueueFull`` when ``timeout`` passes)."""
@@ -1672,37 +1647,18 @@ class SqliteSyncQueue(Generic[T]):
         """``with q.sync.reserve() as job``: at-least-once, as the async form."""
         return SqliteSyncReservation(self._q, block, timeout)
 
-    def task_done(self) -> None:
-        self._q.task_done()
-
     def join(self) -> None:
         self._q._check_open()
         self._q._join_blocking()
 
-    def shutdown(self, immediate: bool = False) -> list[T]:
-        return self._q.shutdown(immediate)
 
-    def statistics(self) -> QueueStatistics:
-        return self._q.statistics()
+class SqliteReservation(ReservationBase[T]):
+    """``async with q.reserve() as job`` (or ``job = await q.reserve()``).
+    Leaving it settles the job asynchronously (group-committed)."""
 
-    def __iter__(self) -> Iterator[T]:
-        """Yield items until the queue is shut down and drained."""
-        while True:
-            try:
-                yield self.get()
-            except QueueShutDown:
-                return
-
-
-class SqliteReservation(Generic[T]):
-    """``async with q.reserve() as job`` (or ``job = await q.reserve()``)."""
-
-    __slots__ = ("_job", "_queue", "_timeout")
-
-    def __init__(self, queue: SqliteQueue[T], timeout: float | None) -> None:
-        self._queue = queue
-        self._timeout = timeout
-        self._job: SqliteJob[T] | None = None
+    __slots__ = ()
+    _queue: SqliteQueue[T]
+    _job: SqliteJob[T] | None
 
     def __await__(self) -> Any:
         return self._queue._reserve(self._timeout).__await__()
