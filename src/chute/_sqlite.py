@@ -284,11 +284,38 @@ class Database:
         touches: str | None = None,
         write: bool = True,
         wakes: Wakes | None = None,
+        on_cancel: Callable[[R], Any] | None = None,
     ) -> R:
-        """Run ``fn`` on the database thread and wait for it (sync callers)."""
+        """Run ``fn`` on the database thread and wait for it (sync callers).
+
+        If the wait is interrupted (Ctrl-C's ``KeyboardInterrupt`` in the
+        main thread) before the thread took the call, it never runs; after,
+        the interruption waits for the call's end and ``on_cancel(result)``
+        undoes it, as for a cancelled async call."""
         if threading.current_thread() is self._thread:  # pragma: no cover - a bug of ours
             raise RuntimeError("a database call from the database thread")
-        return self.submit(fn, touches, write, wakes).result()
+        if os.getpid() != self._pid:
+            raise ChuteError(
+                "a SQLite queue cannot be used across fork(): open it again in the child"
+            )
+        call = _Call(fn, touches, wakes, write)
+        self._enqueue(call)
+        try:
+            return call.future.result()  # type: ignore[no-any-return]
+        except BaseException as interrupted:
+            if isinstance(interrupted, Exception) and call.future.done():
+                raise  # the call's own error
+            with self._cond:
+                if not call.taken:
+                    call.abandoned = True
+                    raise
+            try:
+                value = call.future.result()
+            except Exception:
+                raise interrupted from None
+            if on_cancel is not None:
+                on_cancel(value)
+            raise
 
     async def run(
         self,
@@ -816,8 +843,33 @@ class SqliteQueue(Generic[T]):
         """A put cancelled after its transaction ran: remove its items if
         none has been taken yet (all or none: a batch stays whole); if one
         has, the put stands, completed."""
+        done = self._undo(self._take_back_fn(ids), ids)
+        if done is not None:
+            await asyncio.wrap_future(done)
+
+    def _take_back_now(self, ids: tuple[int, int] | None) -> None:
+        """``_take_back`` for a blocking caller that was interrupted."""
+        done = self._undo(self._take_back_fn(ids), ids)
+        if done is not None:
+            done.result()
+
+    def _undo(
+        self, fn: Callable[[sqlite3.Connection], None] | None, ids: tuple[int, int] | None
+    ) -> concurrent.futures.Future[None] | None:
+        if fn is None or ids is None:
+            return None
+        wakes = {PUT: ids[1] - ids[0] + 1, JOIN: ALL}
+        try:
+            return self._db.submit(fn, touches=self._name, wakes=wakes)
+        except ChuteError:  # closed meanwhile: on a connection of our own
+            self._db.run_detached(fn)
+            return None
+
+    def _take_back_fn(
+        self, ids: tuple[int, int] | None
+    ) -> Callable[[sqlite3.Connection], None] | None:
         if ids is None:
-            return
+            return None
         lo, hi = ids
         name = self._name
 
@@ -835,12 +887,7 @@ class SqliteQueue(Generic[T]):
                     (n, name),
                 )
 
-        try:
-            fut = self._db.submit(take_back, touches=name, wakes={PUT: hi - lo + 1, JOIN: ALL})
-        except ChuteError:
-            self._db.run_detached(take_back)
-        else:
-            await asyncio.wrap_future(fut)
+        return take_back
 
     async def put(self, item: T, timeout: float | None = None) -> None:
         """Store ``item``, waiting while full. Stored in the file when this returns."""
@@ -907,7 +954,10 @@ class SqliteQueue(Generic[T]):
         self._check_open()
         records = self._encode_all([item])
         insert = self._insert(records, [item], True)
-        if self._db.call(insert, touches=self._name, wakes={GET: 1}) is None:
+        ids = self._db.call(
+            insert, touches=self._name, wakes={GET: 1}, on_cancel=self._take_back_now
+        )
+        if ids is None:
             raise QueueFull()
 
     async def _sleep(self, waiter: _Waiter, deadline: float | None, wake_at: float | None) -> None:
@@ -1113,7 +1163,12 @@ class SqliteQueue(Generic[T]):
 
     def get_nowait(self) -> T:
         self._check_open()
-        rows, _, _ = self._db.call(self._claim(1, False), touches=self._name, wakes={PUT: 1})
+        rows, _, _ = self._db.call(
+            self._claim(1, False),
+            touches=self._name,
+            wakes={PUT: 1},
+            on_cancel=lambda result: result[0] and self._unclaim(result[0], False).result(),
+        )
         if not rows:
             raise QueueEmpty()
         return self._decode(rows, False)[0]
@@ -1178,7 +1233,10 @@ class SqliteQueue(Generic[T]):
 
         def attempt() -> tuple[list[Row] | None, float | None, int | None]:
             rows, next_at, seq = self._db.call(
-                claim, touches=self._name, wakes={PUT: max_items, JOIN: ALL}
+                claim,
+                touches=self._name,
+                wakes={PUT: max_items, JOIN: ALL},
+                on_cancel=lambda result: result[0] and self._unclaim(result[0], lease).result(),
             )
             return (rows or None), next_at, seq
 
@@ -1196,7 +1254,12 @@ class SqliteQueue(Generic[T]):
         insert = self._insert(records, items, single)
 
         def attempt() -> tuple[tuple[int, int] | None, None, None]:
-            ids = self._db.call(insert, touches=self._name, wakes={GET: len(records)})
+            ids = self._db.call(
+                insert,
+                touches=self._name,
+                wakes={GET: len(records)},
+                on_cancel=self._take_back_now,
+            )
             return ids, None, None
 
         try:

@@ -557,3 +557,32 @@ async def test_a_long_handler_extends_its_lease(tmp_path):
         with pytest.raises(chute.ChuteError, match="cannot be extended"):
             await stale.extend()
         again.ack()
+
+
+@pytest.mark.parametrize("call", ["get", "put"])
+def test_ctrl_c_during_a_blocking_call_leaves_the_queue_unchanged(tmp_path, call):
+    # The call is on the database thread, held up by another connection's
+    # write lock, when Ctrl-C arrives: it runs to its end, and is undone.
+    import threading
+
+    with chute.open(url(tmp_path), "q") as q:
+        q.sync.put("kept")
+        blocker = sqlite3.connect(tmp_path / "q.db", isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            threading.Timer(0.5, blocker.rollback).start()
+            with pytest.raises(KeyboardInterrupt):
+                if call == "get":
+                    q.sync.get(timeout=30)
+                else:
+                    q.sync.put("interrupted", timeout=30)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        s = q.statistics()
+        assert (s.size, s.in_flight, s.unfinished_tasks) == (1, 0, 1)
+        assert q.sync.get_nowait() == "kept"
+        assert q.sync.qsize() == 0
+    blocker.close()
