@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import Any
 
@@ -430,6 +431,38 @@ async def test_a_full_disk_is_named_and_nothing_is_half_written(tmp_path):
         assert q.qsize() == 0
         await q.put("small")  # what fits still goes in
         assert await q.get() == "small"
+
+
+async def test_one_call_failing_in_a_group_commit_leaves_the_others_whole(tmp_path):
+    async with chute.open(url(tmp_path), "q", visibility_timeout=0.05) as q:
+        await q.put("stale")
+        stale = await q.reserve()
+        await asyncio.sleep(0.1)  # its lease runs out
+        again = await q.reserve()  # delivered again: the first job's token is old
+        # Hold the database thread so that the next calls wait and are
+        # committed together, in the order they were made.
+        holding, release = threading.Event(), threading.Event()
+
+        def hold(c: Any) -> None:
+            holding.set()
+            release.wait(10)
+
+        held = q._db.submit(hold, write=False)
+        await asyncio.to_thread(holding.wait, 10)
+        first = asyncio.ensure_future(q.put("before"))
+        late_ack = asyncio.ensure_future(asyncio.to_thread(stale.ack))
+        await wait_until(lambda: len(q._db._inbox) == 2)
+        last = asyncio.ensure_future(q.put("after"))
+        await wait_until(lambda: len(q._db._inbox) == 3)
+        release.set()
+        await asyncio.wrap_future(held)
+        await asyncio.wait_for(asyncio.gather(first, last), 10)
+        with pytest.raises(chute.ChuteError, match="lease ran out"):
+            await asyncio.wait_for(late_ack, 10)
+        again.ack()
+        assert await q.get_batch(10, timeout=1) == ["before", "after"]
+        stats = q.statistics()
+        assert (stats.total_put, stats.unfinished_tasks, stats.size) == (3, 2, 0)
 
 
 async def test_large_batches_are_taken_whole(tmp_path):
