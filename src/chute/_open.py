@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from ._exceptions import ChuteError
 
-SCHEMES = ("sqlite", "memory")
+SCHEMES = ("sqlite", "redis", "rediss", "memory")
 
 
 class Opening:
@@ -62,12 +62,34 @@ class Opening:
                 await aclose()
 
 
+def parse_redis_url(url: str) -> dict[str, Any]:
+    """Check a ``redis://`` or ``rediss://`` URL; ``ValueError`` naming the problem."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        raise ValueError(f"{url!r}: not a redis:// or rediss:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r}: no host (redis://host:port/db)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number from 1 to 65535") from None
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"{url!r}: the database after the host must be a number, not {db!r}")
+    if parts.fragment:
+        raise ValueError(f"{url!r}: a URL fragment means nothing here")
+    return {"host": parts.hostname, "port": port or 6379, "db": int(db)}
+
+
 def open(url: str, name: str = "default", maxsize: int = 0, **options: Any) -> Opening:
     """Open the queue ``name`` at ``url``, creating it if need be.
 
     - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: a
       durable queue in a SQLite file (options: ``codec``,
       ``visibility_timeout``, ``max_deliveries``, ``durability``);
+    - ``redis://[:password@]host:port/db`` or ``rediss://`` (TLS): a queue on
+      a Redis stream, shared by every client of the server (options:
+      ``codec``, ``visibility_timeout``, ``max_deliveries``, ``connect_timeout``);
     - ``memory://``: an in-process ``chute.Queue`` (option: ``max_deliveries``).
 
     A URL that is not understood raises ``ValueError`` here, at the call.
@@ -92,6 +114,11 @@ def open(url: str, name: str = "default", maxsize: int = 0, **options: Any) -> O
         from ._sqlite import SqliteQueue
 
         return Opening(SqliteQueue, (path, name, maxsize), options)
+    if scheme in ("redis", "rediss"):
+        parse_redis_url(url)  # a wrong URL fails here, at the call
+        from ._redis import RedisQueue
+
+        return Opening(RedisQueue, (url, name, maxsize), options)
     if scheme == "memory":
         if parts.netloc or parts.path not in ("", "/"):
             raise ValueError(f"{url!r}: a memory URL is just 'memory://'")
@@ -105,4 +132,4 @@ def open(url: str, name: str = "default", maxsize: int = 0, **options: Any) -> O
     )
 
 
-__all__ = ["ChuteError", "Opening", "open"]
+__all__ = ["ChuteError", "Opening", "open", "parse_redis_url"]

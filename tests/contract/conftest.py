@@ -52,30 +52,41 @@ async def _sqlite(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
     return await chute.open(f"sqlite:///{path}", "contract", maxsize, **options)
 
 
+async def _redis(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
+    from tests.redis_server import shared_server
+
+    assert kind == "fifo", "the contract tests ask for other orders only where declared"
+    url = shared_server().url
+    return await chute.open(url, f"contract-{os.getpid()}-{next(_counter)}", maxsize, **options)
+
+
 TRANSPORTS: dict[str, Factory] = {
     "memory": _memory,
     "process": _process,
     # The same ProcessQueue with its producing side in another process.
     "process-peer": _process_peer,
     "sqlite": _sqlite,
+    # A real server on loopback, started for the test run.
+    "redis": _redis,
 }
 
 # What each transport declares it can do beyond the FIFO core of the contract;
 # a test that needs more asks for a fixture that only yields those transports.
 ORDERS = {"memory"}  # LIFO and priority orders
-RESERVE = {"memory", "process", "process-peer", "sqlite"}  # reserve()
+RESERVE = {"memory", "process", "process-peer", "sqlite", "redis"}  # reserve()
 DEAD_LETTERS = {
     "memory",
     "process",
     "process-peer",
     "sqlite",
+    "redis",
 }  # max_deliveries and the dead letters
 FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
 # A cancel lands before the cancelled call runs again. Not so when the call
 # runs in another process: cancelling it there is a message, which the call
 # may beat (process-peer covers the same paths in the tests that can be
 # ordered across processes).
-CANCEL_IN_STEP = {"memory", "process", "sqlite"}
+CANCEL_IN_STEP = {"memory", "process", "sqlite", "redis"}
 # shutdown(immediate=True) removes the stored items and returns them. A
 # durable queue never deletes stored items on shutdown: they stay in the file.
 IMMEDIATE_REMOVES = {"memory", "process", "process-peer"}
@@ -84,7 +95,7 @@ IMMEDIATE_REMOVES = {"memory", "process", "process-peer"}
 # How much slower a transport's round trip is than memory's, for the tests
 # that race timeouts of a fraction of a millisecond against puts: a durable
 # queue's every call is a transaction on another thread.
-TIMESCALE = {"sqlite": 20.0}
+TIMESCALE = {"sqlite": 20.0, "redis": 20.0}
 
 
 class QueueFactory:

@@ -1,0 +1,1347 @@
+"""The distributed transport: a queue on Redis Streams (or Valkey).
+
+Keys of queue ``name`` (one hash tag, so that a cluster keeps them on one
+node): ``chute:{name}:items``, the stream, read through the consumer group
+``chute``; ``chute:{name}:meta``, a hash of the bounds, the shutdown state
+and the counters; ``chute:{name}:dead``, the dead letters (a stream); and
+``chute:{name}:later``, the items given back with a delay longer than the
+visibility timeout (a sorted set); and ``chute:{name}:back``, the ids of
+entries given back in place (still pending, but waiting to be claimed).
+
+Every change is one Lua script, atomic on the server: a bounded put checks
+the length and appends (Redis's own ``MAXLEN`` would trim the oldest items,
+silently losing them); a claim takes the given-back and expired entries
+first (oldest first), then new ones with ``XREADGROUP``; an ack checks that
+the entry is still this job's — owner and delivery count, the fencing token
+— before ``XACK`` and ``XDEL``. A get that finds nothing waits on the server
+with ``XREADGROUP BLOCK`` on a connection of its own, and a cancelled wait
+is cut short with ``CLIENT UNBLOCK``.
+
+Every item handed out is first an entry pending for this queue's consumer.
+A plain ``get`` deletes it right after returning it (in one script for all
+the gets of the moment); a get cancelled before it returns gives its
+entries back in place, made claimable at once (``XCLAIM ... IDLE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from ._codecs import Codec, encode_item, get_codec
+from ._contract import (
+    JobBase,
+    QueueStatistics,
+    ReservationBase,
+    SyncFaceBase,
+    SyncReservationBase,
+    check_delay,
+    check_max_items,
+    check_maxsize,
+    check_timeout,
+)
+from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
+from ._open import parse_redis_url
+from ._waiters import check_not_on_loop
+
+try:
+    import redis
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the redis:// transport needs the Redis client: pip install 'chute[redis]'"
+    ) from exc
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+GROUP = "chute"
+#: How long one server-side wait lasts before the waiter looks again: for
+#: leases that ran out and for a shutdown made by another client.
+BLOCK_SLICE = 0.25
+#: How often a full put or a join looks again for changes made elsewhere.
+POLL = 0.02
+FOREVER_IDLE = 10**12  # ms: an entry given back is "idle" this long: claimable at once
+
+#: id, data, deliveries (this one included), and the entry's pending count:
+#: the fencing token (``deliveries`` adds those before a delayed retry).
+Entry = tuple[bytes, bytes, int, int]
+
+_LIB = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function pel_count(stream)
+  return tonumber(redis.call('XPENDING', stream, 'chute')[1])
+end
+-- Items waiting: stored, minus those pending, plus those given back.
+local function ready(K)
+  return redis.call('XLEN', K[1]) - pel_count(K[1]) + redis.call('SCARD', K[5])
+end
+local function fields(kv)
+  local d, n = nil, 0
+  for i = 1, #kv, 2 do
+    if kv[i] == 'd' then d = kv[i + 1] elseif kv[i] == 'n' then n = tonumber(kv[i + 1]) end
+  end
+  return d, n
+end
+-- The entry's pending record: consumer and delivery count, or nil.
+local function pending(stream, id)
+  local p = redis.call('XPENDING', stream, 'chute', id, id, 1)
+  if #p == 0 then return nil end
+  return p[1][2], tonumber(p[1][4])
+end
+local function bury(K, id, data, deliveries)
+  redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries)
+  redis.call('XACK', K[1], 'chute', id)
+  redis.call('XDEL', K[1], id)
+  redis.call('HINCRBY', K[2], 'dead', 1)
+  if tonumber(redis.call('HGET', K[2], 'unfinished')) > 0 then
+    redis.call('HINCRBY', K[2], 'unfinished', -1)
+  end
+end
+"""
+
+# KEYS: stream, meta, dead, later. ARGV: maxsize, max_deliveries ("" for none), schema.
+_DECLARE = (
+    _LIB
+    + r"""
+local kind = redis.call('TYPE', KEYS[1])['ok']
+local v = redis.call('HGET', KEYS[2], 'v')
+if kind ~= 'none' and kind ~= 'stream' then return {'alien', kind} end
+if redis.call('EXISTS', KEYS[2]) == 1 and not v then return {'alien', 'hash'} end
+if not v and kind == 'stream' then return {'alien', 'stream'} end
+if v and tonumber(v) > tonumber(ARGV[3]) then return {'newer', v} end
+if not v then
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'chute', '0', 'MKSTREAM')
+  redis.call('HSET', KEYS[2], 'v', ARGV[3], 'state', 0, 'total_put', 0, 'total_got', 0,
+             'peak', 0, 'dead', 0, 'unfinished', 0)
+end
+redis.call('HSET', KEYS[2], 'maxsize', ARGV[1], 'maxdel', ARGV[2])
+return {'ok'}
+"""
+)
+
+# ARGV: the records. -> {'ok', id, ...} | {'full'} | {'shutdown'} | {'gone'}
+_PUT = (
+    _LIB
+    + r"""
+local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'peak')
+if not m[1] then return {'gone'} end
+if m[2] ~= '0' then return {'shutdown'} end
+local n = #ARGV
+local ready = ready(KEYS)
+local maxsize = tonumber(m[3])
+if maxsize > 0 and ready + n > maxsize then return {'full'} end
+local out = {'ok'}
+for i = 1, n do out[i + 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i]) end
+redis.call('HINCRBY', KEYS[2], 'total_put', n)
+redis.call('HINCRBY', KEYS[2], 'unfinished', n)
+if ready + n > tonumber(m[4]) then redis.call('HSET', KEYS[2], 'peak', ready + n) end
+return out
+"""
+)
+
+# ARGV: consumer, max items, visibility timeout (ms).
+# -> {'ok', id, data, deliveries, count, ...} | {'shutdown'} | {'gone'} | {'empty', ms to next}
+_CLAIM = (
+    _LIB
+    + r"""
+local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxdel')
+if not m[1] then return {'gone'} end
+if m[2] == '2' then return {'shutdown'} end
+local consumer, want, vt = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local maxdel = tonumber(m[3])
+local now = now_ms()
+local out = {'ok'}
+local got = 0
+-- Delayed items whose time came go back at the end of the stream.
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, want)
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[4], member)
+  local a = string.find(member, ':', 1, true)
+  local b = string.find(member, ':', a + 1, true)
+  redis.call('XADD', KEYS[1], '*', 'd', string.sub(member, b + 1),
+             'n', string.sub(member, a + 1, b - 1))
+end
+-- Entries given back, or whose lease ran out: oldest first.
+local expired = redis.call('XPENDING', KEYS[1], 'chute', 'IDLE', vt, '-', '+', want)
+for _, p in ipairs(expired) do
+  local id = p[1]
+  redis.call('SREM', KEYS[5], id)
+  local claimed = redis.call('XCLAIM', KEYS[1], 'chute', consumer, vt, id)
+  if #claimed > 0 and claimed[1] and claimed[1][2] then
+    local data, base = fields(claimed[1][2])
+    local before = base + tonumber(p[4])
+    if maxdel and before >= maxdel then
+      bury(KEYS, id, data, before)
+    else
+      out[#out + 1] = id; out[#out + 1] = data; out[#out + 1] = before + 1
+      out[#out + 1] = tonumber(p[4]) + 1
+      got = got + 1
+    end
+  end
+end
+if got < want then
+  local r = redis.call('XREADGROUP', 'GROUP', 'chute', consumer, 'COUNT', want - got,
+                      'STREAMS', KEYS[1], '>')
+  if r then
+    for _, e in ipairs(r[1][2]) do
+      local data, base = fields(e[2])
+      out[#out + 1] = e[1]; out[#out + 1] = data; out[#out + 1] = base + 1
+      out[#out + 1] = 1
+      got = got + 1
+    end
+  end
+end
+if got == 0 then
+  if m[2] == '1' then return {'shutdown'} end
+  local nxt = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if #nxt > 0 then return {'empty', tonumber(nxt[2]) - now} end
+  return {'empty', -1}
+end
+redis.call('HINCRBY', KEYS[2], 'total_got', got)
+return out
+"""
+)
+
+# After a blocking XREADGROUP handed entries to ARGV[1]: count them, unless
+# an immediate shutdown came meanwhile (then give them back).
+# ARGV: consumer, id, ... -> {'ok'} | {'shutdown'}
+_TOOK = (
+    _LIB
+    + r"""
+local state = redis.call('HGET', KEYS[2], 'state')
+if state == '2' then
+  for i = 2, #ARGV do
+    redis.call('XCLAIM', KEYS[1], 'chute', ARGV[1], 0, ARGV[i], 'IDLE', 1000000000000,
+               'RETRYCOUNT', 0, 'JUSTID')
+    redis.call('SADD', KEYS[5], ARGV[i])
+  end
+  return {'shutdown'}
+end
+redis.call('HINCRBY', KEYS[2], 'total_got', #ARGV - 1)
+return {'ok'}
+"""
+)
+
+# A get's entries, deleted once it returned them. ARGV: consumer, id, count, ...
+_FINISH = (
+    _LIB
+    + r"""
+local done = 0
+for i = 2, #ARGV, 2 do
+  local owner, count = pending(KEYS[1], ARGV[i])
+  if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
+    redis.call('XACK', KEYS[1], 'chute', ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    done = done + 1
+  end
+end
+return done
+"""
+)
+
+# A get cancelled after taking entries gives them back in place: claimable
+# at once, their delivery count as before. ARGV: consumer, id, count, ...
+_GIVE_BACK = (
+    _LIB
+    + r"""
+local n = 0
+for i = 2, #ARGV, 2 do
+  local owner, count = pending(KEYS[1], ARGV[i])
+  if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
+    redis.call('XCLAIM', KEYS[1], 'chute', ARGV[1], 0, ARGV[i], 'IDLE', 1000000000000,
+               'RETRYCOUNT', count - 1, 'JUSTID')
+    redis.call('SADD', KEYS[5], ARGV[i])
+    n = n + 1
+  end
+end
+redis.call('HINCRBY', KEYS[2], 'total_got', -n)
+return n
+"""
+)
+
+# A put cancelled after it stored its items takes them back, if none has
+# been handed out yet (all or none: a batch stays whole). ARGV: ids.
+_TAKE_BACK = r"""
+for _, id in ipairs(ARGV) do
+  if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 0 end
+  if #redis.call('XPENDING', KEYS[1], 'chute', id, id, 1) > 0 then return 0 end
+end
+for _, id in ipairs(ARGV) do redis.call('XDEL', KEYS[1], id) end
+redis.call('HINCRBY', KEYS[2], 'total_put', -#ARGV)
+redis.call('HINCRBY', KEYS[2], 'unfinished', -#ARGV)
+return #ARGV
+"""
+
+# ARGV: consumer, id, count, how ('ack' | 'nack' | 'dead' | 'extend'),
+#       delay or lease (ms), visibility timeout (ms)
+# -> 'ok' | 'stale' | 'done' (task_done already called for every item)
+_SETTLE = (
+    _LIB
+    + r"""
+local consumer, id, count, how = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local ms, vt = tonumber(ARGV[5]), tonumber(ARGV[6])
+local owner, now_count = pending(KEYS[1], id)
+if owner ~= consumer or now_count ~= count then return 'stale' end
+if how == 'extend' then
+  redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', math.max(vt - ms, 0), 'JUSTID')
+  return 'ok'
+end
+local m = redis.call('HMGET', KEYS[2], 'state', 'maxdel', 'unfinished')
+local e = redis.call('XRANGE', KEYS[1], id, id)
+local data, base = fields(e[1][2])
+local deliveries = base + count
+if how == 'nack' and (m[1] == '2' or (m[2] ~= '' and deliveries >= tonumber(m[2]))) then
+  how = 'dead'
+end
+if how == 'nack' then
+  if ms == 0 then
+    redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', 1000000000000, 'JUSTID')
+    redis.call('SADD', KEYS[5], id)
+  elseif ms <= vt then
+    redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', vt - ms, 'JUSTID')
+  else
+    redis.call('XACK', KEYS[1], 'chute', id)
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('ZADD', KEYS[4], now_ms() + ms, id .. ':' .. deliveries .. ':' .. data)
+  end
+  return 'ok'
+end
+if tonumber(m[3]) <= 0 then return 'done' end
+if how == 'dead' then
+  bury(KEYS, id, data, deliveries)
+  return 'ok'
+end
+redis.call('XACK', KEYS[1], 'chute', id)
+redis.call('XDEL', KEYS[1], id)
+redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
+return 'ok'
+"""
+)
+
+# Entries that cannot be decoded go to the dead letters. ARGV: consumer, id, count, ...
+_BURY = (
+    _LIB
+    + r"""
+for i = 2, #ARGV, 2 do
+  local owner, count = pending(KEYS[1], ARGV[i])
+  if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    local data, base = fields(e[1][2])
+    bury(KEYS, ARGV[i], data, base + count)
+  end
+end
+return 'ok'
+"""
+)
+
+# -> {v, state, maxsize, maxdel, total_put, total_got, peak, dead, unfinished,
+#     ready, handed out, delayed}
+_READ = (
+    _LIB
+    + r"""
+local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'maxdel', 'total_put',
+                     'total_got', 'peak', 'dead', 'unfinished')
+if not m[1] then return {'gone'} end
+m[#m + 1] = ready(KEYS)
+m[#m + 1] = pel_count(KEYS[1]) - redis.call('SCARD', KEYS[5])
+m[#m + 1] = redis.call('ZCARD', KEYS[4])
+return m
+"""
+)
+
+# ARGV: 'task_done' | 'shutdown' (ARGV[2]: 1 or 2) | 'reopen' -> 'ok' | 'done' | 'gone'
+_CONTROL = r"""
+if redis.call('HEXISTS', KEYS[2], 'v') == 0 then return 'gone' end
+if ARGV[1] == 'task_done' then
+  if tonumber(redis.call('HGET', KEYS[2], 'unfinished')) <= 0 then return 'done' end
+  redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
+elseif ARGV[1] == 'shutdown' then
+  if tonumber(redis.call('HGET', KEYS[2], 'state')) < tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[2], 'state', ARGV[2])
+  end
+else
+  redis.call('HSET', KEYS[2], 'state', 0)
+end
+return 'ok'
+"""
+
+# ARGV: 'list' | 'purge' | 'requeue'
+_DEAD = r"""
+local entries = redis.call('XRANGE', KEYS[3], '-', '+')
+local out = {}
+for _, e in ipairs(entries) do
+  local kv = e[2]
+  for i = 1, #kv, 2 do if kv[i] == 'd' then out[#out + 1] = kv[i + 1] end end
+end
+if ARGV[1] == 'purge' then
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[2], 'dead', 0)
+elseif ARGV[1] == 'requeue' then
+  for _, d in ipairs(out) do redis.call('XADD', KEYS[1], '*', 'd', d) end
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[2], 'dead', 0)
+  redis.call('HINCRBY', KEYS[2], 'unfinished', #out)
+  return #out
+end
+return out
+"""
+
+_SCRIPTS = {
+    "declare": _DECLARE,
+    "put": _PUT,
+    "claim": _CLAIM,
+    "took": _TOOK,
+    "finish": _FINISH,
+    "give_back": _GIVE_BACK,
+    "take_back": _TAKE_BACK,
+    "settle": _SETTLE,
+    "bury": _BURY,
+    "read": _READ,
+    "control": _CONTROL,
+    "dead": _DEAD,
+}
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _failure(exc: BaseException, where: str) -> ChuteError:
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+        return ChuteError(f"Redis at {where} refused the credentials: {exc}")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return ChuteError(f"Redis at {where} is unreachable: {exc}")
+    return ChuteError(f"Redis at {where} failed: {exc}")
+
+
+class _Backoff:
+    """After a connection failure, calls fail at once (with the same error)
+    for a while that doubles on each failure, up to ``cap`` seconds; a call
+    after it tries the server again. Success resets it."""
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        self.base, self.cap = base, cap
+        self.delay = 0.0
+        self.until = 0.0
+        self.error: ChuteError | None = None
+
+    def check(self) -> None:
+        if self.error is not None and time.monotonic() < self.until:
+            raise ChuteError(f"{self.error} (retrying in {self.until - time.monotonic():.2f} s)")
+
+    def failed(self, error: ChuteError) -> None:
+        self.delay = min(self.cap, max(self.base, self.delay * 2))
+        self.until = time.monotonic() + self.delay
+        self.error = error
+
+    def ok(self) -> None:
+        if self.error is not None:
+            self.error, self.delay = None, 0.0
+
+
+class RedisQueue(Generic[T]):
+    """A queue on a Redis stream; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        maxsize: int = 0,
+        *,
+        codec: object = "json",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._where = parse_redis_url(url)
+        self._maxsize = check_maxsize(maxsize)
+        vt = check_timeout(visibility_timeout)
+        if vt is None or vt <= 0:
+            raise ValueError(
+                "visibility_timeout must be a positive number of seconds, "
+                f"not {visibility_timeout!r}"
+            )
+        if max_deliveries is not None and (
+            isinstance(max_deliveries, bool)
+            or not isinstance(max_deliveries, int)
+            or max_deliveries < 1
+        ):
+            raise ValueError(f"max_deliveries must be an int >= 1 or None, not {max_deliveries!r}")
+        self._codec: Codec = get_codec(codec)
+        self._name = name
+        self._url = url
+        self._vt_ms = max(1, round(vt * 1000))
+        self._visibility = vt
+        self._max_deliveries = max_deliveries
+        host, port = self._where["host"], self._where["port"]
+        self._label = f"{host}:{port}"
+        self._keys = [f"chute:{{{name}}}:{part}" for part in ("items", "meta", "dead", "later", "back")
+        ]
+        self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        opts: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+        }
+        self._options = opts
+        self._sync = redis.Redis.from_url(url, **opts)
+        self._sync_scripts = {k: self._sync.register_script(v) for k, v in _SCRIPTS.items()}
+        #: A client per event loop, and its scripts.
+        self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]] = {}
+        self._backoff = _Backoff()
+        self._closed = False
+        self._getters = 0
+        self._putters = 0
+        #: Entries plain gets returned, to delete: (id, deliveries).
+        self._to_finish: list[tuple[bytes, int]] = []
+        self._finisher: asyncio.Task[None] | None = None
+        #: Blocked reads of this queue in this process: (connection, client id).
+        self._blocked: set[tuple[Any, int]] = set()
+        self._changed: asyncio.Event | None = None  # set on this process's changes
+        self._lock = threading.Lock()
+        reply = self._run_sync(
+            "declare", [self._maxsize, max_deliveries or "", SCHEMA_VERSION], opening=True
+        )
+        status = _text(reply[0])
+        if status == "alien":
+            self._sync.close()
+            key = self._keys[1 if _text(reply[1]) == "hash" else 0]
+            raise ChuteError(
+                f"Redis at {self._label}: the key {key!r}"
+                f" exists (a {_text(reply[1])}) but was not made by chute; "
+                "choose another queue name"
+            )
+        if status == "newer":
+            self._sync.close()
+            raise ChuteError(
+                f"queue {name!r} on Redis at {self._label} was made by a newer chute "
+                f"(schema {_text(reply[1])}); this one reads schema {SCHEMA_VERSION}: upgrade chute"
+            )
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _run_sync(self, script: str, args: list[Any], opening: bool = False) -> Any:
+        if not opening:
+            self._check_open()
+        self._backoff.check()
+        try:
+            reply = self._sync_scripts[script](keys=self._keys, args=args)
+        except redis.ResponseError as exc:
+            raise ChuteError(f"Redis at {self._label} refused a chute command: {exc}") from exc
+        except (redis.RedisError, OSError) as exc:
+            error = _failure(exc, self._label)
+            self._backoff.failed(error)
+            if opening:
+                self._sync.close()
+            raise error from exc
+        self._backoff.ok()
+        return reply
+
+    def _client(self) -> tuple[Any, dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        made = self._aio.get(loop)
+        if made is None:
+            client = aioredis.Redis.from_url(self._url, **self._options)
+            made = self._aio[loop] = (
+                client,
+                {k: client.register_script(v) for k, v in _SCRIPTS.items()},
+            )
+        return made
+
+    async def _run(self, script: str, args: list[Any]) -> Any:
+        self._check_open()
+        self._backoff.check()
+        scripts = self._client()[1]
+        try:
+            reply = await scripts[script](keys=self._keys, args=args)
+        except redis.ResponseError as exc:
+            raise ChuteError(f"Redis at {self._label} refused a chute command: {exc}") from exc
+        except (redis.RedisError, OSError) as exc:
+            error = _failure(exc, self._label)
+            self._backoff.failed(error)
+            raise error from exc
+        self._backoff.ok()
+        return reply
+
+    def _event(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _touch(self) -> None:
+        """Something changed here: wake this process's full puts and joins."""
+        changed = self._changed
+        if changed is not None:
+            changed.set()
+            self._changed = None
+
+    def _gone(self) -> ChuteError:
+        return ChuteError(
+            f"queue {self._name!r} is no longer on Redis at {self._label} (its keys were deleted)"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ChuteError(f"queue {self._name!r} was closed")
+
+    def close(self) -> None:
+        """Close the connections (what plain gets took is deleted first)."""
+        if self._closed:
+            return
+        self._flush_sync()
+        self._closed = True
+        self._unblock_all()
+        self._sync.close()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        for client_loop, (client, _scripts) in self._aio.items():
+            if client_loop is loop:  # closed by the loop, soon
+                loop.create_task(client.aclose())
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        if self._finisher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._finisher)
+        self._flush_sync()
+        self._closed = True
+        self._unblock_all()
+        self._sync.close()
+        loop = asyncio.get_running_loop()
+        for client_loop, (client, _scripts) in self._aio.items():
+            if client_loop is loop:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def __aenter__(self) -> RedisQueue[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<chute.RedisQueue {self._name!r} at {self._label} maxsize={self._maxsize}>"
+
+    # -- sizes and statistics ------------------------------------------------------------
+
+    def _read(self) -> list[int]:
+        self._flush_sync()  # what gets took is gone: counted as such
+        reply = self._run_sync("read", [])
+        if _text(reply[0]) == "gone":
+            raise self._gone()
+        return [int(_text(v)) if v not in (None, b"") else 0 for v in reply]
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    def qsize(self) -> int:
+        """Items waiting (stored, not handed out); leases that ran out but
+        were not yet claimed again count as handed out."""
+        return max(0, self._read()[9])
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        r = self._read()
+        return bool(r[2]) and r[9] >= r[2]
+
+    def is_shutdown(self) -> bool:
+        return bool(self._read()[1])
+
+    def statistics(self) -> QueueStatistics:
+        """Counts from the server (getters and putters waiting: in this process)."""
+        (_v, state, maxsize, _md, put, got, peak, dead, unfinished, ready, out, later) = (
+            self._read()
+        )
+        return QueueStatistics(
+            size=max(0, ready),
+            maxsize=maxsize,
+            getters_waiting=self._getters,
+            putters_waiting=self._putters,
+            in_flight=out + later,
+            total_put=put,
+            total_got=got,
+            peak_size=peak,
+            dead_lettered=dead,
+            unfinished_tasks=unfinished,
+            shutdown=bool(state),
+        )
+
+    # -- put -----------------------------------------------------------------------------
+
+    def _encode_all(self, items: list[T]) -> list[bytes]:
+        return [encode_item(self._codec, item) for item in items]
+
+    def _batch(self, items: Iterable[T]) -> tuple[list[T], list[bytes]]:
+        self._check_open()
+        batch = list(items)
+        records = self._encode_all(batch)
+        if self._maxsize and len(batch) > self._maxsize:
+            raise ValueError(
+                f"a batch of {len(batch)} items can never fit a queue of maxsize {self._maxsize}"
+            )
+        return batch, records
+
+    def _put_outcome(self, reply: Any, items: list[T], single: bool) -> bool:
+        status = _text(reply[0])
+        if status == "ok":
+            self._touch()
+            return True
+        if status == "full":
+            return False
+        if status == "shutdown":
+            if single:
+                raise QueueShutDown(item=items[0])
+            raise QueueShutDown(items=items)
+        raise self._gone()
+
+    async def put(self, item: T, timeout: float | None = None) -> None:
+        """Store ``item``, waiting while full. Stored on the server when this returns."""
+        self._check_open()
+        await self._put_records(self._encode_all([item]), [item], True, timeout)
+
+    async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
+        """Store all ``items`` in one script (one round trip), or none of them."""
+        batch, records = self._batch(items)
+        if batch:
+            await self._put_records(records, batch, False, timeout)
+
+    async def _put_records(
+        self, records: list[bytes], items: list[T], single: bool, timeout: float | None
+    ) -> None:
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiting = False
+        try:
+            while True:
+                # Shielded: a put whose script was sent is seen through; if
+                # its caller was cancelled meanwhile, it is taken back below.
+                task = asyncio.ensure_future(self._run("put", records))
+                try:
+                    reply = await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    await _finish_quietly(task)
+                    if not task.cancelled() and task.exception() is None:
+                        reply = task.result()
+                        if _text(reply[0]) == "ok":  # stored: take it back if we can
+                            take_back = self._run("take_back", list(reply[1:]))
+                            await _finish_quietly(asyncio.ensure_future(take_back))
+                    raise
+                if self._put_outcome(reply, items, single):
+                    return
+                if deadline is not None and loop.time() >= deadline:
+                    raise TimeoutError("timed out")
+                if not waiting:
+                    waiting = True
+                    self._putters += 1
+                wait = POLL if deadline is None else min(POLL, max(0.0, deadline - loop.time()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._event().wait(), wait)
+        finally:
+            if waiting:
+                self._putters -= 1
+
+    def put_nowait(self, item: T) -> None:
+        """Store ``item`` now or raise ``QueueFull`` (one round trip)."""
+        self._check_open()
+        records = self._encode_all([item])
+        if not self._put_outcome(self._run_sync("put", records), [item], True):
+            raise QueueFull()
+
+    # -- get -----------------------------------------------------------------------------
+
+    def _entries(self, reply: Any) -> list[Entry] | str | float:
+        """The entries a claim took, or why none: 'shutdown', 'gone', or
+        the seconds until a delayed item is due (-1: none is)."""
+        status = _text(reply[0])
+        if status == "ok":
+            return [
+                (reply[i], reply[i + 1], int(reply[i + 2]), int(reply[i + 3]))
+                for i in range(1, len(reply), 4)
+            ]
+        if status == "empty":
+            return float(int(reply[1])) / 1000
+        return status
+
+    async def _claim(self, max_items: int) -> list[Entry] | str | float:
+        task = asyncio.ensure_future(self._run("claim", [self._consumer, max_items, self._vt_ms]))
+        try:
+            return self._entries(await asyncio.shield(task))
+        except asyncio.CancelledError:
+            await self._give_back_from(task)
+            raise
+
+    async def _give_back_from(self, task: asyncio.Future[Any]) -> None:
+        """A cancelled claim: once it is over, give back what it took."""
+        await _finish_quietly(task)
+        if task.cancelled() or task.exception() is not None:
+            return
+        found = self._entries(task.result())
+        if isinstance(found, list) and found:
+            await _finish_quietly(asyncio.ensure_future(self._give_back(found)))
+
+    async def _give_back(self, entries: list[Entry]) -> None:
+        with contextlib.suppress(ChuteError):
+            await self._run("give_back", [self._consumer, *_pairs(entries)])
+
+    async def _blocked_read(self, max_items: int, seconds: float) -> list[Entry]:
+        """Wait on the server (``XREADGROUP BLOCK``) up to ``seconds`` for new
+        entries, on a connection of its own; cancelled, the read is cut short
+        with ``CLIENT UNBLOCK`` and whatever it got is given back."""
+        client = self._client()[0]
+        pool = client.connection_pool
+        conn = await pool.get_connection()
+        entry: tuple[Any, int] | None = None
+        read: asyncio.Task[Any] | None = None
+        try:
+            await conn.send_command("CLIENT", "ID")
+            entry = (client, int(await conn.read_response()))
+            self._blocked.add(entry)
+
+            async def xread() -> Any:
+                await conn.send_command(
+                    "XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", max_items,
+                    "BLOCK", max(1, int(seconds * 1000)), "STREAMS", self._keys[0], ">",
+                )  # fmt: skip
+                return await conn.read_response()
+
+            read = asyncio.ensure_future(xread())
+            try:
+                reply = await asyncio.shield(read)
+            except asyncio.CancelledError:
+                while not read.done():  # unblocked before it blocked: again
+                    with contextlib.suppress(Exception):
+                        await _uncancellable(client.client_unblock(entry[1]))
+                    await asyncio.wait([read], timeout=0.01)
+                await _finish_quietly(read)
+                if not read.cancelled() and read.exception() is None:
+                    got = _read_entries(read.result())
+                    if got:
+                        await _finish_quietly(asyncio.ensure_future(self._give_back(got)))
+                raise
+        except (redis.RedisError, OSError) as exc:
+            error = _failure(exc, self._label)
+            self._backoff.failed(error)
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+            raise error from exc
+        finally:
+            if entry is not None:
+                self._blocked.discard(entry)
+            await pool.release(conn)
+        return _read_entries(reply)
+
+    def _unblock_all(self) -> None:
+        """Cut short this process's server-side waits (they look again)."""
+        for _client, cid in list(self._blocked):
+            with contextlib.suppress(Exception):
+                self._sync.client_unblock(cid)
+
+    async def _take(self, max_items: int, lease: bool, timeout: float | None) -> list[Entry]:
+        self._check_open()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiting = False
+        try:
+            while True:
+                found = await self._claim(max_items)
+                if isinstance(found, list):
+                    return self._taken(found, lease)
+                if found == "shutdown":
+                    raise QueueShutDown()
+                if found == "gone":
+                    raise self._gone()
+                now = loop.time()
+                if deadline is not None and now >= deadline:
+                    raise TimeoutError("timed out")
+                if not waiting:
+                    waiting = True
+                    self._getters += 1
+                wait = BLOCK_SLICE if deadline is None else min(BLOCK_SLICE, deadline - now)
+                if isinstance(found, float) and found >= 0:
+                    wait = min(wait, found)
+                got = await self._blocked_read(max_items, wait)
+                if got:
+                    task = asyncio.ensure_future(
+                        self._run("took", [self._consumer, *(e[0] for e in got)])
+                    )
+                    try:
+                        status = _text(await asyncio.shield(task))
+                    except asyncio.CancelledError:
+                        await _finish_quietly(task)
+                        await _finish_quietly(asyncio.ensure_future(self._give_back(got)))
+                        raise
+                    if status == "shutdown":
+                        raise QueueShutDown()
+                    return self._taken(got, lease)
+        finally:
+            if waiting:
+                self._getters -= 1
+
+    def _taken(self, entries: list[Entry], lease: bool) -> list[Entry]:
+        """What a get returns is deleted from the server right after."""
+        if not lease:
+            self._to_finish.extend((e[0], e[3]) for e in entries)
+            if self._finisher is None or self._finisher.done():
+                self._finisher = asyncio.ensure_future(self._finish())
+        self._touch()
+        return entries
+
+    async def _finish(self) -> None:
+        while self._to_finish:
+            batch, self._to_finish = self._to_finish, []
+            try:
+                await self._run("finish", [self._consumer, *(x for p in batch for x in p)])
+            except ChuteError:
+                # The server is away: the entries stay pending for this
+                # consumer, and are deleted on a later try (or, should this
+                # process die first, delivered again after the lease).
+                self._to_finish[:0] = batch
+                await asyncio.sleep(max(self._backoff.delay, POLL))
+                if self._closed:
+                    return
+
+    def _flush_sync(self) -> None:
+        batch, self._to_finish = self._to_finish, []
+        if batch:
+            with contextlib.suppress(ChuteError):
+                self._run_sync("finish", [self._consumer, *(x for p in batch for x in p)])
+
+    def _decode(self, entries: list[Entry], lease: bool) -> list[T]:
+        out: list[T] = []
+        bad: list[Entry] = []
+        error: Exception | None = None
+        for entry in entries:
+            try:
+                out.append(self._codec.decode(entry[1]))
+            except Exception as exc:
+                bad.append(entry)
+                error = error or exc
+        if not bad:
+            return out
+        if not lease:  # not to be deleted as taken: buried instead
+            ids = {e[0] for e in bad}
+            self._to_finish = [p for p in self._to_finish if p[0] not in ids]
+        self._run_sync("bury", [self._consumer, *_pairs(bad)])
+        good = [e for e in entries if e not in bad]
+        if good:
+            if not lease:
+                ids = {e[0] for e in good}
+                self._to_finish = [p for p in self._to_finish if p[0] not in ids]
+            self._run_sync("give_back", [self._consumer, *_pairs(good)])
+        raise ChuteError(
+            f"queue {self._name!r}: an item could not be decoded with the "
+            f"{getattr(self._codec, 'name', type(self._codec).__name__)} codec ({error!r}); "
+            "it was moved to the dead letters"
+        ) from error
+
+    async def get(self, timeout: float | None = None) -> T:
+        """Take the oldest item, waiting while empty."""
+        return self._decode(await self._take(1, False, timeout), False)[0]
+
+    async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
+        """Up to ``max_items`` items in one round trip, waiting for the first."""
+        max_items = check_max_items(max_items)
+        return self._decode(await self._take(max_items, False, timeout), False)
+
+    def get_nowait(self) -> T:
+        """Take the oldest item now or raise ``QueueEmpty`` (one round trip)."""
+        entries = self._take_sync(1, False, False, None)
+        return self._decode(entries, False)[0]
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        while True:
+            try:
+                item = await self.get()
+            except QueueShutDown:
+                return
+            yield item
+
+    # -- blocking (threads, and the nowait calls) ----------------------------------------
+
+    def _take_sync(
+        self, max_items: int, lease: bool, block: bool, timeout: float | None
+    ) -> list[Entry]:
+        self._check_open()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        if block:
+            check_not_on_loop("a blocking get")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            reply = self._run_sync("claim", [self._consumer, max_items, self._vt_ms])
+            found = self._entries(reply)
+            if isinstance(found, list):
+                got = found
+                break
+            if found == "shutdown":
+                raise QueueShutDown()
+            if found == "gone":
+                raise self._gone()
+            now = time.monotonic()
+            if not block or (deadline is not None and now >= deadline):
+                raise QueueEmpty()
+            wait = BLOCK_SLICE if deadline is None else min(BLOCK_SLICE, deadline - now)
+            if isinstance(found, float) and found >= 0:
+                wait = min(wait, found)
+            with self._lock:
+                self._getters += 1
+            try:
+                raw = self._sync.xreadgroup(
+                    GROUP, self._consumer, {self._keys[0]: ">"}, count=max_items,
+                    block=max(1, int(wait * 1000)),
+                )  # fmt: skip
+            except (redis.RedisError, OSError) as exc:
+                raise _failure(exc, self._label) from exc
+            finally:
+                with self._lock:
+                    self._getters -= 1
+            got = _read_entries(raw)
+            if got:
+                status = _text(self._run_sync("took", [self._consumer, *(e[0] for e in got)]))
+                if status == "shutdown":
+                    raise QueueShutDown()
+                break
+        if not lease:
+            self._run_sync("finish", [self._consumer, *_pairs(got)])
+        return got
+
+    def _put_sync(
+        self, records: list[bytes], items: list[T], single: bool, block: bool, timeout: float | None
+    ) -> None:
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        if block:
+            check_not_on_loop("a blocking put")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        counted = False
+        try:
+            while True:
+                if self._put_outcome(self._run_sync("put", records), items, single):
+                    return
+                if not block or (deadline is not None and time.monotonic() >= deadline):
+                    raise QueueFull()
+                if not counted:
+                    counted = True
+                    with self._lock:
+                        self._putters += 1
+                time.sleep(POLL)
+        finally:
+            if counted:
+                with self._lock:
+                    self._putters -= 1
+
+    @property
+    def sync(self) -> RedisSyncQueue[T]:
+        """The ``queue.Queue`` API for plain threads and processes."""
+        return RedisSyncQueue(self)
+
+    # -- task_done, join, shutdown -------------------------------------------------------
+
+    def _control(self, *args: Any) -> None:
+        status = _text(self._run_sync("control", list(args)))
+        if status == "done":
+            raise ValueError("task_done() called too many times")
+        if status == "gone":
+            raise self._gone()
+        self._touch()
+
+    def task_done(self) -> None:
+        """One item taken by ``get`` is done (every client sees the count)."""
+        self._control("task_done")
+
+    def _unfinished(self, r: list[int]) -> int:
+        return 0 if r[1] == 2 else r[8]
+
+    async def join(self) -> None:
+        """Until every item put (by any client) is marked done."""
+        self._check_open()
+        while True:
+            reply = await self._run("read", [])
+            if _text(reply[0]) == "gone":
+                raise self._gone()
+            r = [int(_text(v)) if v not in (None, b"") else 0 for v in reply]
+            if self._unfinished(r) == 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event().wait(), POLL)
+
+    def _join_sync(self) -> None:
+        check_not_on_loop("a blocking join")
+        while self._unfinished(self._read()):
+            time.sleep(POLL)
+
+    def shutdown(self, immediate: bool = False) -> list[T]:
+        """Shut the queue down for every client: puts raise ``QueueShutDown``;
+        gets go on until it is drained (with ``immediate=True`` they raise at
+        once). Stored items are never deleted: this returns ``[]``, and
+        :meth:`reopen` undoes it."""
+        self._control("shutdown", 2 if immediate else 1)
+        self._unblock_all()
+        return []
+
+    def reopen(self) -> None:
+        """Undo :meth:`shutdown`: puts and gets work again, for every client."""
+        self._control("reopen")
+
+    # -- reservations and dead letters ---------------------------------------------------
+
+    def reserve(self, timeout: float | None = None) -> RedisReservation[T]:
+        """``async with q.reserve() as job``: at-least-once (see the README)."""
+        return RedisReservation(self, timeout)
+
+    async def _reserve(self, timeout: float | None) -> RedisJob[T]:
+        entries = await self._take(1, True, timeout)
+        (id_, _data, deliveries, count) = entries[0]
+        return RedisJob(self, self._decode(entries, True)[0], deliveries, id_, count)
+
+    def _settle_args(self, id_: bytes, count: int, how: str, ms: int) -> list[Any]:
+        return [self._consumer, id_, count, how, ms, self._vt_ms]
+
+    def _settled(self, status: Any, how: str) -> None:
+        status = _text(status)
+        if status == "stale":
+            raise ChuteError(
+                f"queue {self._name!r}: this job's lease ran out and the item was delivered "
+                "again (or its keys were deleted); it is settled by whoever holds it now"
+            )
+        if status == "done":
+            raise ValueError(
+                "task_done() was already called for every item: this job cannot be settled"
+            )
+        self._touch()
+
+    def dead_letters(self) -> list[T]:
+        """The dead letters, oldest first (they stay)."""
+        return [self._codec.decode(d) for d in self._run_sync("dead", ["list"])]
+
+    def purge_dead(self) -> list[T]:
+        """Remove the dead letters and return them."""
+        return [self._codec.decode(d) for d in self._run_sync("dead", ["purge"])]
+
+    def requeue_dead(self) -> int:
+        """Put every dead letter back at the end of the queue; how many."""
+        n = int(self._run_sync("dead", ["requeue"]))
+        self._touch()
+        return n
+
+
+def _pairs(entries: list[Entry]) -> list[Any]:
+    """id, pending count, ...: what the scripts check an entry against."""
+    return [x for e in entries for x in (e[0], e[3])]
+
+
+def _read_entries(reply: Any) -> list[Entry]:
+    """The entries of an ``XREADGROUP`` reply (delivered once more each)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3
+        streams = list(reply.values())
+        records = streams[0][0] if streams and streams[0] else []
+    else:
+        records = reply[0][1]
+    out: list[Entry] = []
+    for id_, kv in records:
+        if isinstance(kv, dict):
+            data, base = kv.get(b"d"), int(kv.get(b"n", 0))
+        else:
+            pairs = dict(zip(kv[::2], kv[1::2], strict=True))
+            data, base = pairs.get(b"d"), int(pairs.get(b"n", 0))
+        if data is None:  # pragma: no cover - not an entry of chute's
+            continue
+        out.append((id_, data, base + 1, 1))
+    return out
+
+
+async def _uncancellable(aw: Any) -> Any:
+    """Await ``aw`` in a task that a cancellation of the caller leaves running."""
+    task = asyncio.ensure_future(aw)
+    await _finish_quietly(task)
+    return task.result()
+
+
+async def _finish_quietly(task: asyncio.Future[Any]) -> None:
+    """Wait for ``task`` to end even if the caller is cancelled meanwhile."""
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+
+
+class RedisJob(JobBase[T]):
+    """A reserved item of a Redis queue: an entry pending for this consumer."""
+
+    __slots__ = ("_count", "_id", "_queue")
+
+    def __init__(
+        self, queue: RedisQueue[T], item: T, deliveries: int, id_: bytes, count: int
+    ) -> None:
+        super().__init__(item, deliveries)
+        self._queue = queue
+        self._id = id_
+        self._count = count  # the fencing token
+
+    def _args(self, how: str, ms: int) -> list[Any]:
+        return self._queue._settle_args(self._id, self._count, how, ms)
+
+    def _settle(self, how: str, delay: float | None) -> None:
+        if self._settled:
+            raise JobSettledError("this job was already settled")
+        q = self._queue
+        ms = round((delay or 0) * 1000)
+        q._settled(q._run_sync("settle", self._args(how, ms)), how)
+        self._settled = True
+
+    async def _settle_async(self, how: str, delay: float | None) -> None:
+        if self._settled:
+            raise JobSettledError("this job was already settled")
+        q = self._queue
+        ms = round((delay or 0) * 1000)
+        # Shielded: a settle that was sent is seen through, cancelled or not.
+        status = await asyncio.shield(q._run("settle", self._args(how, ms)))
+        q._settled(status, how)
+        self._settled = True
+
+    def ack(self) -> None:
+        """The item is done: deleted from the stream (counts as ``task_done()``)."""
+        self._settle("ack", None)
+
+    def nack(self, delay: float | None = None) -> None:
+        """Give the item back (claimable again after ``delay`` seconds), or to
+        the dead letters after ``max_deliveries``."""
+        if delay is not None:
+            delay = check_delay(delay)
+        self._settle("nack", delay)
+
+    async def extend(self, seconds: float | None = None) -> None:
+        """Keep the lease ``seconds`` more from now (at most the visibility
+        timeout; default: all of it). ``ChuteError`` if it already ran out
+        and the item went to another consumer."""
+        if self._settled:
+            raise JobSettledError("this job was already settled")
+        q = self._queue
+        more = q._visibility if seconds is None else check_delay(seconds)
+        if more > q._visibility:
+            raise ValueError(
+                f"a lease is extended by at most the visibility timeout ({q._visibility:g} s) "
+                "at a time"
+            )
+        status = _text(await q._run("settle", self._args("extend", round(more * 1000))))
+        if status == "stale":
+            raise ChuteError(
+                f"queue {q._name!r}: this job's lease ran out and the item was delivered "
+                "again; its lease cannot be extended"
+            )
+
+
+class RedisReservation(ReservationBase[T]):
+    """``async with q.reserve() as job`` (or ``job = await q.reserve()``)."""
+
+    __slots__ = ()
+    _queue: RedisQueue[T]
+    _job: RedisJob[T] | None
+
+    def __await__(self) -> Any:
+        return self._queue._reserve(self._timeout).__await__()
+
+    async def __aenter__(self) -> RedisJob[T]:
+        self._job = await self._queue._reserve(self._timeout)
+        return self._job
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        job = self._job
+        if job is not None and not job.settled:
+            await job._settle_async("ack" if exc_type is None else "nack", None)
+
+
+class RedisSyncReservation(SyncReservationBase[T]):
+    """``with q.sync.reserve() as job`` for plain threads."""
+
+    __slots__ = ()
+    _queue: RedisQueue[T]
+
+    def __enter__(self) -> RedisJob[T]:
+        q = self._queue
+        entries = q._take_sync(1, True, self._block, self._timeout)
+        (id_, _data, deliveries, count) = entries[0]
+        job = RedisJob(q, q._decode(entries, True)[0], deliveries, id_, count)
+        self._job = job
+        return job
+
+
+class RedisSyncQueue(SyncFaceBase[T]):
+    """The ``queue.Queue`` API on a Redis queue, for plain threads and
+    worker processes with no event loop."""
+
+    __slots__ = ()
+    _q: RedisQueue[T]
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        q = self._q
+        q._check_open()
+        q._put_sync(q._encode_all([item]), [item], True, block, timeout)
+
+    def put_nowait(self, item: T) -> None:
+        self.put(item, block=False)
+
+    def put_batch(
+        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+    ) -> None:
+        batch, records = self._q._batch(items)
+        if batch:
+            self._q._put_sync(records, batch, False, block, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        q = self._q
+        return q._decode(q._take_sync(1, False, block, timeout), False)[0]
+
+    def get_nowait(self) -> T:
+        return self.get(block=False)
+
+    def get_batch(
+        self, max_items: int, block: bool = True, timeout: float | None = None
+    ) -> list[T]:
+        q = self._q
+        max_items = check_max_items(max_items)
+        return q._decode(q._take_sync(max_items, False, block, timeout), False)
+
+    def reserve(self, block: bool = True, timeout: float | None = None) -> RedisSyncReservation[T]:
+        return RedisSyncReservation(self._q, block, timeout)
+
+    def join(self) -> None:
+        self._q._check_open()
+        self._q._join_sync()
