@@ -489,8 +489,8 @@ class RedisQueue(Generic[T]):
         self._max_deliveries = max_deliveries
         host, port = self._where["host"], self._where["port"]
         self._label = f"{host}:{port}"
-        self._keys = [f"chute:{{{name}}}:{part}" for part in ("items", "meta", "dead", "later", "back")
-        ]
+        parts = ("items", "meta", "dead", "later", "back")
+        self._keys = [f"chute:{{{name}}}:{part}" for part in parts]
         self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         opts: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
