@@ -46,7 +46,7 @@ def free_port() -> int:
 
 class RedisServer:
     """One server process; ``appendonly=True`` keeps its data across restarts
-    (an fsync every second, the usual production setting)."""
+    and kills (an fsync at every write: ``appendfsync always``)."""
 
     def __init__(self, appendonly: bool = False) -> None:
         self.binary = server_binary()
@@ -66,6 +66,7 @@ class RedisServer:
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
             "--dir", self.dir,
             "--logfile", os.path.join(self.dir, "server.log"),
         ]  # fmt: skip

@@ -496,6 +496,7 @@ class RedisQueue(Generic[T]):
             "socket_connect_timeout": connect_timeout,
             "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 0,
+            "protocol": 2,  # the replies parsed here are RESP2's
         }
         self._options = opts
         self._sync = redis.Redis.from_url(url, **opts)
@@ -545,6 +546,10 @@ class RedisQueue(Generic[T]):
         except (redis.RedisError, OSError) as exc:
             error = _failure(exc, self._label)
             self._backoff.failed(error)
+            # Idle connections may be as dead as this one (a restarted
+            # server): the next call connects anew instead of failing too.
+            with contextlib.suppress(Exception):
+                self._sync.connection_pool.disconnect(inuse_connections=False)
             if opening:
                 self._sync.close()
             raise error from exc
@@ -565,7 +570,7 @@ class RedisQueue(Generic[T]):
     async def _run(self, script: str, args: list[Any]) -> Any:
         self._check_open()
         self._backoff.check()
-        scripts = self._client()[1]
+        client, scripts = self._client()
         try:
             reply = await scripts[script](keys=self._keys, args=args)
         except redis.ResponseError as exc:
@@ -573,6 +578,8 @@ class RedisQueue(Generic[T]):
         except (redis.RedisError, OSError) as exc:
             error = _failure(exc, self._label)
             self._backoff.failed(error)
+            with contextlib.suppress(Exception):  # as in _run_sync
+                await client.connection_pool.disconnect(inuse_connections=False)
             raise error from exc
         self._backoff.ok()
         return reply
@@ -1165,13 +1172,8 @@ def _read_entries(reply: Any) -> list[Entry]:
     """The entries of an ``XREADGROUP`` reply (delivered once more each)."""
     if not reply:
         return []
-    if isinstance(reply, dict):  # RESP3
-        streams = list(reply.values())
-        records = streams[0][0] if streams and streams[0] else []
-    else:
-        records = reply[0][1]
     out: list[Entry] = []
-    for id_, kv in records:
+    for id_, kv in reply[0][1]:
         if isinstance(kv, dict):
             data, base = kv.get(b"d"), int(kv.get(b"n", 0))
         else:

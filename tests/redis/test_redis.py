@@ -1,0 +1,368 @@
+"""The Redis transport beyond the shared contract: URLs, other clients,
+leases, killed consumers, and a server that goes away and comes back.
+
+Every test talks to a real server started on loopback by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import chute
+from tests.redis_server import RedisServer, free_port, shared_server
+
+pytestmark = pytest.mark.timeout(120)
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def server() -> RedisServer:
+    return shared_server()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"t-{os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A server of this test's own, that keeps its data on disk."""
+    s = RedisServer(appendonly=True).start()
+    try:
+        yield s
+    finally:
+        s.remove()
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+
+
+# -- opening -------------------------------------------------------------------------
+
+
+async def test_open_put_get_and_the_items_stay_on_the_server(server, name):
+    async with chute.open(server.url, name, maxsize=5) as q:
+        await q.put({"n": 1})
+        await q.put_batch([2, [3, "x"]])
+        assert (q.qsize(), q.maxsize) == (3, 5)
+    async with chute.open(server.url, name) as q:  # another client: still there
+        assert await q.get_batch(10) == [{"n": 1}, 2, [3, "x"]]
+
+
+async def test_databases_of_one_server_are_apart(server, name):
+    base = server.url.rsplit("/", 1)[0]
+    async with chute.open(f"{base}/1", name) as one, chute.open(f"{base}/2", name) as two:
+        await one.put("in db 1")
+        assert two.qsize() == 0
+        assert await one.get() == "in db 1"
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("redis://", "no host"),
+        ("redis://localhost:notaport/0", "port"),
+        ("redis://localhost:6379/zero", "database"),
+        ("rediss://localhost/0#frag", "fragment"),
+    ],
+)
+def test_a_wrong_url_is_refused_at_the_call(bad, message):
+    with pytest.raises(ValueError, match=message):
+        chute.open(bad, "q")
+
+
+async def test_a_server_that_is_not_there_is_named():
+    port = free_port()  # nothing listens here
+    with pytest.raises(chute.ChuteError, match=f"127.0.0.1:{port} is unreachable"):
+        await chute.open(f"redis://127.0.0.1:{port}/0", "q", connect_timeout=2)
+
+
+async def test_keys_not_made_by_chute_are_refused_and_left_alone(server, name):
+    r = redis.Redis.from_url(server.url)
+    try:
+        r.set(f"chute:{{{name}}}:items", "someone else's")
+        with pytest.raises(chute.ChuteError, match="not made by chute"):
+            await chute.open(server.url, name)
+        assert r.get(f"chute:{{{name}}}:items") == b"someone else's"
+        r.xadd(f"chute:{{{name}-b}}:items", {"field": "value"})
+        with pytest.raises(chute.ChuteError, match="not made by chute"):
+            await chute.open(server.url, f"{name}-b")
+    finally:
+        r.close()
+
+
+async def test_a_queue_from_a_newer_chute_is_refused(server, name):
+    async with chute.open(server.url, name):
+        pass
+    r = redis.Redis.from_url(server.url)
+    try:
+        r.hset(f"chute:{{{name}}}:meta", "v", 99)
+    finally:
+        r.close()
+    with pytest.raises(chute.ChuteError, match="newer chute"):
+        await chute.open(server.url, name)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"maxsize": -1}, ValueError),
+        ({"visibility_timeout": 0}, ValueError),
+        ({"max_deliveries": 0}, ValueError),
+        ({"codec": "yaml"}, ValueError),
+    ],
+)
+async def test_bad_options_are_refused(server, name, options, error):
+    with pytest.raises(error):
+        await chute.open(server.url, name, **options)
+
+
+async def test_deleted_keys_are_named_not_mistaken_for_empty(server, name):
+    async with chute.open(server.url, name) as q:
+        r = redis.Redis.from_url(server.url)
+        try:
+            r.delete(*(f"chute:{{{name}}}:{k}" for k in ("items", "meta")))
+        finally:
+            r.close()
+        with pytest.raises(chute.ChuteError, match="no longer on Redis"):
+            await q.put(1)
+
+
+# -- codecs --------------------------------------------------------------------------
+
+
+async def test_an_item_json_cannot_encode_fails_at_put_and_stores_nothing(server, name):
+    async with chute.open(server.url, name) as q:
+        with pytest.raises(TypeError):
+            await q.put({1, 2})
+        with pytest.raises(TypeError):
+            await q.put_batch([1, object()])
+        assert q.qsize() == 0
+        assert q.statistics().total_put == 0
+
+
+async def test_pickle_only_when_asked_and_an_undecodable_item_is_a_dead_letter(server, name):
+    async with chute.open(server.url, name, codec="pickle") as q:
+        await q.put({1, 2})
+        assert await q.get() == {1, 2}
+    async with chute.open(server.url, f"{name}-raw", codec="pickle") as q:
+        r = redis.Redis.from_url(server.url)
+        try:
+            r.xadd(f"chute:{{{name}-raw}}:items", {"d": b"not a pickle"})
+        finally:
+            r.close()
+        with pytest.raises(chute.ChuteError, match="could not be decoded"):
+            await q.get()
+        assert q.statistics().dead_lettered == 1
+        assert q.qsize() == 0
+
+
+# -- leases, delays and dead letters -------------------------------------------------
+
+
+async def test_a_lease_runs_out_and_a_late_ack_is_refused(server, name):
+    async with chute.open(server.url, name, visibility_timeout=0.2) as q:
+        await q.put("slow")
+        first = await q.reserve()
+        second = await q.reserve(timeout=10)  # once the first lease ran out
+        assert (second.item, second.deliveries) == ("slow", 2)
+        with pytest.raises(chute.ChuteError, match="lease ran out"):
+            first.ack()  # fenced: it deletes nothing
+        second.ack()
+        s = q.statistics()
+        assert (s.size, s.in_flight, s.unfinished_tasks) == (0, 0, 0)
+
+
+async def test_expired_on_its_last_delivery_it_becomes_a_dead_letter(server, name):
+    async with chute.open(server.url, name, visibility_timeout=0.1, max_deliveries=1) as q:
+        await q.put("poison")
+        job = await q.reserve()
+        assert job.deliveries == 1
+        with pytest.raises(TimeoutError):
+            await q.get(timeout=0.5)  # its lease ran out: buried, not delivered
+        assert q.dead_letters() == ["poison"]
+        assert q.statistics().unfinished_tasks == 0
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5])  # within and beyond the visibility timeout
+async def test_nack_with_a_delay_hides_the_item_until_then(server, name, delay):
+    async with chute.open(server.url, name, visibility_timeout=1.0) as q:
+        await q.put("retry me")
+        job = await q.reserve()
+        job.nack(delay=delay)
+        with pytest.raises(chute.QueueEmpty):
+            q.get_nowait()
+        assert q.statistics().in_flight == 1
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        async with q.reserve(timeout=10) as again:
+            assert loop.time() - t0 >= delay * 0.8
+            assert (again.item, again.deliveries) == ("retry me", 2)
+        assert q.statistics().unfinished_tasks == 0
+
+
+async def test_a_long_handler_extends_its_lease(server, name):
+    async with chute.open(server.url, name, visibility_timeout=0.4) as q:
+        await q.put("long")
+        async with q.reserve() as job:
+            for _ in range(4):
+                await asyncio.sleep(0.2)
+                await job.extend()
+            with pytest.raises(chute.QueueEmpty):
+                q.get_nowait()  # still ours
+        assert q.statistics().unfinished_tasks == 0
+
+
+# -- other clients, processes and threads ---------------------------------------------
+
+
+async def test_a_put_in_another_process_wakes_a_waiting_get(server, name):
+    async with chute.open(server.url, name) as q:
+        getter = asyncio.create_task(q.get(timeout=30))
+        await asyncio.sleep(0)
+        code = f"""
+            import chute
+            with chute.open({server.url!r}, {name!r}) as q:
+                q.sync.put("from afar")
+                q.shutdown()
+        """
+        done = await asyncio.to_thread(_run, code)
+        assert done.returncode == 0, done.stderr
+        assert await asyncio.wait_for(getter, 10) == "from afar"
+        with pytest.raises(chute.QueueShutDown):  # seen by every client
+            await q.get(timeout=10)
+
+
+async def test_a_shutdown_by_another_client_wakes_a_waiting_get(server, name):
+    async with chute.open(server.url, name) as q, chute.open(server.url, name) as other:
+        getter = asyncio.create_task(q.get())
+        await wait_for_getters(q, 1)
+        other.shutdown()
+        with pytest.raises(chute.QueueShutDown):
+            await asyncio.wait_for(getter, 10)
+        other.reopen()
+        await other.put("again")
+        assert await q.get(timeout=10) == "again"
+
+
+async def wait_for_getters(q: Any, n: int) -> None:
+    from tests.conftest import wait_until
+
+    await wait_until(lambda: q.statistics().getters_waiting == n)
+
+
+def _hold_and_die(url: str, name: str, ready: Any) -> None:
+    with chute.open(url, name, visibility_timeout=0.5) as q:
+        held = [q.sync.reserve().__enter__() for _ in range(3)]
+        ready.put([job.item for job in held])
+        threading.Event().wait(60)  # killed here, holding three leases
+
+
+async def test_a_consumer_killed_holding_reservations_loses_nothing(server, name):
+    async with chute.open(server.url, name, visibility_timeout=0.5) as q:
+        await q.put_batch(["a", "b", "c", "d"])
+        ctx = mp.get_context("spawn")
+        ready = ctx.SimpleQueue()
+        p = ctx.Process(target=_hold_and_die, args=(server.url, name, ready))
+        p.start()
+        try:
+            assert await asyncio.to_thread(ready.get) == ["a", "b", "c"]
+            os.kill(p.pid, signal.SIGKILL)
+        finally:
+            p.join(30)
+        got = []
+        for _ in range(4):
+            async with q.reserve(timeout=10) as job:
+                got.append((job.item, job.deliveries))
+        assert sorted(got) == [("a", 2), ("b", 2), ("c", 2), ("d", 1)]
+        assert q.statistics().unfinished_tasks == 0
+
+
+def test_the_sync_face_in_threads(server, name):
+    with chute.open(server.url, name, maxsize=2) as q:
+        got: list[Any] = []
+        consumer = threading.Thread(target=lambda: got.extend(q.sync.get(timeout=10) for _ in "ab"))
+        consumer.start()
+        q.sync.put("a")
+        q.sync.put_batch(["b"])
+        consumer.join(20)
+        assert got == ["a", "b"]
+        q.sync.put_batch([1, 2])
+        with pytest.raises(chute.QueueFull):
+            q.sync.put(3, timeout=0.05)
+        with q.sync.reserve() as job:
+            assert job.item == 1
+        assert q.sync.get_batch(5) == [2]
+        q.task_done()
+        q.task_done()
+        q.task_done()
+        q.sync.join()
+
+
+# -- the server goes away --------------------------------------------------------------
+
+
+async def test_calls_fail_clearly_while_the_server_is_down_and_work_after(own_server):
+    async with chute.open(own_server.url, "restart", visibility_timeout=1.0) as q:
+        await q.put_batch(["kept 1", "kept 2", "kept 3"])
+        job = await q.reserve()  # held across the restart
+        assert job.item == "kept 1"
+        own_server.stop()  # writes its append-only file
+        with pytest.raises(chute.ChuteError, match="unreachable"):
+            await q.put("while down")
+        with pytest.raises(chute.ChuteError, match=r"unreachable|retrying"):
+            await q.get()
+        own_server.start()  # same port, same files
+        await _retrying(job.ack)  # the lease survived the restart
+        assert await _retrying(lambda: q.get_batch(10, timeout=10)) == ["kept 2", "kept 3"]
+        s = q.statistics()
+        assert (s.size, s.total_put, s.unfinished_tasks) == (0, 3, 2)
+
+
+async def _retrying(call: Any, timeout: float = 20.0) -> Any:
+    """What a program does while the server is away: retry on ChuteError
+    (a call on a connection the restart broke fails once, and takes nothing)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            result = call()
+            return await result if asyncio.iscoroutine(result) else result
+        except chute.ChuteError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def test_a_killed_server_keeps_what_it_wrote_and_nothing_is_half_stored(own_server):
+    async with chute.open(own_server.url, "crash") as q:
+        for i in range(50):
+            await q.put(i)
+        getter = asyncio.create_task(q.get_batch(100))
+        got = await asyncio.wait_for(getter, 10)
+        assert got == list(range(50))
+        await q.put_batch(list(range(50, 60)))
+        own_server.kill()  # its file is synced at every write (appendfsync always)
+        own_server.start()
+        assert await _retrying(lambda: q.get_batch(100, timeout=10)) == list(range(50, 60))
