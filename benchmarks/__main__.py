@@ -2,7 +2,8 @@
 
 The in-process scenarios first (tasks and threads, one table), then the
 process scenarios (producer processes, one consumer; another table), then
-the SQLite scenarios (chute's durable queue and its peers; a third table).
+the SQLite scenarios (chute's durable queue and its peers; a third table),
+then the Redis scenarios (a server started for them; a fourth table).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from . import harness, memory, peers, process, sqlite
+from . import harness, memory, peers, process, redis, sqlite
 
 DEFAULT_ITEMS = 200_000
 
@@ -34,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help=(
             f"items per run (default {DEFAULT_ITEMS:,}; "
-            f"{sqlite.DEFAULT_ITEMS:,} for the SQLite scenarios)"
+            f"{sqlite.DEFAULT_ITEMS:,} for the SQLite scenarios, "
+            f"{redis.DEFAULT_ITEMS:,} for the Redis ones)"
         ),
     )
     parser.add_argument(
@@ -53,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SUBSTRING",
         help=(
             "run only scenarios whose name contains it (case-insensitive; -> matches →); "
-            "'process' selects the process scenarios, 'sqlite' the SQLite ones"
+            "'process' selects the process scenarios, 'sqlite' the SQLite ones, "
+            "'redis' the Redis ones"
         ),
     )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -84,6 +87,15 @@ GROUPS: tuple[tuple[Any, ...], ...] = (
         "ints",
         sqlite.NOTES,
         sqlite.DEFAULT_ITEMS,
+    ),
+    (
+        redis.SCENARIOS,
+        redis.run_once,
+        redis.SUBJECT,
+        redis.PEERS,
+        "ints",
+        redis.NOTES,
+        redis.DEFAULT_ITEMS,
     ),
 )
 

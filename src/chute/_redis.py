@@ -26,12 +26,14 @@ entries back in place, made claimable at once (``XCLAIM ... IDLE``).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -96,16 +98,22 @@ local function fields(kv)
   end
   return d, n
 end
--- The entry's pending record: consumer and delivery count, or nil.
-local function pending(stream, id)
-  local p = redis.call('XPENDING', stream, 'chute', id, id, 1)
-  if #p == 0 then return nil end
+-- The entry's holder and delivery count, or nil if nobody holds it (an
+-- entry given back is pending, but held by no one).
+local function pending(K, id)
+  local p = redis.call('XPENDING', K[1], 'chute', id, id, 1)
+  if #p == 0 or redis.call('SISMEMBER', K[5], id) == 1 then return nil end
   return p[1][2], tonumber(p[1][4])
+end
+-- Delete a taken entry for good.
+local function remove(K, id)
+  redis.call('XACK', K[1], 'chute', id)
+  redis.call('XDEL', K[1], id)
+  redis.call('SREM', K[5], id)
 end
 local function bury(K, id, data, deliveries)
   redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries)
-  redis.call('XACK', K[1], 'chute', id)
-  redis.call('XDEL', K[1], id)
+  remove(K, id)
   redis.call('HINCRBY', K[2], 'dead', 1)
   if tonumber(redis.call('HGET', K[2], 'unfinished')) > 0 then
     redis.call('HINCRBY', K[2], 'unfinished', -1)
@@ -242,10 +250,9 @@ _FINISH = (
     + r"""
 local done = 0
 for i = 2, #ARGV, 2 do
-  local owner, count = pending(KEYS[1], ARGV[i])
+  local owner, count = pending(KEYS, ARGV[i])
   if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
-    redis.call('XACK', KEYS[1], 'chute', ARGV[i])
-    redis.call('XDEL', KEYS[1], ARGV[i])
+    remove(KEYS, ARGV[i])
     done = done + 1
   end
 end
@@ -254,13 +261,14 @@ return done
 )
 
 # A get cancelled after taking entries gives them back in place: claimable
-# at once, their delivery count as before. ARGV: consumer, id, count, ...
+# at once, their delivery count as before. ARGV: consumer, counted (1 if
+# total_got counted them), id, count, ...
 _GIVE_BACK = (
     _LIB
     + r"""
 local n = 0
-for i = 2, #ARGV, 2 do
-  local owner, count = pending(KEYS[1], ARGV[i])
+for i = 3, #ARGV, 2 do
+  local owner, count = pending(KEYS, ARGV[i])
   if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
     redis.call('XCLAIM', KEYS[1], 'chute', ARGV[1], 0, ARGV[i], 'IDLE', 1000000000000,
                'RETRYCOUNT', count - 1, 'JUSTID')
@@ -268,7 +276,7 @@ for i = 2, #ARGV, 2 do
     n = n + 1
   end
 end
-redis.call('HINCRBY', KEYS[2], 'total_got', -n)
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[2], 'total_got', -n) end
 return n
 """
 )
@@ -280,7 +288,10 @@ for _, id in ipairs(ARGV) do
   if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 0 end
   if #redis.call('XPENDING', KEYS[1], 'chute', id, id, 1) > 0 then return 0 end
 end
-for _, id in ipairs(ARGV) do redis.call('XDEL', KEYS[1], id) end
+for _, id in ipairs(ARGV) do
+  redis.call('XDEL', KEYS[1], id)
+  redis.call('SREM', KEYS[5], id)
+end
 redis.call('HINCRBY', KEYS[2], 'total_put', -#ARGV)
 redis.call('HINCRBY', KEYS[2], 'unfinished', -#ARGV)
 return #ARGV
@@ -294,7 +305,7 @@ _SETTLE = (
     + r"""
 local consumer, id, count, how = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local ms, vt = tonumber(ARGV[5]), tonumber(ARGV[6])
-local owner, now_count = pending(KEYS[1], id)
+local owner, now_count = pending(KEYS, id)
 if owner ~= consumer or now_count ~= count then return 'stale' end
 if how == 'extend' then
   redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', math.max(vt - ms, 0), 'JUSTID')
@@ -314,8 +325,7 @@ if how == 'nack' then
   elseif ms <= vt then
     redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', vt - ms, 'JUSTID')
   else
-    redis.call('XACK', KEYS[1], 'chute', id)
-    redis.call('XDEL', KEYS[1], id)
+    remove(KEYS, id)
     redis.call('ZADD', KEYS[4], now_ms() + ms, id .. ':' .. deliveries .. ':' .. data)
   end
   return 'ok'
@@ -325,8 +335,7 @@ if how == 'dead' then
   bury(KEYS, id, data, deliveries)
   return 'ok'
 end
-redis.call('XACK', KEYS[1], 'chute', id)
-redis.call('XDEL', KEYS[1], id)
+remove(KEYS, id)
 redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
 return 'ok'
 """
@@ -337,7 +346,7 @@ _BURY = (
     _LIB
     + r"""
 for i = 2, #ARGV, 2 do
-  local owner, count = pending(KEYS[1], ARGV[i])
+  local owner, count = pending(KEYS, ARGV[i])
   if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
     local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
     local data, base = fields(e[1][2])
@@ -391,6 +400,7 @@ if ARGV[1] == 'purge' then
   redis.call('DEL', KEYS[3])
   redis.call('HSET', KEYS[2], 'dead', 0)
 elseif ARGV[1] == 'requeue' then
+  if redis.call('HGET', KEYS[2], 'state') ~= '0' then return -1 end
   for _, d in ipairs(out) do redis.call('XADD', KEYS[1], '*', 'd', d) end
   redis.call('DEL', KEYS[3])
   redis.call('HSET', KEYS[2], 'dead', 0)
@@ -426,6 +436,10 @@ def _failure(exc: BaseException, where: str) -> ChuteError:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         return ChuteError(f"Redis at {where} is unreachable: {exc}")
     return ChuteError(f"Redis at {where} failed: {exc}")
+
+
+class _Refused(ChuteError):
+    """The server refused a script (say, the queue's keys were deleted)."""
 
 
 class _Backoff:
@@ -505,6 +519,7 @@ class RedisQueue(Generic[T]):
         self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]] = {}
         self._backoff = _Backoff()
         self._closed = False
+        self._closing = False
         self._getters = 0
         self._putters = 0
         #: Entries plain gets returned, to delete: (id, deliveries).
@@ -535,14 +550,16 @@ class RedisQueue(Generic[T]):
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _run_sync(self, script: str, args: list[Any], opening: bool = False) -> Any:
-        if not opening:
+    def _run_sync(
+        self, script: str, args: list[Any], opening: bool = False, closing: bool = False
+    ) -> Any:
+        if not (opening or closing):
             self._check_open()
         self._backoff.check()
         try:
             reply = self._sync_scripts[script](keys=self._keys, args=args)
         except redis.ResponseError as exc:
-            raise ChuteError(f"Redis at {self._label} refused a chute command: {exc}") from exc
+            raise _Refused(f"Redis at {self._label} refused a chute command: {exc}") from exc
         except (redis.RedisError, OSError) as exc:
             error = _failure(exc, self._label)
             self._backoff.failed(error)
@@ -567,14 +584,15 @@ class RedisQueue(Generic[T]):
             )
         return made
 
-    async def _run(self, script: str, args: list[Any]) -> Any:
-        self._check_open()
+    async def _run(self, script: str, args: list[Any], closing: bool = False) -> Any:
+        if not closing:
+            self._check_open()
         self._backoff.check()
         client, scripts = self._client()
         try:
             reply = await scripts[script](keys=self._keys, args=args)
         except redis.ResponseError as exc:
-            raise ChuteError(f"Redis at {self._label} refused a chute command: {exc}") from exc
+            raise _Refused(f"Redis at {self._label} refused a chute command: {exc}") from exc
         except (redis.RedisError, OSError) as exc:
             error = _failure(exc, self._label)
             self._backoff.failed(error)
@@ -613,6 +631,7 @@ class RedisQueue(Generic[T]):
         """Close the connections (what plain gets took is deleted first)."""
         if self._closed:
             return
+        self._closing = True
         self._flush_sync()
         self._closed = True
         self._unblock_all()
@@ -628,9 +647,9 @@ class RedisQueue(Generic[T]):
     async def aclose(self) -> None:
         if self._closed:
             return
-        if self._finisher is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._finisher)
+        self._closing = True  # the finisher tries once more, then leaves it to us
+        if self._finisher is not None and not self._finisher.done():
+            await asyncio.wait([self._finisher])  # its own failure is no concern here
         self._flush_sync()
         self._closed = True
         self._unblock_all()
@@ -812,9 +831,10 @@ class RedisQueue(Generic[T]):
         if isinstance(found, list) and found:
             await _finish_quietly(asyncio.ensure_future(self._give_back(found)))
 
-    async def _give_back(self, entries: list[Entry]) -> None:
+    async def _give_back(self, entries: list[Entry], counted: bool = True) -> None:
         with contextlib.suppress(ChuteError):
-            await self._run("give_back", [self._consumer, *_pairs(entries)])
+            await self._run("give_back", [self._consumer, int(counted), *_pairs(entries)])
+        self._unblock_all()  # this process's waiting gets look again
 
     async def _blocked_read(self, max_items: int, seconds: float) -> list[Entry]:
         """Wait on the server (``XREADGROUP BLOCK``) up to ``seconds`` for new
@@ -823,43 +843,63 @@ class RedisQueue(Generic[T]):
         client = self._client()[0]
         pool = client.connection_pool
         conn = await pool.get_connection()
-        entry: tuple[Any, int] | None = None
-        read: asyncio.Task[Any] | None = None
+        known = asyncio.Event()  # the connection's client id, for CLIENT UNBLOCK
+        ids: list[tuple[Any, int]] = []
+
+        async def xread() -> Any:
+            # Its id and the read in one round trip.
+            await conn.send_packed_command(
+                conn.pack_commands(
+                    [
+                        ("CLIENT", "ID"),
+                        (
+                            "XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", max_items,
+                            "BLOCK", max(1, int(seconds * 1000)), "STREAMS", self._keys[0], ">",
+                        ),
+                    ]
+                )
+            )  # fmt: skip
+            ids.append((client, int(await conn.read_response())))
+            self._blocked.add(ids[0])
+            known.set()
+            return await conn.read_response()
+
+        read = asyncio.ensure_future(xread())
         try:
-            await conn.send_command("CLIENT", "ID")
-            entry = (client, int(await conn.read_response()))
-            self._blocked.add(entry)
-
-            async def xread() -> Any:
-                await conn.send_command(
-                    "XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", max_items,
-                    "BLOCK", max(1, int(seconds * 1000)), "STREAMS", self._keys[0], ">",
-                )  # fmt: skip
-                return await conn.read_response()
-
-            read = asyncio.ensure_future(xread())
             try:
                 reply = await asyncio.shield(read)
             except asyncio.CancelledError:
-                while not read.done():  # unblocked before it blocked: again
-                    with contextlib.suppress(Exception):
-                        await _uncancellable(client.client_unblock(entry[1]))
-                    await asyncio.wait([read], timeout=0.01)
+                id_known = asyncio.ensure_future(known.wait())
+                try:
+                    while not read.done():  # unblocked before it blocked: again
+                        await asyncio.wait(
+                            [read, id_known], timeout=1, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if ids and not read.done():
+                            with contextlib.suppress(Exception):
+                                await _uncancellable(client.client_unblock(ids[0][1]))
+                            await asyncio.wait([read], timeout=0.01)
+                finally:
+                    id_known.cancel()
                 await _finish_quietly(read)
                 if not read.cancelled() and read.exception() is None:
                     got = _read_entries(read.result())
-                    if got:
-                        await _finish_quietly(asyncio.ensure_future(self._give_back(got)))
+                    if got:  # not yet counted in total_got
+                        give_back = self._give_back(got, counted=False)
+                        await _finish_quietly(asyncio.ensure_future(give_back))
                 raise
-        except (redis.RedisError, OSError) as exc:
-            error = _failure(exc, self._label)
-            self._backoff.failed(error)
+        except BaseException as exc:
+            # Whatever it was, the connection may hold an unread reply.
             with contextlib.suppress(Exception):
                 await conn.disconnect()
-            raise error from exc
+            if isinstance(exc, redis.RedisError | OSError):
+                error = _failure(exc, self._label)
+                self._backoff.failed(error)
+                raise error from exc
+            raise
         finally:
-            if entry is not None:
-                self._blocked.discard(entry)
+            if ids:
+                self._blocked.discard(ids[0])
             await pool.release(conn)
         return _read_entries(reply)
 
@@ -903,7 +943,13 @@ class RedisQueue(Generic[T]):
                         status = _text(await asyncio.shield(task))
                     except asyncio.CancelledError:
                         await _finish_quietly(task)
-                        await _finish_quietly(asyncio.ensure_future(self._give_back(got)))
+                        counted = (
+                            not task.cancelled()
+                            and task.exception() is None
+                            and _text(task.result()) == "ok"
+                        )
+                        give_back = self._give_back(got, counted)
+                        await _finish_quietly(asyncio.ensure_future(give_back))
                         raise
                     if status == "shutdown":
                         raise QueueShutDown()
@@ -916,8 +962,11 @@ class RedisQueue(Generic[T]):
         """What a get returns is deleted from the server right after."""
         if not lease:
             self._to_finish.extend((e[0], e[3]) for e in entries)
-            if self._finisher is None or self._finisher.done():
+            if self._closing:  # no finisher any more: now
+                self._flush_sync()
+            elif self._finisher is None or self._finisher.done():
                 self._finisher = asyncio.ensure_future(self._finish())
+                _unfinished.add(self)
         self._touch()
         return entries
 
@@ -925,21 +974,31 @@ class RedisQueue(Generic[T]):
         while self._to_finish:
             batch, self._to_finish = self._to_finish, []
             try:
-                await self._run("finish", [self._consumer, *(x for p in batch for x in p)])
+                await self._run("finish", _finish_args(self._consumer, batch), closing=True)
+            except _Refused:
+                return  # the queue's keys are gone: nothing left to delete
             except ChuteError:
                 # The server is away: the entries stay pending for this
-                # consumer, and are deleted on a later try (or, should this
-                # process die first, delivered again after the lease).
+                # consumer, and are deleted on a later try, at close, or at
+                # exit (should this process die first: delivered again after
+                # the lease, at least once).
                 self._to_finish[:0] = batch
-                await asyncio.sleep(max(self._backoff.delay, POLL))
-                if self._closed:
+                if self._closing:
                     return
+                await asyncio.sleep(max(self._backoff.delay, POLL))
+            except BaseException:
+                self._to_finish[:0] = batch  # for close(), or the exit
+                raise
 
     def _flush_sync(self) -> None:
         batch, self._to_finish = self._to_finish, []
         if batch:
-            with contextlib.suppress(ChuteError):
-                self._run_sync("finish", [self._consumer, *(x for p in batch for x in p)])
+            try:
+                self._run_sync("finish", _finish_args(self._consumer, batch), closing=True)
+            except _Refused:
+                pass  # the queue's keys are gone
+            except ChuteError:
+                self._to_finish[:0] = batch
 
     def _decode(self, entries: list[Entry], lease: bool) -> list[T]:
         out: list[T] = []
@@ -962,7 +1021,7 @@ class RedisQueue(Generic[T]):
             if not lease:
                 ids = {e[0] for e in good}
                 self._to_finish = [p for p in self._to_finish if p[0] not in ids]
-            self._run_sync("give_back", [self._consumer, *_pairs(good)])
+            self._run_sync("give_back", [self._consumer, 1, *_pairs(good)])
         raise ChuteError(
             f"queue {self._name!r}: an item could not be decoded with the "
             f"{getattr(self._codec, 'name', type(self._codec).__name__)} codec ({error!r}); "
@@ -1147,20 +1206,48 @@ class RedisQueue(Generic[T]):
                 "task_done() was already called for every item: this job cannot be settled"
             )
         self._touch()
+        if how == "nack":
+            self._unblock_all()  # this process's waiting gets look again
 
     def dead_letters(self) -> list[T]:
         """The dead letters, oldest first (they stay)."""
-        return [self._codec.decode(d) for d in self._run_sync("dead", ["list"])]
+        return [self._decode_or_raw(d) for d in self._run_sync("dead", ["list"])]
 
     def purge_dead(self) -> list[T]:
         """Remove the dead letters and return them."""
-        return [self._codec.decode(d) for d in self._run_sync("dead", ["purge"])]
+        return [self._decode_or_raw(d) for d in self._run_sync("dead", ["purge"])]
+
+    def _decode_or_raw(self, data: bytes) -> Any:
+        """A dead letter that cannot be decoded is handed back as stored
+        rather than lost (it is often why it died)."""
+        try:
+            return self._codec.decode(data)
+        except Exception:
+            return data
 
     def requeue_dead(self) -> int:
         """Put every dead letter back at the end of the queue; how many."""
         n = int(self._run_sync("dead", ["requeue"]))
+        if n < 0:
+            raise QueueShutDown("cannot requeue into a queue that is shut down")
         self._touch()
+        self._unblock_all()  # this process's waiting gets look again
         return n
+
+
+#: Queues whose plain gets' entries may still wait to be deleted: done at exit.
+_unfinished: weakref.WeakSet[RedisQueue[Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_all() -> None:
+    for q in list(_unfinished):
+        with contextlib.suppress(Exception):
+            q._flush_sync()
+
+
+def _finish_args(consumer: str, batch: list[tuple[bytes, int]]) -> list[Any]:
+    return [consumer, *(x for pair in batch for x in pair)]
 
 
 def _pairs(entries: list[Entry]) -> list[Any]:

@@ -366,3 +366,88 @@ async def test_a_killed_server_keeps_what_it_wrote_and_nothing_is_half_stored(ow
         own_server.kill()  # its file is synced at every write (appendfsync always)
         own_server.start()
         assert await _retrying(lambda: q.get_batch(100, timeout=10)) == list(range(50, 60))
+
+
+# -- regressions of a review ---------------------------------------------------------
+
+
+async def test_what_a_get_took_is_deleted_even_if_its_deletion_is_cancelled(server, name):
+    async with chute.open(server.url, name) as q:
+        await q.put("once")
+        assert await q.get() == "once"
+        finisher = q._finisher
+        assert finisher is not None
+        finisher.cancel()  # as asyncio.run does with the tasks left at its end
+        await asyncio.gather(finisher, return_exceptions=True)
+    r = redis.Redis.from_url(server.url)  # closing deleted it: never delivered again
+    try:
+        assert r.xlen(f"chute:{{{name}}}:items") == 0
+    finally:
+        r.close()
+
+
+async def test_a_give_back_fences_off_the_late_holder(server, name):
+    async with chute.open(server.url, name, maxsize=1, visibility_timeout=0.2) as q:
+        await q.put("a")
+        job = await q.reserve()
+        await asyncio.sleep(0.3)  # its lease runs out
+        getter = asyncio.create_task(q.get())
+        await asyncio.sleep(0)  # the get claims the item...
+        getter.cancel()  # ...and, cancelled, gives it back
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+        with pytest.raises(chute.ChuteError, match="lease ran out"):
+            job.ack()  # the item is nobody's now: the old holder cannot delete it
+        assert q.qsize() == 1
+        assert await q.get() == "a"
+        assert q.qsize() == 0
+        q.put_nowait("b")  # the bound counts what is there, nothing more
+
+
+async def test_a_cancelled_wait_answered_by_the_server_counts_nothing(server, name):
+    async with chute.open(server.url, name) as q, chute.open(server.url, name) as other:
+        getter = asyncio.create_task(q.get())
+        await wait_for_getters(q, 1)
+        other.put_nowait("x")  # the server hands it to the waiting read...
+        getter.cancel()  # ...which is cancelled: it gives "x" back
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+        assert q.statistics().total_got == 0
+        assert await q.get(timeout=10) == "x"
+        assert q.statistics().total_got == 1
+
+
+async def test_aclose_does_not_hang_when_the_server_is_gone(own_server):
+    q = await chute.open(own_server.url, "gone")
+    await q.put("x")
+    assert await q.get() == "x"
+    own_server.kill()
+    await asyncio.wait_for(q.aclose(), 10)
+
+
+async def test_an_undecodable_dead_letter_does_not_take_the_others_with_it(server, name):
+    async with chute.open(server.url, name, max_deliveries=1) as q:
+        await q.put({"keep": "me"})
+        async with q.reserve() as job:
+            job.nack()  # its last delivery: a dead letter
+        r = redis.Redis.from_url(server.url)
+        try:
+            r.xadd(f"chute:{{{name}}}:items", {"d": b"\xffnot json"})
+        finally:
+            r.close()
+        with pytest.raises(chute.ChuteError, match="could not be decoded"):
+            await q.get()
+        assert q.dead_letters() == [{"keep": "me"}, b"\xffnot json"]
+        assert q.purge_dead() == [{"keep": "me"}, b"\xffnot json"]
+        assert q.statistics().dead_lettered == 0
+
+
+async def test_requeue_into_a_shut_down_queue_is_refused(server, name):
+    async with chute.open(server.url, name, max_deliveries=1) as q:
+        await q.put("x")
+        async with q.reserve() as job:
+            job.nack()
+        q.shutdown()
+        with pytest.raises(chute.QueueShutDown):
+            q.requeue_dead()
+        assert q.dead_letters() == ["x"]
