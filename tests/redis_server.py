@@ -48,16 +48,18 @@ class RedisServer:
     """One server process; ``appendonly=True`` keeps its data across restarts
     and kills (an fsync at every write: ``appendfsync always``)."""
 
-    def __init__(self, appendonly: bool = False) -> None:
+    def __init__(self, appendonly: bool = False, password: str | None = None) -> None:
         self.binary = server_binary()
         self.dir = tempfile.mkdtemp(prefix="chute-redis-")
         self.appendonly = appendonly
+        self.password = password
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         args = [
@@ -70,6 +72,8 @@ class RedisServer:
             "--dir", self.dir,
             "--logfile", os.path.join(self.dir, "server.log"),
         ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -80,7 +84,7 @@ class RedisServer:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1) as s,
             ):
                 s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                     return self
             time.sleep(0.02)
         raise RuntimeError(f"{self.binary} did not answer on port {self.port}")

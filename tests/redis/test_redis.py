@@ -98,6 +98,19 @@ async def test_a_server_that_is_not_there_is_named():
         await chute.open(f"redis://127.0.0.1:{port}/0", "q", connect_timeout=2)
 
 
+async def test_a_password_in_the_url_and_a_wrong_one_named():
+    s = RedisServer(password="s3cret").start()
+    try:
+        async with chute.open(s.url, "q") as q:
+            await q.put("in")
+            assert await q.get() == "in"
+        wrong = s.url.replace("s3cret", "guess")
+        with pytest.raises(chute.ChuteError, match="refused the credentials"):
+            await chute.open(wrong, "q")
+    finally:
+        s.remove()
+
+
 async def test_keys_not_made_by_chute_are_refused_and_left_alone(server, name):
     r = redis.Redis.from_url(server.url)
     try:
