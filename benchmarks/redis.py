@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -262,7 +263,8 @@ async def _arq(url: str, n: int, kind: str) -> list[list[int]]:
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):  # its cancelled job tasks
+            await worker.close()
         await pool.aclose()
     return [got]
 
