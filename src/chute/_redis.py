@@ -527,7 +527,9 @@ class RedisQueue(Generic[T]):
         self._finisher: asyncio.Task[None] | None = None
         #: Blocked reads of this queue in this process: (connection, client id).
         self._blocked: set[tuple[Any, int]] = set()
-        self._changed: asyncio.Event | None = None  # set on this process's changes
+        #: Set on this process's changes, for full puts and joins waiting on
+        #: each loop: the event, and the loop it belongs to.
+        self._changed: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._lock = threading.Lock()
         reply = self._run_sync(
             "declare", [self._maxsize, max_deliveries or "", SCHEMA_VERSION], opening=True
@@ -603,16 +605,30 @@ class RedisQueue(Generic[T]):
         return reply
 
     def _event(self) -> asyncio.Event:
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        return self._changed
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            event = self._changed.get(loop)
+            if event is None:
+                event = self._changed[loop] = asyncio.Event()
+        return event
 
     def _touch(self) -> None:
-        """Something changed here: wake this process's full puts and joins."""
-        changed = self._changed
-        if changed is not None:
-            changed.set()
-            self._changed = None
+        """Something changed here: wake this process's full puts and joins,
+        on whichever loop they wait (from any thread)."""
+        if not self._changed:
+            return
+        with self._lock:
+            changed, self._changed = self._changed, {}
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, event in changed.items():
+            if loop is here:
+                event.set()
+            else:
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    loop.call_soon_threadsafe(event.set)
 
     def _gone(self) -> ChuteError:
         return ChuteError(
