@@ -1475,7 +1475,15 @@ class SqliteQueue(Generic[T]):
             ).fetchall(),
             write=False,
         )
-        return [self._codec.decode(d) for (d,) in rows]
+        return [self._decode_or_raw(d) for (d,) in rows]
+
+    def _decode_or_raw(self, data: bytes) -> Any:
+        """A dead letter that cannot be decoded is handed back as stored
+        rather than hidden (it is often why it died)."""
+        try:
+            return self._codec.decode(data)
+        except Exception:
+            return data
 
     def purge_dead(self) -> list[T]:
         """Remove the dead letters and return them."""
@@ -1489,13 +1497,7 @@ class SqliteQueue(Generic[T]):
             c.execute("UPDATE chute_queue SET dead = dead - ? WHERE name = ?", (len(rows), name))
             return [d for _, d in sorted(rows)]
 
-        out = []
-        for data in self._db.call(purge, touches=name):
-            try:
-                out.append(self._codec.decode(data))
-            except Exception:
-                out.append(data)  # handed back as stored rather than lost
-        return out
+        return [self._decode_or_raw(data) for data in self._db.call(purge, touches=name)]
 
     def requeue_dead(self) -> int:
         """Put every dead letter back at the end of the queue; how many."""

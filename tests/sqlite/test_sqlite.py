@@ -163,6 +163,9 @@ async def test_an_item_that_cannot_be_decoded_goes_to_the_dead_letters(tmp_path)
         s = reader.statistics()
         assert (s.size, s.dead_lettered) == (1, 1)  # the other one went back
         assert await reader.get() == "plain"
+        dead = reader.dead_letters()  # as stored: json still cannot read it
+        assert len(dead) == 1
+        assert isinstance(dead[0], bytes)
     async with chute.open(url(tmp_path), "q", codec="pickle") as again:
         assert again.dead_letters() == [("a tuple",)]
 
