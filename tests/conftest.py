@@ -50,14 +50,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
 
     async def run() -> None:
-        try:
-            async with asyncio.timeout(ASYNC_TEST_TIMEOUT):
+        async with asyncio.timeout(ASYNC_TEST_TIMEOUT):  # the teardown too
+            try:
                 await func(**kwargs)
-        finally:
-            for value in kwargs.values():
-                aclose = getattr(value, "aclose", None)
-                if aclose is not None and inspect.iscoroutinefunction(aclose):
-                    await aclose()
+            finally:
+                for value in kwargs.values():
+                    aclose = getattr(value, "aclose", None)
+                    if aclose is not None and inspect.iscoroutinefunction(aclose):
+                        await aclose()
 
     with asyncio.Runner(loop_factory=loop_factory(kind)) as runner:
         runner.run(run())

@@ -508,6 +508,9 @@ class RedisQueue(Generic[T]):
         self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         opts: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
+            # No reply takes this long (waits block for BLOCK_SLICE at most):
+            # a connection that stops answering fails instead of hanging.
+            "socket_timeout": 30.0,
             "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 0,
             "protocol": 2,  # the replies parsed here are RESP2's
@@ -603,6 +606,14 @@ class RedisQueue(Generic[T]):
             raise error from exc
         self._backoff.ok()
         return reply
+
+    async def _detached(self, script: str, args: list[Any]) -> Any:
+        """``_run`` for a caller that may be cancelled: the command itself is
+        never cut off mid-flight (its connection goes back to the pool clean);
+        the caller leaves at once and the reply is dropped."""
+        task = asyncio.ensure_future(self._run(script, args))
+        task.add_done_callback(_drop_outcome)
+        return await asyncio.shield(task)
 
     def _event(self) -> asyncio.Event:
         loop = asyncio.get_running_loop()
@@ -1169,7 +1180,7 @@ class RedisQueue(Generic[T]):
         """Until every item put (by any client) is marked done."""
         self._check_open()
         while True:
-            reply = await self._run("read", [])
+            reply = await self._detached("read", [])
             if _text(reply[0]) == "gone":
                 raise self._gone()
             r = [int(_text(v)) if v not in (None, b"") else 0 for v in reply]
@@ -1288,6 +1299,11 @@ def _read_entries(reply: Any) -> list[Entry]:
     return out
 
 
+def _drop_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: whoever awaited it has its own copy
+
+
 async def _uncancellable(aw: Any) -> Any:
     """Await ``aw`` in a task that a cancellation of the caller leaves running."""
     task = asyncio.ensure_future(aw)
@@ -1360,7 +1376,7 @@ class RedisJob(JobBase[T]):
                 f"a lease is extended by at most the visibility timeout ({q._visibility:g} s) "
                 "at a time"
             )
-        status = _text(await q._run("settle", self._args("extend", round(more * 1000))))
+        status = _text(await q._detached("settle", self._args("extend", round(more * 1000))))
         if status == "stale":
             raise ChuteError(
                 f"queue {q._name!r}: this job's lease ran out and the item was delivered "
