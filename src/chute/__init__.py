@@ -11,6 +11,7 @@ from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, Que
 from ._memory import LifoQueue, PriorityQueue, Queue
 from ._open import open
 from ._process import ProcessQueue
+from ._workers import Workers, WorkerStatistics
 
 __version__ = "0.1.0.dev0"
 
@@ -28,6 +29,8 @@ __all__ = [
     "QueueShutDown",
     "QueueStatistics",
     "SyncQueue",
+    "WorkerStatistics",
+    "Workers",
     "__version__",
     "open",
 ]

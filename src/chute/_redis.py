@@ -896,24 +896,9 @@ class RedisQueue(Generic[T]):
             try:
                 reply = await asyncio.shield(read)
             except asyncio.CancelledError:
-                id_known = asyncio.ensure_future(known.wait())
-                try:
-                    while not read.done():  # unblocked before it blocked: again
-                        await asyncio.wait(
-                            [read, id_known], timeout=1, return_when=asyncio.FIRST_COMPLETED
-                        )
-                        if ids and not read.done():
-                            with contextlib.suppress(Exception):
-                                await _uncancellable(client.client_unblock(ids[0][1]))
-                            await asyncio.wait([read], timeout=0.01)
-                finally:
-                    id_known.cancel()
-                await _finish_quietly(read)
-                if not read.cancelled() and read.exception() is None:
-                    got = _read_entries(read.result())
-                    if got:  # not yet counted in total_got
-                        give_back = self._give_back(got, counted=False)
-                        await _finish_quietly(asyncio.ensure_future(give_back))
+                # Cut the wait short and give back what it got, to the end
+                # even if the caller is cancelled again meanwhile.
+                await _finish_quietly(asyncio.ensure_future(self._cut_short(read, known, ids)))
                 raise
         except BaseException as exc:
             # Whatever it was, the connection may hold an unread reply.
@@ -929,6 +914,24 @@ class RedisQueue(Generic[T]):
                 self._blocked.discard(ids[0])
             await pool.release(conn)
         return _read_entries(reply)
+
+    async def _cut_short(
+        self, read: asyncio.Task[Any], known: asyncio.Event, ids: list[tuple[Any, int]]
+    ) -> None:
+        id_known = asyncio.ensure_future(known.wait())
+        try:
+            while not read.done():  # unblocked before it blocked: again
+                await asyncio.wait([read, id_known], timeout=1, return_when=asyncio.FIRST_COMPLETED)
+                if ids and not read.done():
+                    with contextlib.suppress(Exception):
+                        await ids[0][0].client_unblock(ids[0][1])
+                    await asyncio.wait([read], timeout=0.01)
+        finally:
+            id_known.cancel()
+        if not read.cancelled() and read.exception() is None:
+            got = _read_entries(read.result())
+            if got:  # not yet counted in total_got
+                await self._give_back(got, counted=False)
 
     def _unblock_all(self) -> None:
         """Cut short this process's server-side waits (they look again)."""

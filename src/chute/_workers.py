@@ -1,0 +1,399 @@
+"""``Workers``: a pool of consumers on any chute queue, sized by its backlog.
+
+Each worker is a task that reserves an item (``await queue.reserve()``),
+hands it to the handler, and settles it: acknowledged on success, given
+back with a growing delay on failure (the queue moves it to its dead
+letters after its ``max_deliveries``), given back at once if the pool stops
+before the handler is done. An ``async def`` handler runs in the worker's
+task; a plain function runs in a thread of the pool's own.
+
+Autoscaling, every ``scale_every`` seconds (or on ``rescale()``): grow when
+there is a backlog no idle worker can take and that would not be drained
+before the next look at the current pace — doubling, never beyond the
+backlog or ``max_workers``; shrink only after three looks in a row that
+found idle workers and an empty queue, by half of the idle ones, never
+below ``min_workers``. Growing is quick and shrinking slow, so the pool does
+not flap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import functools
+import inspect
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from ._exceptions import QueueShutDown
+
+T = TypeVar("T")
+
+#: Looks in a row that must find idle workers and no backlog before shrinking.
+QUIET_LOOKS = 3
+#: Handling times kept for the latency percentiles.
+LATENCY_WINDOW = 1024
+#: Seconds over which ``throughput`` is measured.
+RATE_WINDOW = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerStatistics:
+    """A snapshot of a pool. Latencies are seconds spent in the handler,
+    over the last 1024 items handled (``None`` before the first)."""
+
+    processed: int
+    failed: int
+    retried: int
+    in_flight: int
+    workers: int
+    throughput: float
+    latency_p50: float | None
+    latency_p95: float | None
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+async def _settle(job: Any, how: str, delay: float | None = None) -> None:
+    """Settle ``job`` without blocking the loop where the transport can."""
+    settle_async = getattr(job, "_settle_async", None)
+    if settle_async is not None:
+        await settle_async(how, delay)
+    elif how == "ack":
+        job.ack()
+    else:
+        job.nack(delay)
+
+
+class Workers(Generic[T]):
+    """Consumers of ``queue`` calling ``handler(item)`` for each item.
+
+    ``async with Workers(q, handle):`` runs them until the block ends (then
+    stops gracefully); ``await Workers(q, handle).run()`` until the queue is
+    shut down and drained, ``shutdown()`` is called, or SIGINT/SIGTERM
+    arrives (where ``run()`` is called from the main thread).
+    """
+
+    def __init__(
+        self,
+        queue: Any,
+        handler: Callable[[T], Any],
+        *,
+        min_workers: int = 1,
+        max_workers: int = 16,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
+        grace: float = 30.0,
+        scale_every: float | None = 0.5,
+    ) -> None:
+        for label, value, low in (("min_workers", min_workers, 0), ("max_workers", max_workers, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{label} must be an int >= {low}, not {value!r}")
+        if min_workers > max_workers:
+            raise ValueError(f"min_workers ({min_workers}) is above max_workers ({max_workers})")
+        for label, number in (
+            ("retry_delay", retry_delay),
+            ("max_retry_delay", max_retry_delay),
+            ("grace", grace),
+        ):
+            if isinstance(number, bool) or not isinstance(number, int | float) or not number >= 0:
+                raise ValueError(f"{label} must be a number of seconds >= 0, not {number!r}")
+        if scale_every is not None and not (
+            isinstance(scale_every, int | float) and scale_every > 0
+        ):
+            raise ValueError(f"scale_every must be seconds > 0 or None, not {scale_every!r}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if not callable(getattr(queue, "reserve", None)):
+            raise TypeError(f"{type(queue).__name__} has no reserve(): not a chute queue")
+        self._queue = queue
+        self._handler = handler
+        self._async = _is_async(handler)
+        self.min_workers = min_workers
+        self.max_workers = max_workers
+        self._retry_delay = float(retry_delay)
+        self._max_retry_delay = float(max_retry_delay)
+        self._grace = float(grace)
+        self._scale_every = scale_every
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._waiting: dict[asyncio.Task[None], None] = {}  # workers in reserve()
+        self._busy: dict[asyncio.Task[None], None] = {}  # workers in the handler
+        self._stopping = False
+        self._drained = False
+        self._started = False
+        self._done: asyncio.Event | None = None  # every worker has ended
+        self._stop: asyncio.Event | None = None  # shutdown() was called
+        self._supervisor: asyncio.Task[None] | None = None
+        self._quiet = 0
+        self._processed = 0
+        self._failed = 0
+        self._retried = 0
+        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._finished: collections.deque[float] = collections.deque()  # when, for the rate
+        self._pace: float | None = None  # smoothed handling time
+
+    # -- the pool ------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        return len(self._waiting) + len(self._busy)
+
+    def start(self) -> None:
+        """Start ``min_workers`` workers (at least one) and the autoscaler."""
+        if self._started:
+            raise RuntimeError("these Workers were already started")
+        self._started = True
+        self._done = asyncio.Event()
+        self._stop = asyncio.Event()
+        if not self._async:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                self.max_workers, thread_name_prefix="chute-worker"
+            )
+        self._grow(max(1, self.min_workers))
+        if self._scale_every is not None:
+            self._supervisor = asyncio.ensure_future(self._supervise(self._scale_every))
+
+    def _grow(self, n: int) -> None:
+        for _ in range(n):
+            task = asyncio.ensure_future(self._work())
+            self._waiting[task] = None
+            task.add_done_callback(self._gone)
+
+    def _gone(self, task: asyncio.Task[None]) -> None:
+        self._waiting.pop(task, None)
+        self._busy.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            task.exception()  # a bug of ours; the pool goes on
+        if self.workers == 0 and (self._stopping or self._drained) and self._done is not None:
+            self._done.set()
+
+    async def _work(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        queue = self._queue
+        while not self._stopping:
+            try:
+                job = await queue.reserve()
+            except QueueShutDown:
+                self._drained = True
+                self._waiting.pop(me, None)
+                self.shutdown()  # every other worker ends too
+                return
+            self._waiting.pop(me, None)
+            self._busy[me] = None
+            try:
+                await self._handle(job)
+            finally:
+                del self._busy[me]
+            self._waiting[me] = None
+
+    async def _handle(self, job: Any) -> None:
+        t0 = time.monotonic()
+        try:
+            if self._async:
+                await self._handler(job.item)
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self._handler, job.item)
+        except asyncio.CancelledError:
+            # The pool is stopping past its grace period: someone else's now.
+            await asyncio.shield(_settle(job, "nack"))
+            raise
+        except Exception:
+            self._failed += 1
+            delay = min(self._max_retry_delay, self._retry_delay * 2 ** max(0, job.deliveries - 1))
+            await _settle(job, "nack", delay)
+            self._retried += 1
+        else:
+            await _settle(job, "ack")
+            now = time.monotonic()
+            took = now - t0
+            self._processed += 1
+            self._latencies.append(took)
+            self._finished.append(now)
+            self._pace = took if self._pace is None else 0.8 * self._pace + 0.2 * took
+
+    # -- autoscaling ---------------------------------------------------------------------
+
+    async def _supervise(self, every: float) -> None:
+        while not self._stopping:
+            await asyncio.sleep(every)
+            self.rescale()
+
+    def rescale(self) -> int:
+        """One look at the backlog: grow or shrink the pool as the policy
+        in the module docstring says. Returns the number of workers now."""
+        if self._stopping or not self._started:
+            return self.workers
+        try:
+            depth = self._queue.qsize()
+        except Exception:  # the queue is unreachable or closed: keep the pool
+            return self.workers
+        n, idle = self.workers, len(self._waiting)
+        look = self._scale_every or 0.5
+        backlog = depth > 0 and idle == 0
+        slow = self._pace is None or depth * self._pace / max(n, 1) > look
+        if backlog and slow:
+            self._quiet = 0
+            grow = min(self.max_workers - n, max(1, min(n, depth)))
+            if grow > 0:
+                self._grow(grow)
+        elif idle > 0 and depth == 0:
+            self._quiet += 1
+            if self._quiet >= QUIET_LOOKS:
+                self._quiet = 0
+                shrink = min(n - self.min_workers, max(1, idle // 2))
+                for task in list(self._waiting)[: max(0, shrink)]:
+                    task.cancel()  # idle in reserve(): cancelling takes nothing
+                    del self._waiting[task]
+        else:
+            self._quiet = 0
+        return self.workers
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop taking items; items being handled get ``grace`` seconds to
+        finish, then are given back to the queue. Safe from a signal handler."""
+        self._stopping = True
+        if self._stop is not None:
+            self._stop.set()
+        for task in list(self._waiting):
+            if not task.cancelling():
+                task.cancel()  # waiting in reserve(): takes nothing
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        if self.workers == 0 and self._done is not None:
+            self._done.set()
+
+    async def wait(self) -> WorkerStatistics:
+        """Until the pool has stopped (the queue shut down and drained, or
+        ``shutdown()``); the rest of the items stay in the queue."""
+        if not self._started:
+            raise RuntimeError("these Workers were not started")
+        assert self._done is not None
+        stop_requested = asyncio.ensure_future(self._wait_stopping())
+        try:
+            await self._done.wait()
+        except asyncio.CancelledError:
+            self.shutdown()
+            await asyncio.shield(self._finish())
+            raise
+        finally:
+            stop_requested.cancel()
+        await self._finish()
+        return self.statistics()
+
+    async def _wait_stopping(self) -> None:
+        """Once stopping, give the handlers their grace, then cancel them."""
+        assert self._stop is not None
+        await self._stop.wait()
+        await self._finish()
+
+    async def _finish(self) -> None:
+        busy = list(self._busy)
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=self._grace)
+            for task in late:
+                task.cancel()  # their items are given back
+            if late:
+                await asyncio.wait(late)
+        waiting = list(self._waiting)
+        for task in waiting:
+            if not task.cancelling():  # once is enough: it is on its way out
+                task.cancel()
+        if waiting:
+            await asyncio.wait(waiting)
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._executor is not None:
+            # Threads still running a handler past the grace period are not
+            # waited for: their items were given back already.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self) -> WorkerStatistics:
+        """Start, and wait until stopped; SIGINT/SIGTERM stop gracefully
+        (a second one gives back what is being handled at once)."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self._on_signal)
+                    installed.append(sig)
+        try:
+            self.start()
+            return await self.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self) -> None:
+        if self._stopping:
+            self._grace = 0.0  # the second time: give back at once
+            for task in list(self._busy):
+                task.cancel()
+        self.shutdown()
+
+    async def __aenter__(self) -> Workers[T]:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+        await self.wait()
+
+    # -- numbers -------------------------------------------------------------------------
+
+    def statistics(self) -> WorkerStatistics:
+        now = time.monotonic()
+        finished = self._finished
+        while finished and finished[0] < now - RATE_WINDOW:
+            finished.popleft()
+        lat = sorted(self._latencies)
+        return WorkerStatistics(
+            processed=self._processed,
+            failed=self._failed,
+            retried=self._retried,
+            in_flight=len(self._busy),
+            workers=self.workers,
+            throughput=len(finished) / RATE_WINDOW,
+            latency_p50=_percentile(lat, 0.50),
+            latency_p95=_percentile(lat, 0.95),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<chute.Workers {self.workers} workers ({len(self._busy)} busy), "
+            f"{self._processed} processed>"
+        )
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+__all__ = ["WorkerStatistics", "Workers"]
