@@ -3,7 +3,8 @@
 The in-process scenarios first (tasks and threads, one table), then the
 process scenarios (producer processes, one consumer; another table), then
 the SQLite scenarios (chute's durable queue and its peers; a third table),
-then the Redis scenarios (a server started for them; a fourth table).
+then the Redis scenarios (a server started for them; a fourth table), then
+what ``chute.Workers`` costs over a hand-written pool (a fifth table).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from . import harness, memory, peers, process, redis, sqlite
+from . import harness, memory, peers, process, redis, sqlite, workers
 
 DEFAULT_ITEMS = 200_000
 
@@ -96,6 +97,15 @@ GROUPS: tuple[tuple[Any, ...], ...] = (
         "ints",
         redis.NOTES,
         redis.DEFAULT_ITEMS,
+    ),
+    (
+        workers.SCENARIOS,
+        workers.run_once,
+        workers.SUBJECT,
+        workers.PEERS,
+        "ints",
+        workers.NOTES,
+        workers.DEFAULT_ITEMS,
     ),
 )
 

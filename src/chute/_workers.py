@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import functools
 import inspect
+import itertools
 import math
 import signal
 import threading
@@ -131,7 +132,7 @@ class Workers(Generic[T]):
         self._scale_every = scale_every
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._waiting: dict[asyncio.Task[None], None] = {}  # workers in reserve()
-        self._busy: dict[asyncio.Task[None], None] = {}  # workers in the handler
+        self._tasks: dict[asyncio.Task[None], None] = {}  # every worker
         self._stopping = False
         self._drained = False
         self._started = False
@@ -143,20 +144,25 @@ class Workers(Generic[T]):
         self._failed = 0
         self._retried = 0
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
-        self._finished: collections.deque[float] = collections.deque()  # when, for the rate
-        self._pace: float | None = None  # smoothed handling time
+        #: (when, processed) now and then, for the throughput.
+        self._marks: collections.deque[tuple[float, int]] = collections.deque()
 
     # -- the pool ------------------------------------------------------------------------
 
     @property
     def workers(self) -> int:
-        return len(self._waiting) + len(self._busy)
+        return len(self._tasks)
+
+    def _busy(self) -> list[asyncio.Task[None]]:
+        """The workers handling an item now."""
+        return [task for task in self._tasks if task not in self._waiting]
 
     def start(self) -> None:
         """Start ``min_workers`` workers (at least one) and the autoscaler."""
         if self._started:
             raise RuntimeError("these Workers were already started")
         self._started = True
+        self._marks.append((time.monotonic(), 0))
         self._done = asyncio.Event()
         self._stop = asyncio.Event()
         if not self._async:
@@ -170,12 +176,13 @@ class Workers(Generic[T]):
     def _grow(self, n: int) -> None:
         for _ in range(n):
             task = asyncio.ensure_future(self._work())
+            self._tasks[task] = None
             self._waiting[task] = None
             task.add_done_callback(self._gone)
 
     def _gone(self, task: asyncio.Task[None]) -> None:
         self._waiting.pop(task, None)
-        self._busy.pop(task, None)
+        self._tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             task.exception()  # a bug of ours; the pool goes on
         if self.workers == 0 and (self._stopping or self._drained) and self._done is not None:
@@ -184,48 +191,44 @@ class Workers(Generic[T]):
     async def _work(self) -> None:
         me = asyncio.current_task()
         assert me is not None
-        queue = self._queue
+        reserve, handler, is_async = self._queue.reserve, self._handler, self._async
+        waiting, latencies = self._waiting, self._latencies
+        clock = time.monotonic
         while not self._stopping:
             try:
-                job = await queue.reserve()
+                job = await reserve()
             except QueueShutDown:
                 self._drained = True
-                self._waiting.pop(me, None)
+                waiting.pop(me, None)
                 self.shutdown()  # every other worker ends too
                 return
-            self._waiting.pop(me, None)
-            self._busy[me] = None
+            waiting.pop(me, None)
+            t0 = clock()
             try:
-                await self._handle(job)
-            finally:
-                del self._busy[me]
-            self._waiting[me] = None
-
-    async def _handle(self, job: Any) -> None:
-        t0 = time.monotonic()
-        try:
-            if self._async:
-                await self._handler(job.item)
+                if is_async:
+                    await handler(job.item)
+                else:
+                    loop = asyncio.get_running_loop()
+                    await loop.run_in_executor(self._executor, handler, job.item)
+            except asyncio.CancelledError:
+                # The pool is stopping past its grace period: someone else's now.
+                await asyncio.shield(_settle(job, "nack"))
+                raise
+            except Exception:
+                self._failed += 1
+                await _settle(job, "nack", self._backoff(job.deliveries))
+                self._retried += 1
             else:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._executor, self._handler, job.item)
-        except asyncio.CancelledError:
-            # The pool is stopping past its grace period: someone else's now.
-            await asyncio.shield(_settle(job, "nack"))
-            raise
-        except Exception:
-            self._failed += 1
-            delay = min(self._max_retry_delay, self._retry_delay * 2 ** max(0, job.deliveries - 1))
-            await _settle(job, "nack", delay)
-            self._retried += 1
-        else:
-            await _settle(job, "ack")
-            now = time.monotonic()
-            took = now - t0
-            self._processed += 1
-            self._latencies.append(took)
-            self._finished.append(now)
-            self._pace = took if self._pace is None else 0.8 * self._pace + 0.2 * took
+                latencies.append(clock() - t0)
+                if hasattr(job, "_settle_async"):  # settled off the loop's thread
+                    await job._settle_async("ack", None)
+                else:
+                    job.ack()
+                self._processed += 1
+            waiting[me] = None
+
+    def _backoff(self, deliveries: int) -> float:
+        return min(self._max_retry_delay, self._retry_delay * 2.0 ** max(0, deliveries - 1))
 
     # -- autoscaling ---------------------------------------------------------------------
 
@@ -246,7 +249,8 @@ class Workers(Generic[T]):
         n, idle = self.workers, len(self._waiting)
         look = self._scale_every or 0.5
         backlog = depth > 0 and idle == 0
-        slow = self._pace is None or depth * self._pace / max(n, 1) > look
+        pace = self._pace()
+        slow = pace is None or depth * pace / max(n, 1) > look
         if backlog and slow:
             self._quiet = 0
             grow = min(self.max_workers - n, max(1, min(n, depth)))
@@ -260,9 +264,15 @@ class Workers(Generic[T]):
                 for task in list(self._waiting)[: max(0, shrink)]:
                     task.cancel()  # idle in reserve(): cancelling takes nothing
                     del self._waiting[task]
+                    del self._tasks[task]
         else:
             self._quiet = 0
         return self.workers
+
+    def _pace(self) -> float | None:
+        """The mean handling time of the last items (up to 64)."""
+        recent = list(itertools.islice(reversed(self._latencies), 64))
+        return sum(recent) / len(recent) if recent else None
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -305,7 +315,7 @@ class Workers(Generic[T]):
         await self._finish()
 
     async def _finish(self) -> None:
-        busy = list(self._busy)
+        busy = self._busy()
         if busy:
             _, late = await asyncio.wait(busy, timeout=self._grace)
             for task in late:
@@ -347,7 +357,7 @@ class Workers(Generic[T]):
     def _on_signal(self) -> None:
         if self._stopping:
             self._grace = 0.0  # the second time: give back at once
-            for task in list(self._busy):
+            for task in self._busy():
                 task.cancel()
         self.shutdown()
 
@@ -368,26 +378,26 @@ class Workers(Generic[T]):
 
     def statistics(self) -> WorkerStatistics:
         now = time.monotonic()
-        finished = self._finished
-        while finished and finished[0] < now - RATE_WINDOW:
-            finished.popleft()
+        marks = self._marks
+        marks.append((now, self._processed))
+        while len(marks) > 2 and marks[1][0] <= now - RATE_WINDOW:
+            marks.popleft()  # keep one mark at or before the window's start
+        since, then = marks[0]
         lat = sorted(self._latencies)
         return WorkerStatistics(
             processed=self._processed,
             failed=self._failed,
             retried=self._retried,
-            in_flight=len(self._busy),
+            in_flight=len(self._tasks) - len(self._waiting),
             workers=self.workers,
-            throughput=len(finished) / RATE_WINDOW,
+            throughput=(self._processed - then) / (now - since) if now > since else 0.0,
             latency_p50=_percentile(lat, 0.50),
             latency_p95=_percentile(lat, 0.95),
         )
 
     def __repr__(self) -> str:
-        return (
-            f"<chute.Workers {self.workers} workers ({len(self._busy)} busy), "
-            f"{self._processed} processed>"
-        )
+        busy = len(self._tasks) - len(self._waiting)
+        return f"<chute.Workers {self.workers} workers ({busy} busy), {self._processed} processed>"
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -185,7 +185,7 @@ async def test_statistics_measure_latency_and_throughput(make):
     assert stats.latency_p95 is not None
     assert 0.003 <= stats.latency_p50 <= stats.latency_p95
     assert stats.latency_p95 >= 0.02
-    assert stats.throughput == 5 / 5.0  # five items in the last five seconds
+    assert stats.throughput >= 5 / 5.0  # five items, in well under five seconds
 
 
 @pytest.mark.parametrize(
