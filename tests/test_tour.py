@@ -1,4 +1,4 @@
-"""The quick start's first command, ``python -m chute``, works and loses nothing."""
+"""The tour, ``python -m chute tour``, works and loses nothing."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ def test_tour_processes_every_item(capsys):
 
 def test_python_dash_m_chute_runs():
     done = subprocess.run(
-        [sys.executable, "-m", "chute"], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "chute", "tour"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "lost 0" in done.stdout

@@ -1,5 +1,7 @@
-"""``python -m chute``: run the tour of the in-process queue."""
+"""``python -m chute``: the ``chute`` command (``python -m chute demo``, ...)."""
 
-from ._demo import main
+import sys
 
-main()
+from ._cli import main
+
+sys.exit(main())

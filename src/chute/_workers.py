@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._exceptions import QueueShutDown
+from ._exceptions import ChuteError, QueueShutDown
 
 T = TypeVar("T")
 
@@ -216,15 +216,28 @@ class Workers(Generic[T]):
                 raise
             except Exception:
                 self._failed += 1
-                await _settle(job, "nack", self._backoff(job.deliveries))
-                self._retried += 1
+                try:
+                    await _settle(job, "nack", self._backoff(job.deliveries))
+                except ChuteError:
+                    pass  # its lease ran out: it went back on its own
+                else:
+                    self._retried += 1
             else:
                 latencies.append(clock() - t0)
-                if hasattr(job, "_settle_async"):  # settled off the loop's thread
-                    await job._settle_async("ack", None)
+                try:
+                    if hasattr(job, "_settle_async"):  # settled off the loop's thread
+                        await job._settle_async("ack", None)
+                    else:
+                        job.ack()
+                except asyncio.CancelledError:
+                    self._processed += 1  # the acknowledgement was sent: it stands
+                    raise
+                except ChuteError:
+                    # Its lease ran out before the handler was done: the
+                    # item was delivered again and is someone else's now.
+                    self._failed += 1
                 else:
-                    job.ack()
-                self._processed += 1
+                    self._processed += 1
             waiting[me] = None
 
     def _backoff(self, deliveries: int) -> float:
