@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -17,6 +18,9 @@ import chute
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(120)
+
+
+_names = itertools.count()  # queue names on the shared server: never reused
 
 
 class QueueMaker:
@@ -37,7 +41,7 @@ class QueueMaker:
         else:
             from tests.redis_server import shared_server
 
-            name = f"w-{os.getpid()}-{id(self)}-{n}"
+            name = f"w-{os.getpid()}-{next(_names)}"
             q = await chute.open(shared_server().url, name, **options)
         self.made.append(q)
         return q
