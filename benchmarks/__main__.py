@@ -10,6 +10,7 @@ what ``chute.Workers`` costs over a hand-written pool (a fifth table).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -61,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument(
+        "--out",
+        metavar="FOLDER",
+        help="also write FOLDER/benchmarks.md (the tables) and FOLDER/benchmarks.png "
+        "(a chart of the ratios; needs matplotlib, in the bench extra)",
+    )
     args = parser.parse_args(argv)
     if (args.items is not None and args.items < 1) or args.runs < 1 or not args.budget > 0:
         parser.error("--items and --runs must be at least 1, --budget above 0")
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--loop {args.loop}: {args.loop} is not installed (see the `bench` extra)")
 
     failed, first = False, True
+    suites: list[harness.Suite] = []
     for scenarios, (_, run_once, subject_peer, peer_list, unit, notes, items) in zip(
         selected, GROUPS, strict=True
     ):
@@ -151,9 +159,31 @@ def main(argv: list[str] | None = None) -> int:
         if not first:
             print()
         print(harness.markdown(suite) if args.markdown else harness.text(suite), flush=True)
+        suites.append(suite)
         failed = failed or suite.failed
         first = False
+    if args.out:
+        _write(args.out, suites)
     return 1 if failed else 0
+
+
+def _write(folder: str, suites: list[harness.Suite]) -> None:
+    os.makedirs(folder, exist_ok=True)
+    tables = os.path.join(folder, "benchmarks.md")
+    with open(tables, "w") as f:
+        f.write("\n\n".join(harness.markdown(suite) for suite in suites) + "\n")
+    print(f"\nwrote {tables}", file=sys.stderr)
+    png = os.path.join(folder, "benchmarks.png")
+    try:
+        from .chart import write_png
+
+        write_png(suites, png)
+    except ImportError:
+        print("no chart: matplotlib is not installed (see the bench extra)", file=sys.stderr)
+    except ValueError as exc:
+        print(f"no chart: {exc}", file=sys.stderr)
+    else:
+        print(f"wrote {png}", file=sys.stderr)
 
 
 if __name__ == "__main__":

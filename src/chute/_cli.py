@@ -98,6 +98,20 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--purge", action="store_true", help="delete them")
 
     sub.add_parser("tour", help="the in-process queue between tasks, threads and loops")
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark suite (from a checkout): tables, and a PNG chart",
+        description=(
+            "Run chute's benchmarks against the libraries it replaces, from a checkout of "
+            "chute's repository with the bench extra installed (pip install '.[bench]'), "
+            "and write FOLDER/benchmarks.md and FOLDER/benchmarks.png."
+        ),
+    )
+    bench.add_argument("--out", default="bench-results", metavar="FOLDER")
+    bench.add_argument("--only", metavar="SUBSTRING", help="scenarios whose name contains it")
+    bench.add_argument("--runs", type=_positive, default=5)
+    bench.add_argument("--items", type=_positive, default=None)
     return parser
 
 
@@ -127,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inspect": _inspect,
         "dead": _dead,
         "tour": _tour,
+        "bench": _bench,
     }[args.command]
     try:
         return command(args)
@@ -343,6 +358,23 @@ def _demo(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    sys.path.insert(0, os.getcwd())
+    try:
+        bench_main = importlib.import_module("benchmarks.__main__").main
+    except ImportError as exc:
+        raise _Failure(
+            "the benchmarks live in chute's repository, not in the installed package: run "
+            f"this from a checkout, after pip install '.[bench]' ({exc})"
+        ) from None
+    argv = ["--markdown", "--out", args.out, "--runs", str(args.runs)]
+    if args.only:
+        argv += ["--only", args.only]
+    if args.items:
+        argv += ["--items", str(args.items)]
+    return int(bench_main(argv))
 
 
 def _tour(args: argparse.Namespace) -> int:

@@ -100,6 +100,7 @@ def test_the_demo_runs_and_loses_nothing(tmp_path):
         (["worker", "json", "--url", "memory://", "--queue", "q"], 1, "module:function"),
         (["dead", "sqlite:///q.db", "q", "--requeue", "--purge"], 2, "not allowed with"),
         ([], 2, "required"),
+        (["bench"], 1, "run this from a checkout"),  # the benchmarks are not installed
     ],
 )
 def test_bad_arguments_give_one_clear_line_and_a_non_zero_exit(tmp_path, args, status, message):
