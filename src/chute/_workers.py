@@ -26,6 +26,7 @@ import functools
 import inspect
 import itertools
 import math
+import pickle
 import signal
 import threading
 import time
@@ -42,6 +43,8 @@ T = TypeVar("T")
 QUIET_LOOKS = 3
 #: Handling times kept for the latency percentiles.
 LATENCY_WINDOW = 1024
+#: How often a worker looks again at a shut-down queue with items out.
+DRAIN_POLL = 0.05
 #: Seconds over which ``throughput`` is measured.
 RATE_WINDOW = 5.0
 
@@ -100,6 +103,7 @@ class Workers(Generic[T]):
         max_retry_delay: float = 60.0,
         grace: float = 30.0,
         scale_every: float | None = 0.5,
+        processes: int = 0,
     ) -> None:
         for label, value, low in (("min_workers", min_workers, 0), ("max_workers", max_workers, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -119,6 +123,18 @@ class Workers(Generic[T]):
             raise ValueError(f"scale_every must be seconds > 0 or None, not {scale_every!r}")
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
+            raise ValueError(f"processes must be an int >= 0, not {processes!r}")
+        if processes and _is_async(handler):
+            raise ValueError("processes=N runs a plain function in other processes, not async def")
+        if processes:
+            try:
+                pickle.dumps(handler)
+            except Exception as exc:
+                raise ValueError(
+                    "processes=N needs a handler other processes can import: a function "
+                    f"defined at the top level of a module ({exc})"
+                ) from None
         if not callable(getattr(queue, "reserve", None)):
             raise TypeError(f"{type(queue).__name__} has no reserve(): not a chute queue")
         self._queue = queue
@@ -131,6 +147,8 @@ class Workers(Generic[T]):
         self._grace = float(grace)
         self._scale_every = scale_every
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._processes = processes
+        self._pool: _ProcessPool | None = None
         self._waiting: dict[asyncio.Task[None], None] = {}  # workers in reserve()
         self._tasks: dict[asyncio.Task[None], None] = {}  # every worker
         self._stopping = False
@@ -165,7 +183,9 @@ class Workers(Generic[T]):
         self._marks.append((time.monotonic(), 0))
         self._done = asyncio.Event()
         self._stop = asyncio.Event()
-        if not self._async:
+        if self._processes:
+            self._pool = _ProcessPool(self._handler, self._processes)
+        elif not self._async:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 self.max_workers, thread_name_prefix="chute-worker"
             )
@@ -198,6 +218,11 @@ class Workers(Generic[T]):
             try:
                 job = await reserve()
             except QueueShutDown:
+                if self._out_there():
+                    # Shut down, but items given back for a retry (or held
+                    # by other consumers) may return: look again shortly.
+                    await asyncio.sleep(DRAIN_POLL)
+                    continue
                 self._drained = True
                 waiting.pop(me, None)
                 self.shutdown()  # every other worker ends too
@@ -207,6 +232,8 @@ class Workers(Generic[T]):
             try:
                 if is_async:
                     await handler(job.item)
+                elif self._pool is not None:
+                    await self._pool.run(job.item)
                 else:
                     loop = asyncio.get_running_loop()
                     await loop.run_in_executor(self._executor, handler, job.item)
@@ -239,6 +266,13 @@ class Workers(Generic[T]):
                 else:
                     self._processed += 1
             waiting[me] = None
+
+    def _out_there(self) -> bool:
+        """Items of a shut-down queue that may yet come back to it."""
+        try:
+            return bool(self._queue.statistics().in_flight)
+        except Exception:  # closed or unreachable: nothing will come back
+            return False
 
     def _backoff(self, deliveries: int) -> float:
         return min(self._max_retry_delay, self._retry_delay * 2.0 ** max(0, deliveries - 1))
@@ -349,6 +383,8 @@ class Workers(Generic[T]):
             # Threads still running a handler past the grace period are not
             # waited for: their items were given back already.
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            await self._pool.close(self._grace)
 
     async def run(self) -> WorkerStatistics:
         """Start, and wait until stopped; SIGINT/SIGTERM stop gracefully
@@ -413,10 +449,86 @@ class Workers(Generic[T]):
         return f"<chute.Workers {self.workers} workers ({busy} busy), {self._processed} processed>"
 
 
+class HandlerFailed(Exception):
+    """A handler running in another process raised (its text, as it was)."""
+
+
+def _serve(handler: Callable[[Any], Any], feed: Any, results: Any) -> None:
+    """A worker process: handle what the feed brings until it is shut down."""
+    try:
+        for token, item in feed.sync:
+            try:
+                handler(item)
+            except BaseException as exc:  # reported, not raised: the pool decides
+                results.sync.put((token, f"{type(exc).__name__}: {exc}"))
+            else:
+                results.sync.put((token, None))
+    finally:
+        feed.close()
+        results.close()
+
+
+class _ProcessPool:
+    """``processes`` worker processes fed through a ProcessQueue; the
+    answers come back through another, read by one task."""
+
+    def __init__(self, handler: Callable[[Any], Any], n: int) -> None:
+        import multiprocessing
+
+        from ._process import ProcessQueue
+
+        self._feed: ProcessQueue[Any] = ProcessQueue()
+        self._results: ProcessQueue[Any] = ProcessQueue()
+        ctx = multiprocessing.get_context("spawn")  # a clean process: no threads, no loop
+        self._procs = [
+            ctx.Process(target=_serve, args=(handler, self._feed, self._results), daemon=True)
+            for _ in range(n)
+        ]
+        for proc in self._procs:
+            proc.start()
+        self._tokens = itertools.count()
+        self._pending: dict[int, asyncio.Future[str | None]] = {}
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        async for token, error in self._results:
+            fut = self._pending.pop(token, None)
+            if fut is not None and not fut.done():  # else: its caller gave up
+                fut.set_result(error)
+
+    async def run(self, item: Any) -> None:
+        token = next(self._tokens)
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending[token] = fut
+        try:
+            await self._feed.put((token, item))
+            error = await fut
+        finally:
+            self._pending.pop(token, None)
+        if error is not None:
+            raise HandlerFailed(error)
+
+    async def close(self, grace: float) -> None:
+        # What is still in the feed belongs to jobs already given back.
+        self._feed.shutdown(immediate=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        for proc in self._procs:
+            await loop.run_in_executor(None, proc.join, max(0.0, deadline - loop.time()))
+            if proc.is_alive():
+                proc.terminate()  # past its grace: its item was given back
+                await loop.run_in_executor(None, proc.join, 5)
+        self._results.shutdown()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        self._feed.close()
+        self._results.close()
+
+
 def _percentile(ordered: list[float], q: float) -> float | None:
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-__all__ = ["WorkerStatistics", "Workers"]
+__all__ = ["HandlerFailed", "WorkerStatistics", "Workers"]

@@ -261,3 +261,33 @@ def test_sigterm_while_handling_loses_nothing(tmp_path):
 
     left = asyncio.run(rest())
     assert sorted(handled + left) == list(range(200))  # nothing lost
+
+
+async def test_a_plain_function_runs_in_worker_processes(make, tmp_path):
+    from tests.workers.handlers import record
+
+    q = await make(max_deliveries=2)
+    out = tmp_path / "out.txt"
+    await q.put_batch([[str(out), n] for n in range(40)])
+    await q.put([str(out), "fail"])
+    q.shutdown()
+    workers = chute.Workers(q, record, max_workers=4, processes=2, retry_delay=0.01)
+    stats = await asyncio.wait_for(workers.run(), 60)
+    lines = [line.split() for line in out.read_text().splitlines()]
+    assert sorted(int(n) for n, _ in lines) == list(range(40))
+    pids = {int(pid) for _, pid in lines}
+    assert os.getpid() not in pids  # handled in the worker processes
+    assert (stats.processed, stats.failed) == (40, 2)
+    assert q.dead_letters() == [[str(out), "fail"]]
+
+
+def test_processes_need_a_plain_importable_function():
+    async def handle(item: object) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="not async def"):
+        chute.Workers(chute.Queue(), handle, processes=2)
+    with pytest.raises(ValueError, match="top level of a module"):
+        chute.Workers(chute.Queue(), lambda item: None, processes=2)
+    with pytest.raises(ValueError, match="processes"):
+        chute.Workers(chute.Queue(), print, processes=-1)
