@@ -531,4 +531,4 @@ def _percentile(ordered: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-__all__ = ["HandlerFailed", "WorkerStatistics", "Workers"]
+__all__ = ["WorkerStatistics", "Workers"]
