@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -108,3 +109,36 @@ def test_bad_arguments_give_one_clear_line_and_a_non_zero_exit(tmp_path, args, s
     assert r.returncode == status
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_demo_stopped_with_ctrl_c_resumes_where_it_stopped(tmp_path):
+    db = str(tmp_path / "demo.db")
+    with subprocess.Popen(
+        [sys.executable, "-m", "chute", "demo", "--jobs", "3000", "--max", "4", "--file", db],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as first:
+        assert first.stderr is not None
+        lines = []
+        for line in first.stderr:  # its progress lines, every two seconds
+            lines.append(line)
+            if line.startswith("depth"):
+                first.send_signal(signal.SIGINT)  # Ctrl-C while it works
+                break
+        rest = first.stderr.read()
+        assert first.wait(60) == 0, rest
+    left = int(rest.split("left in the queue ")[1].split()[0])
+    assert left > 0
+    assert "lost 0 — run `chute demo` again" in rest
+    r = chute("demo", "--file", db)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming: {left} jobs left from the last run" in r.stderr
+    assert r.stderr.rstrip().endswith("lost 0")
+    r = chute("inspect", f"sqlite:///{db}", "demo", "--json")
+    stats = json.loads(r.stdout)
+    assert (stats["total_put"], stats["depth"], stats["in_flight"], stats["unfinished"]) == (
+        3000,
+        0,
+        0,
+        0,
+    )
