@@ -35,16 +35,14 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterable
-from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ._codecs import Codec, encode_item, get_codec
 from ._contract import (
+    BlockingFace,
     JobBase,
     QueueStatistics,
-    ReservationBase,
-    SyncFaceBase,
-    SyncReservationBase,
+    SettlingReservation,
     check_delay,
     check_max_items,
     check_maxsize,
@@ -1069,7 +1067,7 @@ class RedisQueue(Generic[T]):
 
     def get_nowait(self) -> T:
         """Take the oldest item now or raise ``QueueEmpty`` (one round trip)."""
-        entries = self._take_sync(1, False, False, None)
+        entries = self._take_blocking(1, False, False, None)
         return self._decode(entries, False)[0]
 
     def __aiter__(self) -> AsyncIterator[T]:
@@ -1085,7 +1083,7 @@ class RedisQueue(Generic[T]):
 
     # -- blocking (threads, and the nowait calls) ----------------------------------------
 
-    def _take_sync(
+    def _take_blocking(
         self, max_items: int, lease: bool, block: bool, timeout: float | None
     ) -> list[Entry]:
         self._check_open()
@@ -1132,7 +1130,7 @@ class RedisQueue(Generic[T]):
             self._run_sync("finish", [self._consumer, *_pairs(got)])
         return got
 
-    def _put_sync(
+    def _put_blocking(
         self, records: list[bytes], items: list[T], single: bool, block: bool, timeout: float | None
     ) -> None:
         if timeout is not None:
@@ -1192,7 +1190,7 @@ class RedisQueue(Generic[T]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event().wait(), POLL)
 
-    def _join_sync(self) -> None:
+    def _join_blocking(self) -> None:
         check_not_on_loop("a blocking join")
         while self._unfinished(self._read()):
             time.sleep(POLL)
@@ -1217,7 +1215,9 @@ class RedisQueue(Generic[T]):
         return RedisReservation(self, timeout)
 
     async def _reserve(self, timeout: float | None) -> RedisJob[T]:
-        entries = await self._take(1, True, timeout)
+        return self._job(await self._take(1, True, timeout))
+
+    def _job(self, entries: list[Entry]) -> RedisJob[T]:
         (id_, _data, deliveries, count) = entries[0]
         return RedisJob(self, self._decode(entries, True)[0], deliveries, id_, count)
 
@@ -1387,85 +1387,14 @@ class RedisJob(JobBase[T]):
             )
 
 
-class RedisReservation(ReservationBase[T]):
+class RedisReservation(SettlingReservation[T]):
     """``async with q.reserve() as job`` (or ``job = await q.reserve()``)."""
 
     __slots__ = ()
-    _queue: RedisQueue[T]
-    _job: RedisJob[T] | None
-
-    def __await__(self) -> Any:
-        return self._queue._reserve(self._timeout).__await__()
-
-    async def __aenter__(self) -> RedisJob[T]:
-        self._job = await self._queue._reserve(self._timeout)
-        return self._job
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        job = self._job
-        if job is not None and not job.settled:
-            await job._settle_async("ack" if exc_type is None else "nack", None)
 
 
-class RedisSyncReservation(SyncReservationBase[T]):
-    """``with q.sync.reserve() as job`` for plain threads."""
-
-    __slots__ = ()
-    _queue: RedisQueue[T]
-
-    def __enter__(self) -> RedisJob[T]:
-        q = self._queue
-        entries = q._take_sync(1, True, self._block, self._timeout)
-        (id_, _data, deliveries, count) = entries[0]
-        job = RedisJob(q, q._decode(entries, True)[0], deliveries, id_, count)
-        self._job = job
-        return job
-
-
-class RedisSyncQueue(SyncFaceBase[T]):
+class RedisSyncQueue(BlockingFace[T]):
     """The ``queue.Queue`` API on a Redis queue, for plain threads and
     worker processes with no event loop."""
 
     __slots__ = ()
-    _q: RedisQueue[T]
-
-    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        q = self._q
-        q._check_open()
-        q._put_sync(q._encode_all([item]), [item], True, block, timeout)
-
-    def put_nowait(self, item: T) -> None:
-        self.put(item, block=False)
-
-    def put_batch(
-        self, items: Iterable[T], block: bool = True, timeout: float | None = None
-    ) -> None:
-        batch, records = self._q._batch(items)
-        if batch:
-            self._q._put_sync(records, batch, False, block, timeout)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> T:
-        q = self._q
-        return q._decode(q._take_sync(1, False, block, timeout), False)[0]
-
-    def get_nowait(self) -> T:
-        return self.get(block=False)
-
-    def get_batch(
-        self, max_items: int, block: bool = True, timeout: float | None = None
-    ) -> list[T]:
-        q = self._q
-        max_items = check_max_items(max_items)
-        return q._decode(q._take_sync(max_items, False, block, timeout), False)
-
-    def reserve(self, block: bool = True, timeout: float | None = None) -> RedisSyncReservation[T]:
-        return RedisSyncReservation(self._q, block, timeout)
-
-    def join(self) -> None:
-        self._q._check_open()
-        self._q._join_sync()

@@ -34,16 +34,14 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
-from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ._codecs import Codec, encode_item, get_codec
 from ._contract import (
+    BlockingFace,
     JobBase,
     QueueStatistics,
-    ReservationBase,
-    SyncFaceBase,
-    SyncReservationBase,
+    SettlingReservation,
     check_delay,
     check_max_items,
     check_maxsize,
@@ -1393,10 +1391,11 @@ class SqliteQueue(Generic[T]):
         return SqliteReservation(self, timeout)
 
     async def _reserve(self, timeout: float | None) -> SqliteJob[T]:
-        rows = await self._take(1, True, timeout)
+        return self._job(await self._take(1, True, timeout))
+
+    def _job(self, rows: list[Row]) -> SqliteJob[T]:
         (id_, _data, deliveries, token) = rows[0]
-        item = self._decode(rows, True)[0]
-        return SqliteJob(self, item, deliveries, id_, token)
+        return SqliteJob(self, self._decode(rows, True)[0], deliveries, id_, token)
 
     def _settle_fn(
         self, id_: int, token: int, how: str, delay: float | None
@@ -1678,93 +1677,15 @@ class _TimedOut(Exception):
     pass
 
 
-class SqliteSyncReservation(SyncReservationBase[T]):
-    """``with q.sync.reserve() as job`` for plain threads."""
-
-    __slots__ = ()
-    _queue: SqliteQueue[T]
-
-    def __enter__(self) -> SqliteJob[T]:
-        q = self._queue
-        rows = q._take_blocking(1, True, self._block, self._timeout)
-        (id_, _data, deliveries, token) = rows[0]
-        job = SqliteJob(q, q._decode(rows, True)[0], deliveries, id_, token)
-        self._job = job
-        return job
-
-
-class SqliteSyncQueue(SyncFaceBase[T]):
+class SqliteSyncQueue(BlockingFace[T]):
     """The ``queue.Queue`` API on a SQLite queue, for plain threads and
-    worker processes with no event loop. Blocking calls made from a thread
-    that runs an event loop raise ``RuntimeError`` instead of stalling it."""
+    worker processes with no event loop."""
 
     __slots__ = ()
-    _q: SqliteQueue[T]
-
-    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        """Store ``item``, waiting while full (``QueueFull`` when ``timeout`` passes)."""
-        q = self._q
-        q._check_open()
-        q._put_blocking(q._encode_all([item]), [item], True, block, timeout)
-
-    def put_nowait(self, item: T) -> None:
-        self.put(item, block=False)
-
-    def put_batch(
-        self, items: Iterable[T], block: bool = True, timeout: float | None = None
-    ) -> None:
-        """Store all ``items`` in one transaction, or none of them."""
-        batch, records = self._q._batch(items)
-        if batch:
-            self._q._put_blocking(records, batch, False, block, timeout)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> T:
-        """Take the oldest item, waiting while empty (``QueueEmpty`` when ``timeout`` passes)."""
-        q = self._q
-        q._check_open()
-        return q._decode(q._take_blocking(1, False, block, timeout), False)[0]
-
-    def get_nowait(self) -> T:
-        return self.get(block=False)
-
-    def get_batch(
-        self, max_items: int, block: bool = True, timeout: float | None = None
-    ) -> list[T]:
-        q = self._q
-        q._check_open()
-        max_items = check_max_items(max_items)
-        return q._decode(q._take_blocking(max_items, False, block, timeout), False)
-
-    def reserve(self, block: bool = True, timeout: float | None = None) -> SqliteSyncReservation[T]:
-        """``with q.sync.reserve() as job``: at-least-once, as the async form."""
-        return SqliteSyncReservation(self._q, block, timeout)
-
-    def join(self) -> None:
-        self._q._check_open()
-        self._q._join_blocking()
 
 
-class SqliteReservation(ReservationBase[T]):
+class SqliteReservation(SettlingReservation[T]):
     """``async with q.reserve() as job`` (or ``job = await q.reserve()``).
     Leaving it settles the job asynchronously (group-committed)."""
 
     __slots__ = ()
-    _queue: SqliteQueue[T]
-    _job: SqliteJob[T] | None
-
-    def __await__(self) -> Any:
-        return self._queue._reserve(self._timeout).__await__()
-
-    async def __aenter__(self) -> SqliteJob[T]:
-        self._job = await self._queue._reserve(self._timeout)
-        return self._job
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        job = self._job
-        if job is not None and not job.settled:
-            await job._settle_async("ack" if exc_type is None else "nack", None)
