@@ -157,8 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _items(texts: Sequence[str]) -> list[Any]:
     items = []
-    lines = texts if texts else (line for line in sys.stdin if line.strip())
+    lines = texts if texts else list(sys.stdin)
     for n, text in enumerate(lines, 1):
+        if not texts and not text.strip():
+            continue  # blank lines are skipped, and counted
         try:
             items.append(json.loads(text))
         except json.JSONDecodeError as exc:
@@ -170,8 +172,8 @@ def _items(texts: Sequence[str]) -> list[Any]:
 def _put(args: argparse.Namespace) -> int:
     items = _items(args.items)
     with open_queue(args.url, args.name) as q:
-        for lo in range(0, len(items), 500):
-            q.sync.put_batch(items[lo : lo + 500])
+        if items:
+            q.sync.put_batch(items)  # all of them, or (an item refused) none
     print(f"put {len(items)} item{'s' * (len(items) != 1)} into {args.name!r}", file=sys.stderr)
     return 0
 
@@ -223,8 +225,8 @@ def _load(spec: str) -> Callable[[Any], Any]:
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise _Failure(f"cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # not found, or failing as it loads
+        raise _Failure(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     handler = getattr(module, attr, None)
     if not callable(handler):
         raise _Failure(f"{module_name!r} has no function {attr!r}")

@@ -26,6 +26,7 @@ import functools
 import inspect
 import itertools
 import math
+import os
 import pickle
 import signal
 import threading
@@ -43,6 +44,8 @@ T = TypeVar("T")
 QUIET_LOOKS = 3
 #: Handling times kept for the latency percentiles.
 LATENCY_WINDOW = 1024
+#: Seconds a worker waits before it tries a queue that failed it again.
+RETRY_PAUSE = 0.5
 #: How often a worker looks again at a shut-down queue with items out.
 DRAIN_POLL = 0.05
 #: Seconds over which ``throughput`` is measured.
@@ -148,6 +151,9 @@ class Workers(Generic[T]):
         self._scale_every = scale_every
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._processes = processes
+        if processes:  # a worker more than the processes would only hold an item waiting
+            self.max_workers = min(self.max_workers, processes)
+            self.min_workers = min(self.min_workers, self.max_workers)
         self._pool: _ProcessPool | None = None
         self._waiting: dict[asyncio.Task[None], None] = {}  # workers in reserve()
         self._tasks: dict[asyncio.Task[None], None] = {}  # every worker
@@ -158,6 +164,9 @@ class Workers(Generic[T]):
         self._stop: asyncio.Event | None = None  # shutdown() was called
         self._supervisor: asyncio.Task[None] | None = None
         self._quiet = 0
+        #: The last error from the queue that a worker retried after.
+        self.last_error: BaseException | None = None
+        self._seen = 0  # processed at the last look
         self._processed = 0
         self._failed = 0
         self._retried = 0
@@ -204,7 +213,10 @@ class Workers(Generic[T]):
         self._waiting.pop(task, None)
         self._tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
-            task.exception()  # a bug of ours; the pool goes on
+            self.last_error = task.exception()
+            if not self._stopping:  # a bug of ours: another worker takes its place
+                self._grow(1)
+                return
         if self.workers == 0 and (self._stopping or self._drained) and self._done is not None:
             self._done.set()
 
@@ -227,6 +239,14 @@ class Workers(Generic[T]):
                 waiting.pop(me, None)
                 self.shutdown()  # every other worker ends too
                 return
+            except Exception as exc:
+                if getattr(self._queue, "_closed", False):
+                    waiting.pop(me, None)
+                    self.shutdown()  # the queue was closed under the pool: it ends
+                    return
+                self.last_error = exc  # the transport is away: look again shortly
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
             waiting.pop(me, None)
             t0 = clock()
             try:
@@ -238,17 +258,21 @@ class Workers(Generic[T]):
                     loop = asyncio.get_running_loop()
                     await loop.run_in_executor(self._executor, handler, job.item)
             except asyncio.CancelledError:
-                # The pool is stopping past its grace period: someone else's now.
-                await asyncio.shield(_settle(job, "nack"))
-                raise
+                if me.cancelling():
+                    # The pool is stopping past its grace period: someone else's now.
+                    await asyncio.shield(_settle(job, "nack"))
+                    raise
+                # The handler's own cancellation (not ours): a failure like any.
+                self._failed += 1
+                await self._retry(job)
             except Exception:
                 self._failed += 1
-                try:
-                    await _settle(job, "nack", self._backoff(job.deliveries))
-                except ChuteError:
-                    pass  # its lease ran out: it went back on its own
-                else:
-                    self._retried += 1
+                await self._retry(job)
+            except BaseException:
+                # SystemExit, KeyboardInterrupt from the handler: the item
+                # goes back before that goes on.
+                await asyncio.shield(_settle(job, "nack"))
+                raise
             else:
                 latencies.append(clock() - t0)
                 try:
@@ -266,6 +290,14 @@ class Workers(Generic[T]):
                 else:
                     self._processed += 1
             waiting[me] = None
+
+    async def _retry(self, job: Any) -> None:
+        try:
+            await _settle(job, "nack", self._backoff(job.deliveries))
+        except ChuteError:
+            pass  # its lease ran out: it went back on its own
+        else:
+            self._retried += 1
 
     def _out_there(self) -> bool:
         """Items of a shut-down queue that may yet come back to it."""
@@ -297,7 +329,9 @@ class Workers(Generic[T]):
         look = self._scale_every or 0.5
         backlog = depth > 0 and idle == 0
         pace = self._pace()
-        slow = pace is None or depth * pace / max(n, 1) > look
+        stuck = self._processed == self._seen  # nothing finished since the last look
+        self._seen = self._processed
+        slow = n == 0 or stuck or pace is None or depth * pace / n > look
         if backlog and slow:
             self._quiet = 0
             grow = min(self.max_workers - n, max(1, min(n, depth)))
@@ -362,6 +396,7 @@ class Workers(Generic[T]):
         await self._finish()
 
     async def _finish(self) -> None:
+        deadline = asyncio.get_running_loop().time() + self._grace
         busy = self._busy()
         if busy:
             _, late = await asyncio.wait(busy, timeout=self._grace)
@@ -384,7 +419,7 @@ class Workers(Generic[T]):
             # waited for: their items were given back already.
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None:
-            await self._pool.close(self._grace)
+            await self._pool.close(deadline)
 
     async def run(self) -> WorkerStatistics:
         """Start, and wait until stopped; SIGINT/SIGTERM stop gracefully
@@ -455,14 +490,19 @@ class HandlerFailed(Exception):
 
 def _serve(handler: Callable[[Any], Any], feed: Any, results: Any) -> None:
     """A worker process: handle what the feed brings until it is shut down."""
+    # Ctrl-C reaches the whole process group: the parent stops the pool;
+    # a handler here finishes its item (or is terminated past the grace).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pid = os.getpid()
     try:
         for token, item in feed.sync:
+            results.sync.put((token, pid, "start"))
             try:
                 handler(item)
             except BaseException as exc:  # reported, not raised: the pool decides
-                results.sync.put((token, f"{type(exc).__name__}: {exc}"))
+                results.sync.put((token, pid, f"{type(exc).__name__}: {exc}"))
             else:
-                results.sync.put((token, None))
+                results.sync.put((token, pid, None))
     finally:
         feed.close()
         results.close()
@@ -470,31 +510,55 @@ def _serve(handler: Callable[[Any], Any], feed: Any, results: Any) -> None:
 
 class _ProcessPool:
     """``processes`` worker processes fed through a ProcessQueue; the
-    answers come back through another, read by one task."""
+    answers come back through another, read by one task, which also
+    replaces a process that died (failing the item it held)."""
 
     def __init__(self, handler: Callable[[Any], Any], n: int) -> None:
         import multiprocessing
 
         from ._process import ProcessQueue
 
+        self._handler = handler
         self._feed: ProcessQueue[Any] = ProcessQueue()
         self._results: ProcessQueue[Any] = ProcessQueue()
-        ctx = multiprocessing.get_context("spawn")  # a clean process: no threads, no loop
-        self._procs = [
-            ctx.Process(target=_serve, args=(handler, self._feed, self._results), daemon=True)
-            for _ in range(n)
-        ]
-        for proc in self._procs:
-            proc.start()
+        self._ctx = multiprocessing.get_context("spawn")  # a clean process: no threads, no loop
+        self._procs = [self._spawn() for _ in range(n)]
         self._tokens = itertools.count()
         self._pending: dict[int, asyncio.Future[str | None]] = {}
+        self._holding: dict[int, int] = {}  # pid -> the token it is handling
+        self._closed = False
         self._reader = asyncio.ensure_future(self._read())
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    def _spawn(self) -> Any:
+        proc = self._ctx.Process(
+            target=_serve, args=(self._handler, self._feed, self._results), daemon=True
+        )
+        proc.start()
+        return proc
 
     async def _read(self) -> None:
-        async for token, error in self._results:
-            fut = self._pending.pop(token, None)
-            if fut is not None and not fut.done():  # else: its caller gave up
-                fut.set_result(error)
+        async for token, pid, outcome in self._results:
+            if outcome == "start":
+                self._holding[pid] = token
+                continue
+            self._holding.pop(pid, None)
+            self._answer(token, outcome)
+
+    def _answer(self, token: int, outcome: str | None) -> None:
+        fut = self._pending.pop(token, None)
+        if fut is not None and not fut.done():  # else: its caller gave up
+            fut.set_result(outcome)
+
+    async def _watch(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(0.2)
+            for i, proc in enumerate(self._procs):
+                if proc.exitcode is not None and not self._closed:
+                    token = self._holding.pop(proc.pid, None)
+                    if token is not None:
+                        self._answer(token, f"the worker process died (exit code {proc.exitcode})")
+                    self._procs[i] = self._spawn()
 
     async def run(self, item: Any) -> None:
         token = next(self._tokens)
@@ -508,15 +572,20 @@ class _ProcessPool:
         if error is not None:
             raise HandlerFailed(error)
 
-    async def close(self, grace: float) -> None:
+    async def close(self, deadline: float) -> None:
+        """Stop the processes: they finish what they hold until ``deadline``
+        (the loop's clock), then are terminated (those items were given back)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._watcher.cancel()
         # What is still in the feed belongs to jobs already given back.
         self._feed.shutdown(immediate=True)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
         for proc in self._procs:
             await loop.run_in_executor(None, proc.join, max(0.0, deadline - loop.time()))
             if proc.is_alive():
-                proc.terminate()  # past its grace: its item was given back
+                proc.terminate()
                 await loop.run_in_executor(None, proc.join, 5)
         self._results.shutdown()
         with contextlib.suppress(asyncio.CancelledError):

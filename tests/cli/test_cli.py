@@ -142,3 +142,24 @@ def test_the_demo_stopped_with_ctrl_c_resumes_where_it_stopped(tmp_path):
         0,
         0,
     )
+
+
+def test_put_stores_all_or_nothing_and_names_the_bad_line(tmp_path):
+    url = f"sqlite:///{tmp_path}/q.db"
+    lines = "\n".join(["1"] * 600 + ["", "{bad"]) + "\n"
+    r = chute("put", url, "q", stdin=lines)
+    assert r.returncode == 1
+    assert "line 602 is not JSON" in r.stderr
+    r = chute("put", url, "q", stdin="1\n" * 600 + "NaN\n")  # JSON parses it; the codec refuses
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    r = chute("inspect", url, "q", "--json")
+    assert json.loads(r.stdout)["total_put"] == 0  # nothing was stored
+
+
+def test_a_handler_module_that_fails_to_load_is_one_line(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('half-written module')\n")
+    r = chute("worker", "broken:f", "--url", "memory://", "--queue", "q", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "cannot import 'broken': RuntimeError: half-written module" in r.stderr
+    assert "Traceback" not in r.stderr

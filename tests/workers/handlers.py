@@ -12,3 +12,14 @@ def record(job: list[object]) -> None:
         raise ValueError("this one always fails")
     with open(str(path), "a") as f:
         f.write(f"{n} {os.getpid()}\n")
+
+
+def die_once(job: list[object]) -> None:
+    """[path, n]: the first call (marked by path + ".died") kills its process."""
+    path, n = job
+    marker = f"{path}.died"
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)  # the worker process dies, holding this item
+    with open(str(path), "a") as f:
+        f.write(f"{n} {os.getpid()}\n")

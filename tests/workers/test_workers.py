@@ -291,3 +291,70 @@ def test_processes_need_a_plain_importable_function():
         chute.Workers(chute.Queue(), lambda item: None, processes=2)
     with pytest.raises(ValueError, match="processes"):
         chute.Workers(chute.Queue(), print, processes=-1)
+
+
+async def test_a_worker_process_that_dies_is_replaced_and_its_item_retried(tmp_path):
+    from tests.workers.handlers import die_once
+
+    q = chute.Queue()
+    out = tmp_path / "out.txt"
+    await q.put_batch([[str(out), n] for n in range(5)])
+    q.shutdown()
+    workers = chute.Workers(q, die_once, processes=1, retry_delay=0.01)
+    assert workers.max_workers == 1  # no more items taken than processes to run them
+    stats = await asyncio.wait_for(workers.run(), 60)
+    assert sorted(int(line.split()[0]) for line in out.read_text().splitlines()) == list(range(5))
+    assert (stats.processed, stats.failed, stats.retried) == (5, 1, 1)
+
+
+async def test_a_pool_of_no_minimum_grows_again_for_a_backlog():
+    q = chute.Queue()
+    workers = chute.Workers(q, asyncio.sleep, min_workers=0, scale_every=None)
+    async with workers:
+        await q.put(0)
+        await wait_until(lambda: workers.statistics().processed == 1)
+        await wait_until(lambda: workers.statistics().in_flight == 0)
+        assert [workers.rescale() for _ in range(3)] == [1, 1, 0]
+        await q.put(0)
+        assert workers.rescale() == 1  # nobody to take it: one worker, whatever the pace
+        await wait_until(lambda: workers.statistics().processed == 2)
+
+
+async def test_a_queue_closed_under_the_pool_ends_it(tmp_path):
+    q = await chute.open(f"sqlite:///{tmp_path}/q.db", "q")
+    workers = chute.Workers(q, asyncio.sleep, scale_every=None)
+    running = asyncio.ensure_future(workers.run())
+    await wait_until(lambda: workers.workers == 1)
+    q.close()
+    await asyncio.wait_for(running, 10)
+
+
+def test_a_handler_raising_systemexit_gives_its_item_back_first():
+    code = """
+        import asyncio, chute
+
+        q = chute.Queue()
+
+        async def handle(item):
+            raise SystemExit(3)
+
+        async def main():
+            await q.put("kept")
+            await chute.Workers(q, handle).run()
+
+        try:
+            asyncio.run(main())
+        except SystemExit as exc:
+            assert exc.code == 3
+        assert q.qsize() == 1, q.statistics()
+        print("given back")
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "given back"
