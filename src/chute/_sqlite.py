@@ -57,6 +57,7 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x63687574  # "chut": marks a file as chute's
 POLL_INTERVAL = 0.005  # seconds between looks for other processes' commits
 MAX_GROUP = 512  # calls committed together at most
+SIGNAL_SLICE = 0.05  # seconds a blocking caller waits before it looks at signals
 _OPEN, _SHUTDOWN, _IMMEDIATE = 0, 1, 2
 DURABILITY = {"crash": "NORMAL", "power": "FULL"}
 
@@ -299,6 +300,12 @@ class Database:
         call = _Call(fn, touches, wakes, write)
         self._enqueue(call)
         try:
+            # In slices: a signal is handled by the main thread only, and one
+            # arriving while it waited in C would stay pending (and keep the
+            # other threads busy checking for it) until the call was over.
+            while not call.future.done():
+                with contextlib.suppress(TimeoutError):
+                    call.future.result(SIGNAL_SLICE)
             return call.future.result()  # type: ignore[no-any-return]
         except BaseException as interrupted:
             if isinstance(interrupted, Exception) and call.future.done():
