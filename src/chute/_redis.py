@@ -867,7 +867,15 @@ class RedisQueue(Generic[T]):
         with ``CLIENT UNBLOCK`` and whatever it got is given back."""
         client = self._client()[0]
         pool = client.connection_pool
+        me = asyncio.current_task()
+        before = 0 if me is None else me.cancelling()
         conn = await pool.get_connection()
+        if me is not None and me.cancelling() > before:
+            # redis-py checks a pooled connection under asyncio.timeout(0),
+            # which on CPython 3.11 can swallow a cancellation meant for the
+            # caller: it goes on from here instead of being lost.
+            await pool.release(conn)
+            raise asyncio.CancelledError
         known = asyncio.Event()  # the connection's client id, for CLIENT UNBLOCK
         ids: list[tuple[Any, int]] = []
 
