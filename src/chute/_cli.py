@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except KeyboardInterrupt:
         return 130
-    except (ChuteError, _Failure, ValueError, TypeError, OSError) as exc:
+    except (ChuteError, _Failure, ValueError, TypeError, OSError, ImportError) as exc:
         print(f"chute {args.command}: {exc}", file=sys.stderr)
         return 1
 
