@@ -918,15 +918,8 @@ class RedisQueue(Generic[T]):
         finally:
             if ids:
                 self._blocked.discard(ids[0])
-            # Handed back whatever comes: a cancellation meanwhile is dealt
-            # with below, with the entries in hand.
-            await _finish_quietly(asyncio.ensure_future(pool.release(conn)))
-        got = _read_entries(reply)
-        if me is not None and me.cancelling() > before:
-            if got:  # not yet counted in total_got
-                await _finish_quietly(asyncio.ensure_future(self._give_back(got, counted=False)))
-            raise asyncio.CancelledError
-        return got
+            await pool.release(conn)
+        return _read_entries(reply)
 
     async def _cut_short(
         self, read: asyncio.Task[Any], known: asyncio.Event, ids: list[tuple[Any, int]]
