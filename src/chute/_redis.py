@@ -594,6 +594,9 @@ class RedisQueue(Generic[T]):
         client, scripts = self._client()
         try:
             reply = await scripts[script](keys=self._keys, args=args)
+            if self._closed:  # a call that outlived aclose() left no connection open
+                with contextlib.suppress(Exception):
+                    await client.connection_pool.disconnect()
         except redis.ResponseError as exc:
             raise _Refused(f"Redis at {self._label} refused a chute command: {exc}") from exc
         except (redis.RedisError, OSError) as exc:
@@ -919,6 +922,9 @@ class RedisQueue(Generic[T]):
             if ids:
                 self._blocked.discard(ids[0])
             await pool.release(conn)
+            if self._closed:  # closed meanwhile: nothing may stay connected
+                with contextlib.suppress(Exception):
+                    await conn.disconnect()
         return _read_entries(reply)
 
     async def _cut_short(
