@@ -12,6 +12,8 @@ import json
 import pickle
 from typing import Any, Protocol, runtime_checkable
 
+from ._exceptions import ChuteError
+
 
 @runtime_checkable
 class Codec(Protocol):
@@ -85,3 +87,12 @@ def encode_item(codec: Codec, item: Any) -> bytes:
     if not isinstance(data, bytes):
         raise TypeError(f"codec.encode() must return bytes, not {type(data).__name__}")
     return data
+
+
+def undecodable(queue: str, codec: Codec, error: BaseException | None) -> ChuteError:
+    """The error of a get whose item the codec could not decode."""
+    name = getattr(codec, "name", type(codec).__name__)
+    return ChuteError(
+        f"queue {queue!r}: an item could not be decoded with the {name} codec "
+        f"({error!r}); it was moved to the dead letters"
+    )

@@ -37,7 +37,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Generic, TypeVar
 
-from ._codecs import Codec, encode_item, get_codec
+from ._codecs import Codec, encode_item, get_codec, undecodable
 from ._contract import (
     BlockingFace,
     JobBase,
@@ -102,6 +102,18 @@ local function pending(K, id)
   local p = redis.call('XPENDING', K[1], 'chute', id, id, 1)
   if #p == 0 or redis.call('SISMEMBER', K[5], id) == 1 then return nil end
   return p[1][2], tonumber(p[1][4])
+end
+-- Give an entry back in place: still pending, but held by no one (so
+-- claimable at once, and counted as waiting). retrycount: its delivery
+-- count from now on (nil: unchanged).
+local function release(K, consumer, id, retrycount)
+  if retrycount then
+    redis.call('XCLAIM', K[1], 'chute', consumer, 0, id, 'IDLE', 1000000000000,
+               'RETRYCOUNT', retrycount, 'JUSTID')
+  else
+    redis.call('XCLAIM', K[1], 'chute', consumer, 0, id, 'IDLE', 1000000000000, 'JUSTID')
+  end
+  redis.call('SADD', K[5], id)
 end
 -- Delete a taken entry for good.
 local function remove(K, id)
@@ -231,9 +243,7 @@ _TOOK = (
 local state = redis.call('HGET', KEYS[2], 'state')
 if state == '2' then
   for i = 2, #ARGV do
-    redis.call('XCLAIM', KEYS[1], 'chute', ARGV[1], 0, ARGV[i], 'IDLE', 1000000000000,
-               'RETRYCOUNT', 0, 'JUSTID')
-    redis.call('SADD', KEYS[5], ARGV[i])
+    release(KEYS, ARGV[1], ARGV[i], 0)
   end
   return {'shutdown'}
 end
@@ -268,9 +278,7 @@ local n = 0
 for i = 3, #ARGV, 2 do
   local owner, count = pending(KEYS, ARGV[i])
   if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
-    redis.call('XCLAIM', KEYS[1], 'chute', ARGV[1], 0, ARGV[i], 'IDLE', 1000000000000,
-               'RETRYCOUNT', count - 1, 'JUSTID')
-    redis.call('SADD', KEYS[5], ARGV[i])
+    release(KEYS, ARGV[1], ARGV[i], count - 1)
     n = n + 1
   end
 end
@@ -318,8 +326,7 @@ if how == 'nack' and (m[1] == '2' or (m[2] ~= '' and deliveries >= tonumber(m[2]
 end
 if how == 'nack' then
   if ms == 0 then
-    redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', 1000000000000, 'JUSTID')
-    redis.call('SADD', KEYS[5], id)
+    release(KEYS, consumer, id, nil)
   elseif ms <= vt then
     redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', vt - ms, 'JUSTID')
   else
@@ -1064,11 +1071,7 @@ class RedisQueue(Generic[T]):
                 ids = {e[0] for e in good}
                 self._to_finish = [p for p in self._to_finish if p[0] not in ids]
             self._run_sync("give_back", [self._consumer, 1, *_pairs(good)])
-        raise ChuteError(
-            f"queue {self._name!r}: an item could not be decoded with the "
-            f"{getattr(self._codec, 'name', type(self._codec).__name__)} codec ({error!r}); "
-            "it was moved to the dead letters"
-        ) from error
+        raise undecodable(self._name, self._codec, error) from error
 
     async def get(self, timeout: float | None = None) -> T:
         """Take the oldest item, waiting while empty."""

@@ -36,7 +36,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ._codecs import Codec, encode_item, get_codec
+from ._codecs import Codec, encode_item, get_codec, undecodable
 from ._contract import (
     BlockingFace,
     JobBase,
@@ -1178,11 +1178,7 @@ class SqliteQueue(Generic[T]):
         self._db.call(bury, touches=name, wakes={JOIN: ALL})
         if good:
             self._unclaim(good, leased)
-        raise ChuteError(
-            f"queue {name!r}: an item could not be decoded with the "
-            f"{getattr(self._codec, 'name', type(self._codec).__name__)} codec ({error!r}); "
-            "it was moved to the dead letters"
-        ) from error
+        raise undecodable(name, self._codec, error) from error
 
     async def get(self, timeout: float | None = None) -> T:
         """Take the oldest item for good, waiting while empty."""
