@@ -43,3 +43,11 @@ def test_py_typed_is_shipped():
     from importlib.resources import files
 
     assert files("chute").joinpath("py.typed").is_file()
+
+
+def test_the_tests_exercise_the_working_tree():
+    # Not an installed copy: pytest puts src/ first (pyproject's pythonpath).
+    import os
+
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    assert os.path.abspath(chute.__file__).startswith(os.path.join(src, "chute"))

@@ -6,8 +6,15 @@ vocabulary and the same contract. The modules are private; everything
 public is importable from ``chute``.
 """
 
-from ._contract import AsyncQueue, Job, QueueStatistics, SyncQueue
-from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
+from ._contract import AsyncQueue, DeadLetter, DurableQueue, Job, QueueStatistics, SyncQueue
+from ._exceptions import (
+    ChuteError,
+    JobSettledError,
+    QueueEmpty,
+    QueueFull,
+    QueueNotFound,
+    QueueShutDown,
+)
 from ._memory import LifoQueue, PriorityQueue, Queue
 from ._open import open
 from ._process import ProcessQueue
@@ -18,6 +25,8 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AsyncQueue",
     "ChuteError",
+    "DeadLetter",
+    "DurableQueue",
     "Job",
     "JobSettledError",
     "LifoQueue",
@@ -26,6 +35,7 @@ __all__ = [
     "Queue",
     "QueueEmpty",
     "QueueFull",
+    "QueueNotFound",
     "QueueShutDown",
     "QueueStatistics",
     "SyncQueue",

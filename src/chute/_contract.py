@@ -7,16 +7,28 @@ SQLite, Redis) implement the same Protocols and pass the same test suite in
 
 from __future__ import annotations
 
+import enum
 import math
 import threading
+import traceback
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from ._exceptions import QueueShutDown
 
-__all__ = ["AsyncQueue", "Job", "QueueStatistics", "SyncQueue"]
+__all__ = [
+    "UNSET",
+    "AsyncQueue",
+    "DeadLetter",
+    "DurableQueue",
+    "Job",
+    "Outcome",
+    "QueueStatistics",
+    "SyncQueue",
+    "Unset",
+]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -42,6 +54,92 @@ class QueueStatistics:
     dead_lettered: int
     unfinished_tasks: int
     shutdown: bool
+    #: Items stored but not claimable yet (``nack(delay=)``); they count in
+    #: ``size`` and toward ``maxsize``. Always 0 where nothing can be delayed.
+    delayed: int = 0
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET`: an argument that was not passed."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: "Not passed": keep what the queue has stored. ``open(url, name)`` without
+#: ``max_deliveries`` and ``configure()`` without an argument change nothing,
+#: where ``None`` would mean "no limit".
+UNSET: Final = Unset.UNSET
+
+#: How a job ended: ``None`` while in flight; ``"acked"``; ``"retried"`` (given
+#: back to be tried again); ``"dead"`` (moved to the dead letters).
+Outcome = Literal["acked", "retried", "dead"]
+
+#: Tracebacks kept with a dead letter are cut to their last this many characters.
+TRACEBACK_LIMIT = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An exception as stored beside an item: plain text, readable anywhere."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorInfo:
+        t = type(exc)
+        name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+        text = "".join(traceback.format_exception(exc))
+        if len(text) > TRACEBACK_LIMIT:
+            text = "...\n" + text[-TRACEBACK_LIMIT:]
+        return cls(name, str(exc), text)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ErrorInfo | None:
+        if not d:
+            return None
+        return cls(str(d.get("type", "")), str(d.get("message", "")), str(d.get("traceback", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter(Generic[T]):
+    """An item that was given up on, and why: what ``dead_letters()`` lists.
+
+    ``item`` is the decoded item, or its stored ``bytes`` where it could not
+    be decoded. ``reason`` is ``"failed"`` (its last delivery raised or was
+    nacked with no tries left), ``"lease expired"`` (its consumer vanished or
+    overran the lease on its last try) or ``"undecodable"``. ``error_type``,
+    ``error`` and ``traceback`` describe the last exception it failed with
+    (``None`` where none was given: a bare ``nack()`` or an expired lease).
+    ``died_at`` is a Unix timestamp.
+    """
+
+    item: T
+    deliveries: int
+    died_at: float
+    reason: str
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain values (``item`` as given), for JSON."""
+        return {
+            "item": self.item,
+            "deliveries": self.deliveries,
+            "died_at": self.died_at,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "error": self.error,
+            "traceback": self.traceback,
+        }
 
 
 class Job(Protocol[T_co]):
@@ -60,9 +158,12 @@ class Job(Protocol[T_co]):
     @property
     def settled(self) -> bool: ...
 
+    @property
+    def outcome(self) -> Outcome | None: ...
+
     def ack(self) -> None: ...
 
-    def nack(self, delay: float | None = None) -> None: ...
+    def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None: ...
 
 
 class Reservation(Protocol[T_co]):
@@ -81,8 +182,27 @@ class Reservation(Protocol[T_co]):
 class AsyncQueue(Protocol[T]):
     """The async face that every transport offers."""
 
+    # Settable, as on queue.Queue: a larger bound wakes waiting putters.
+    maxsize: int
+
     @property
-    def maxsize(self) -> int: ...
+    def is_shutdown(self) -> bool: ...
+
+    @property
+    def unfinished_tasks(self) -> int: ...
+
+    def configure(
+        self,
+        *,
+        maxsize: int | Unset = UNSET,
+        max_deliveries: int | None | Unset = UNSET,
+    ) -> None: ...
+
+    def dead_letters(self) -> list[DeadLetter[T]]: ...
+
+    def purge_dead(self) -> list[DeadLetter[T]]: ...
+
+    def requeue_dead(self) -> int: ...
 
     def qsize(self) -> int: ...
 
@@ -115,11 +235,27 @@ class AsyncQueue(Protocol[T]):
     def __aiter__(self) -> AsyncIterator[T]: ...
 
 
+class DurableQueue(AsyncQueue[T], Protocol[T]):
+    """What a named queue in a store adds (``chute.open``): a name, and a
+    connection or file to close."""
+
+    @property
+    def name(self) -> str: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def reopen(self) -> None: ...
+
+
 class SyncQueue(Protocol[T]):
     """The blocking face for plain threads: a drop-in for ``queue.Queue``."""
 
+    maxsize: int
+
     @property
-    def maxsize(self) -> int: ...
+    def unfinished_tasks(self) -> int: ...
 
     def qsize(self) -> int: ...
 
@@ -148,12 +284,13 @@ class JobBase(Generic[T]):
     """What every transport's job shares: the item, its delivery count, and
     whether it is settled. Subclasses add ack() and nack()."""
 
-    __slots__ = ("_deliveries", "_item", "_settled")
+    __slots__ = ("_deliveries", "_item", "_outcome", "_settled")
 
     def __init__(self, item: T, deliveries: int) -> None:
         self._item = item
         self._deliveries = deliveries
         self._settled = False
+        self._outcome: Outcome | None = None
 
     @property
     def item(self) -> T:
@@ -168,20 +305,29 @@ class JobBase(Generic[T]):
     def settled(self) -> bool:
         return self._settled
 
+    @property
+    def outcome(self) -> Outcome | None:
+        """How it was settled: ``None`` while in flight, ``"acked"``,
+        ``"retried"`` (given back to be tried again) or ``"dead"``."""
+        return self._outcome
+
     def ack(self) -> None:
         raise NotImplementedError
 
-    def nack(self, delay: float | None = None) -> None:
+    def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         raise NotImplementedError
 
-    def settle_on_exit(self, exc_type: type[BaseException] | None) -> None:
+    def settle_on_exit(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None = None
+    ) -> None:
         """What leaving ``with reserve()`` does: ack on a clean exit, nack on
-        an exception (cancellation included), nothing if already settled."""
+        an exception (cancellation included; the exception is kept as the
+        item's last error), nothing if already settled."""
         if not self._settled:
             if exc_type is None:
                 self.ack()
             else:
-                self.nack()
+                self.nack(error=exc)
 
     def __repr__(self) -> str:
         state = "settled" if self._settled else "in flight"
@@ -201,6 +347,15 @@ class SyncFaceBase(Generic[T]):
     @property
     def maxsize(self) -> int:
         return self._q.maxsize  # type: ignore[no-any-return]
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        # As on queue.Queue: assigning grows or shrinks the live queue.
+        self._q.maxsize = value
+
+    @property
+    def unfinished_tasks(self) -> int:
+        return self._q.unfinished_tasks  # type: ignore[no-any-return]
 
     def qsize(self) -> int:
         return self._q.qsize()  # type: ignore[no-any-return]
@@ -251,7 +406,7 @@ class ReservationBase(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         if self._job is not None:
-            self._job.settle_on_exit(exc_type)
+            self._job.settle_on_exit(exc_type, exc)
 
 
 class SyncReservationBase(Generic[T]):
@@ -273,7 +428,7 @@ class SyncReservationBase(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         if self._job is not None:
-            self._job.settle_on_exit(exc_type)
+            self._job.settle_on_exit(exc_type, exc)
 
 
 class BlockingFace(SyncFaceBase[T]):
@@ -363,7 +518,10 @@ class SettlingReservation(ReservationBase[T]):
     ) -> None:
         job: Any = self._job
         if job is not None and not job.settled:
-            await job._settle_async("ack" if exc_type is None else "nack", None)
+            if exc_type is None:
+                await job._settle_async("ack", None)
+            else:
+                await job._settle_async("nack", None, error=exc)
 
 
 def check_delay(delay: object) -> float:
@@ -382,7 +540,8 @@ def check_timeout(timeout: object) -> float | None:
         )
     t = float(timeout)
     if not t >= 0:  # also catches NaN
-        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+        # The stdlib's wording first: code and tests match on it.
+        raise ValueError(f"'timeout' must be a non-negative number (seconds), not {timeout!r}")
     return None if t == math.inf else t
 
 
@@ -393,6 +552,20 @@ def check_maxsize(maxsize: object) -> int:
     if maxsize < 0:
         raise ValueError(f"maxsize must be >= 0 (0 means unbounded), not {maxsize}")
     return maxsize
+
+
+def check_max_deliveries(value: object) -> int | None:
+    """Validate ``max_deliveries``: an int >= 1, or None for no limit. The
+    same errors on every transport."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"max_deliveries must be an int >= 1 or None (no limit), not {type(value).__name__}"
+        )
+    if value < 1:
+        raise ValueError(f"max_deliveries must be >= 1 or None (no limit), not {value}")
+    return value
 
 
 def check_max_items(max_items: object) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ChuteError",
+    "QueueNotFound",
     "JobSettledError",
     "QueueEmpty",
     "QueueFull",
@@ -74,3 +75,9 @@ class QueueShutDown(ChuteError, _ShutDownBase):
 
 class JobSettledError(ChuteError, RuntimeError):
     """``ack()`` or ``nack()`` called on a job that was already settled."""
+
+
+class QueueNotFound(ChuteError, LookupError):
+    """Looking at a queue, a file or a server (``chute.open(...,
+    create=False)``, the ``chute`` command) that has no such queue: nothing
+    was created. The message names what is missing and what is there."""

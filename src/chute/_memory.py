@@ -1100,7 +1100,7 @@ class MemoryJob(JobBase[T]):
         """The item is done: it counts as ``task_done()`` for ``join()``."""
         self._queue._settle(self, True, None)
 
-    def nack(self, delay: float | None = None) -> None:
+    def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         """Give the item back (after ``delay`` seconds), or dead-letter it.
 
         It goes to the front of the queue unless it has been delivered

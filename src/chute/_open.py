@@ -81,23 +81,11 @@ def parse_redis_url(url: str) -> dict[str, Any]:
     return {"host": parts.hostname, "port": port or 6379, "db": int(db)}
 
 
-def open(url: str, name: str = "default", maxsize: int = 0, **options: Any) -> Opening:
-    """Open the queue ``name`` at ``url``, creating it if need be.
-
-    - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: a
-      durable queue in a SQLite file (options: ``codec``,
-      ``visibility_timeout``, ``max_deliveries``, ``durability``);
-    - ``redis://[:password@]host:port/db`` or ``rediss://`` (TLS): a queue on
-      a Redis stream, shared by every client of the server (options:
-      ``codec``, ``visibility_timeout``, ``max_deliveries``, ``connect_timeout``);
-    - ``memory://``: an in-process ``chute.Queue`` (option: ``max_deliveries``).
-
-    A URL that is not understood raises ``ValueError`` here, at the call.
-    """
+def _location(url: str) -> tuple[str, str, Any]:
+    """Check ``url``: its scheme, and what its transport is opened with (a
+    file's path, the URL itself); ``ValueError`` naming the problem."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
-    if not isinstance(name, str) or not name:
-        raise ValueError("a queue name must be a non-empty string")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
@@ -111,20 +99,14 @@ def open(url: str, name: str = "default", maxsize: int = 0, **options: Any) -> O
             raise ValueError(f"{url!r}: no file name (sqlite:///path/to/file.db)")
         if parts.query or parts.fragment:
             raise ValueError(f"{url!r}: options go in keyword arguments, not in the URL")
-        from ._sqlite import SqliteQueue
-
-        return Opening(SqliteQueue, (path, name, maxsize), options)
+        return "sqlite", path, None
     if scheme in ("redis", "rediss"):
         parse_redis_url(url)  # a wrong URL fails here, at the call
-        from ._redis import RedisQueue
-
-        return Opening(RedisQueue, (url, name, maxsize), options)
+        return "redis", url, None
     if scheme == "memory":
         if parts.netloc or parts.path not in ("", "/"):
             raise ValueError(f"{url!r}: a memory URL is just 'memory://'")
-        from ._memory import Queue
-
-        return Opening(Queue, (maxsize,), options)
+        return "memory", "", None
     if not scheme:
         raise ValueError(f"{url!r} is not a URL: it needs a scheme ({', '.join(SCHEMES)})")
     raise ValueError(
@@ -132,4 +114,68 @@ def open(url: str, name: str = "default", maxsize: int = 0, **options: Any) -> O
     )
 
 
-__all__ = ["ChuteError", "Opening", "open", "parse_redis_url"]
+def _transport(kind: str) -> Any:
+    if kind == "sqlite":
+        from ._sqlite import SqliteQueue
+
+        return SqliteQueue
+    from ._redis import RedisQueue
+
+    return RedisQueue
+
+
+def open(
+    url: str,
+    name: str = "default",
+    maxsize: int | None = None,
+    *,
+    create: bool = True,
+    **options: Any,
+) -> Opening:
+    """Open the queue ``name`` at ``url``, creating it if need be.
+
+    - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: a
+      durable queue in a SQLite file (options: ``codec``,
+      ``visibility_timeout``, ``max_deliveries``, ``durability``);
+    - ``redis://[:password@]host:port/db`` or ``rediss://`` (TLS): a queue on
+      a Redis stream, shared by every client of the server (options:
+      ``codec``, ``visibility_timeout``, ``max_deliveries``, ``connect_timeout``);
+    - ``memory://``: an in-process ``chute.Queue`` (option: ``max_deliveries``).
+
+    A stored queue's ``maxsize`` and ``max_deliveries`` belong to the queue:
+    left out (or ``None`` for ``maxsize``), the stored ones hold (a new
+    queue: unbounded, no limit); passed, they replace the stored ones for
+    every client. ``create=False`` only opens a queue that exists, and
+    raises ``QueueNotFound`` (creating nothing) where it does not.
+
+    A URL that is not understood raises ``ValueError`` here, at the call.
+    """
+    kind, where, _ = _location(url)
+    if not isinstance(name, str) or not name:
+        raise ValueError("a queue name must be a non-empty string")
+    if kind == "memory":
+        if not create:
+            raise ValueError("a memory:// queue lives in the process that made it: create=False")
+        from ._contract import UNSET
+        from ._memory import Queue
+
+        if options.get("max_deliveries", None) is UNSET:
+            del options["max_deliveries"]
+        return Opening(Queue, (0 if maxsize is None else maxsize,), options)
+    return Opening(_transport(kind), (where, name, maxsize), {"create": create, **options})
+
+
+def queue_names(url: str, **options: Any) -> list[str]:
+    """The names of the queues stored at ``url``, sorted; nothing is created.
+
+    ``QueueNotFound`` where a SQLite file does not exist. Blocking I/O: call
+    it off the event loop (``asyncio.to_thread``).
+    """
+    kind, where, _ = _location(url)
+    if kind == "memory":
+        raise ValueError("memory:// queues live in one process: there is nothing to list")
+    names: list[str] = _transport(kind).queue_names(where, **options)
+    return names
+
+
+__all__ = ["ChuteError", "Opening", "open", "parse_redis_url", "queue_names"]

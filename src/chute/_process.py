@@ -1676,7 +1676,7 @@ class ProcessJob(JobBase[T]):
         """Done: the item leaves for good and counts as done for ``join()``."""
         self._settle(True)
 
-    def nack(self, delay: float | None = None) -> None:
+    def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         """Give the item back to the front of the queue (after ``delay`` seconds)."""
         if delay is not None:
             delay = check_delay(delay)

@@ -1362,7 +1362,9 @@ class RedisJob(JobBase[T]):
         q._settled(q._run_sync("settle", self._args(how, ms)), how)
         self._settled = True
 
-    async def _settle_async(self, how: str, delay: float | None) -> None:
+    async def _settle_async(
+        self, how: str, delay: float | None, error: BaseException | None = None
+    ) -> None:
         if self._settled:
             raise JobSettledError("this job was already settled")
         q = self._queue
@@ -1376,7 +1378,7 @@ class RedisJob(JobBase[T]):
         """The item is done: deleted from the stream (counts as ``task_done()``)."""
         self._settle("ack", None)
 
-    def nack(self, delay: float | None = None) -> None:
+    def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         """Give the item back (claimable again after ``delay`` seconds), or to
         the dead letters after ``max_deliveries``."""
         if delay is not None:

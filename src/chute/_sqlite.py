@@ -1630,7 +1630,9 @@ class SqliteJob(JobBase[T]):
         q._db.call(fn, touches=q._name, wakes=_settle_wakes(how, delay))
         self._settled = True
 
-    async def _settle_async(self, how: str, delay: float | None) -> None:
+    async def _settle_async(
+        self, how: str, delay: float | None, error: BaseException | None = None
+    ) -> None:
         if self._settled:
             raise JobSettledError("this job was already settled")
         q = self._queue
@@ -1644,7 +1646,7 @@ class SqliteJob(JobBase[T]):
         """The item is done: deleted from the file (counts as ``task_done()``)."""
         self._settle("ack", None)
 
-    def nack(self, delay: float | None = None) -> None:
+    def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         """Give the item back (claimable again after ``delay`` seconds), or to
         the dead letters after ``max_deliveries``."""
         if delay is not None:
