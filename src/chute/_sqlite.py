@@ -28,32 +28,47 @@ import atexit
 import collections
 import concurrent.futures
 import contextlib
+import json
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from ._codecs import Codec, encode_item, get_codec, undecodable
 from ._contract import (
+    UNSET,
     BlockingFace,
+    DeadLetter,
+    ErrorInfo,
     JobBase,
+    Outcome,
     QueueStatistics,
     SettlingReservation,
+    Unset,
     check_delay,
+    check_max_deliveries,
     check_max_items,
     check_maxsize,
     check_timeout,
 )
-from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
+from ._exceptions import (
+    ChuteError,
+    JobSettledError,
+    QueueEmpty,
+    QueueFull,
+    QueueNotFound,
+    QueueShutDown,
+)
 from ._waiters import check_not_on_loop
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x63687574  # "chut": marks a file as chute's
 POLL_INTERVAL = 0.005  # seconds between looks for other processes' commits
 MAX_GROUP = 512  # calls committed together at most
@@ -81,19 +96,44 @@ CREATE TABLE IF NOT EXISTS chute_item (
     leased INTEGER NOT NULL DEFAULT 0,
     visible_at REAL NOT NULL DEFAULT 0,
     token INTEGER NOT NULL DEFAULT 0,
-    deliveries INTEGER NOT NULL DEFAULT 0
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS chute_item_ready ON chute_item (queue, id) WHERE leased = 0;
 CREATE INDEX IF NOT EXISTS chute_item_leased ON chute_item (queue, visible_at) WHERE leased = 1;
+CREATE INDEX IF NOT EXISTS chute_item_delayed ON chute_item (queue, visible_at) WHERE leased = 2;
 CREATE TABLE IF NOT EXISTS chute_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
     data BLOB NOT NULL,
     deliveries INTEGER NOT NULL,
-    died_at REAL NOT NULL
+    died_at REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT 'failed',
+    last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS chute_dead_queue ON chute_dead (queue);
 """
+
+#: How a file of each older schema is brought up to date, in place (one
+#: transaction, so a file is either migrated or left as it was). Schema 1
+#: kept no errors and no reasons: its dead letters list with
+#: reason "failed" and no error; its items given back with a delay look like
+#: leases until they come due.
+_MIGRATIONS = {
+    1: """
+ALTER TABLE chute_item ADD COLUMN last_error TEXT;
+ALTER TABLE chute_dead ADD COLUMN reason TEXT NOT NULL DEFAULT 'failed';
+ALTER TABLE chute_dead ADD COLUMN last_error TEXT;
+CREATE INDEX IF NOT EXISTS chute_item_delayed ON chute_item (queue, visible_at) WHERE leased = 2;
+""",
+}
+
+#: ``chute_item.leased``: claimable in id order; out on a lease until
+#: ``visible_at``; given back with a delay, claimable again at ``visible_at``.
+#: Until then a delayed item counts as in flight, as on every transport
+#: (``statistics().delayed`` says how many are), and when it comes due, no
+#: lease "ran out": it is not dead-lettered as one.
+_READY, _LEASED, _DELAYED = 0, 1, 2
 
 Row = tuple[int, bytes, int, int]  # id, data, deliveries, token
 #: What a claim found, when the next item on a lease or delay comes free
@@ -200,12 +240,14 @@ class Database:
     _open_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
-    def acquire(cls, path: str, durability: str) -> Database:
+    def acquire(cls, path: str, durability: str, create: bool = True) -> Database:
+        """This process's connection to ``path``; with ``create=False``, only
+        to a file that exists (``QueueNotFound`` otherwise, and no file made)."""
         key = (os.getpid(), os.path.realpath(path))
         with cls._open_lock:
             db = cls._open.get(key)
             if db is None or db._closed:
-                db = cls._open[key] = Database(path, durability)
+                db = cls._open[key] = Database(path, durability, create)
             elif db.durability != durability:
                 raise ValueError(
                     f"{path} is open in this process with durability={db.durability!r}; "
@@ -214,7 +256,7 @@ class Database:
             db._users += 1
             return db
 
-    def __init__(self, path: str, durability: str) -> None:
+    def __init__(self, path: str, durability: str, create: bool = True) -> None:
         self.path = path
         self.durability = durability
         self._pid = os.getpid()
@@ -230,7 +272,7 @@ class Database:
         self._stopping = False
         opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
-            target=self._serve, args=(opened,), name=f"chute-sqlite {path}", daemon=True
+            target=self._serve, args=(opened, create), name=f"chute-sqlite {path}", daemon=True
         )
         self._thread.start()
         opened.result()  # raises what opening raised
@@ -452,9 +494,9 @@ class Database:
 
     # -- the thread ----------------------------------------------------------------------
 
-    def _serve(self, opened: concurrent.futures.Future[None]) -> None:
+    def _serve(self, opened: concurrent.futures.Future[None], create: bool) -> None:
         try:
-            conn = _connect(self.path, self.durability)
+            conn = _connect(self.path, self.durability, create)
         except BaseException as exc:
             self._closed = True
             opened.set_exception(exc)
@@ -620,8 +662,10 @@ def _translate(exc: BaseException, path: str) -> BaseException:
     return exc
 
 
-def _connect(path: str, durability: str) -> sqlite3.Connection:
+def _connect(path: str, durability: str, create: bool = True) -> sqlite3.Connection:
     folder = os.path.dirname(os.path.abspath(path))
+    if not create and not os.path.exists(path):
+        raise QueueNotFound(f"no file {path}")
     if not os.path.isdir(folder):
         raise ChuteError(f"cannot open {path}: the folder {folder} does not exist")
     if os.path.exists(path):
@@ -632,8 +676,18 @@ def _connect(path: str, durability: str) -> sqlite3.Connection:
     elif not os.access(folder, os.W_OK):
         raise ChuteError(f"cannot create {path}: the folder {folder} is read-only for this user")
     try:
-        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        # Without create, mode=rw: a file removed since the look above is
+        # not made again.
+        conn = sqlite3.connect(
+            path if create else _uri(path, "rw"),
+            timeout=60.0,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=not create,
+        )
     except sqlite3.Error as exc:
+        if not create and not os.path.exists(path):
+            raise QueueNotFound(f"no file {path}") from None
         raise ChuteError(f"cannot open {path}: {exc}") from exc
     try:
         _prepare(conn, path, durability)
@@ -643,7 +697,13 @@ def _connect(path: str, durability: str) -> sqlite3.Connection:
     return conn
 
 
-def _prepare(conn: sqlite3.Connection, path: str, durability: str) -> None:
+def _uri(path: str, mode: str) -> str:
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
+
+
+def _check_file(conn: sqlite3.Connection, path: str) -> int:
+    """The schema version of a chute file (0: a new, empty file); refuses
+    what is not one, or what a newer chute wrote."""
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -657,16 +717,50 @@ def _prepare(conn: sqlite3.Connection, path: str, durability: str) -> None:
             f"{path} was written by a newer chute (schema {version}); "
             f"this one reads schema {SCHEMA_VERSION} and older: upgrade chute"
         )
+    return int(version)
+
+
+def _stored_names(path: str) -> list[str]:
+    """The queues in the file at ``path``, sorted, read on a read-only
+    connection of its own: looking creates nothing."""
+    if not os.path.isfile(path):
+        raise QueueNotFound(f"no file {path}")
+    try:
+        conn = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=60.0, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ChuteError(f"cannot open {path}: {exc}") from exc
+    try:
+        if not _check_file(conn, path):
+            return []
+        rows = conn.execute("SELECT name FROM chute_queue ORDER BY name").fetchall()
+        return [name for (name,) in rows]
+    except sqlite3.Error as exc:
+        raise _translate(exc, path) from exc
+    finally:
+        conn.close()
+
+
+def _prepare(conn: sqlite3.Connection, path: str, durability: str) -> None:
+    version = _check_file(conn, path)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                # Looked at again under the write lock: another process may
+                # have brought the file up to date meanwhile.
+                found = conn.execute("PRAGMA user_version").fetchone()[0]
+                if found < SCHEMA_VERSION:
+                    scripts = (
+                        [_SCHEMA]
+                        if found == 0
+                        else [_MIGRATIONS[v] for v in range(found, SCHEMA_VERSION)]
+                    )
+                    for script in scripts:
+                        for statement in script.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
                     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -693,53 +787,86 @@ class SqliteQueue(Generic[T]):
         self,
         path: str,
         name: str,
-        maxsize: int = 0,
+        maxsize: int | None = None,
         *,
+        create: bool = True,
         codec: object = "json",
         visibility_timeout: float = 30.0,
-        max_deliveries: int | None = None,
+        max_deliveries: int | Unset | None = UNSET,
         durability: str = "crash",
     ) -> None:
-        maxsize = check_maxsize(maxsize)
+        """Open the queue ``name`` in the file at ``path``.
+
+        ``maxsize`` and ``max_deliveries`` are stored with the queue: left
+        out (``None`` / not passed), the stored ones hold (a new queue:
+        unbounded, no limit); passed, they replace them for every process.
+        ``create=False`` opens only a queue that exists, else raises
+        ``QueueNotFound`` having created nothing (no file, no queue).
+        """
         if not isinstance(name, str) or not name:
             raise ValueError("a queue name must be a non-empty string")
+        bounds = _bounds(UNSET if maxsize is None else maxsize, max_deliveries)
         vt = check_timeout(visibility_timeout)
         if vt is None or vt <= 0:
             raise ValueError(
                 "visibility_timeout must be a finite number of seconds > 0, "
                 f"not {visibility_timeout!r}"
             )
-        if max_deliveries is not None and (
-            isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int)
-        ):
-            raise TypeError("max_deliveries must be an int or None")
-        if max_deliveries is not None and max_deliveries < 1:
-            raise ValueError(f"max_deliveries must be >= 1, not {max_deliveries}")
         if durability not in DURABILITY:
             raise ValueError(f"durability must be 'crash' or 'power', not {durability!r}")
         self._codec: Codec = get_codec(codec)
         self._name = name
         self._path = path
-        self._maxsize = maxsize
         self._visibility = vt
-        self._max_deliveries = max_deliveries
         self._closed = False
         self._putters = 0
         self._getters = 0
-        self._db = Database.acquire(path, durability)
+        self._sync: SqliteSyncQueue[T] | None = None
+        if not create:
+            # Looked at first on a read-only connection: a file without
+            # chute's tables must not get them from a look.
+            names = _stored_names(path)
+            if name not in names:
+                raise QueueNotFound(_no_queue(name, path, names))
+        self._db = Database.acquire(path, durability, create)
         try:
-            self._db.call(self._declare, touches=name)
+            self._db.call(lambda c: self._declare(c, bounds, create), touches=name)
         except BaseException:
             self._db.release()
             raise
 
-    def _declare(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "INSERT INTO chute_queue (name, maxsize, max_deliveries) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET maxsize = excluded.maxsize, "
-            "max_deliveries = excluded.max_deliveries",
-            (self._name, self._maxsize, self._max_deliveries),
-        )
+    def _declare(self, c: sqlite3.Connection, bounds: dict[str, int | None], create: bool) -> None:
+        if create:
+            c.execute(
+                "INSERT INTO chute_queue (name) VALUES (?) ON CONFLICT DO NOTHING", (self._name,)
+            )
+        _set_bounds(c, self._name, self._path, bounds)
+
+    @classmethod
+    def queue_names(cls, path: str, **options: Any) -> list[str]:
+        """The names of the queues in the file at ``path``, sorted. Creates
+        nothing: ``QueueNotFound`` if there is no such file. (``options``,
+        those of the constructor, change nothing here.)"""
+        return _stored_names(path)
+
+    def configure(
+        self,
+        *,
+        maxsize: int | Unset = UNSET,
+        max_deliveries: int | Unset | None = UNSET,
+    ) -> None:
+        """Change the queue's stored bounds, for every process using it
+        (``max_deliveries=None``: no limit). A larger ``maxsize`` wakes
+        putters waiting here at once, and elsewhere on their next look; a
+        smaller one keeps the items (puts wait until it drains)."""
+        self._check_open()
+        bounds = _bounds(maxsize, max_deliveries)
+        if bounds:
+            self._db.call(
+                lambda c: _set_bounds(c, self._name, self._path, bounds),
+                touches=self._name,
+                wakes={PUT: ALL},
+            )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -767,7 +894,7 @@ class SqliteQueue(Generic[T]):
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"<chute.SqliteQueue {self._name!r} in {self._path!r} maxsize={self._maxsize}>"
+        return f"<chute.SqliteQueue {self._name!r} in {self._path!r}>"
 
     def _check_open(self) -> None:
         if self._closed:
@@ -777,10 +904,26 @@ class SqliteQueue(Generic[T]):
 
     @property
     def maxsize(self) -> int:
-        return self._maxsize
+        """The bound stored with the queue (0: unbounded), as every process
+        sees it now. Assigning it is ``configure(maxsize=...)``."""
+        return self._read().maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        self.configure(maxsize=value)
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put (by any process) and not yet marked done: what ``join()`` waits on."""
+        return self._read().unfinished
+
+    def _read(self) -> _Stored:
+        self._check_open()
+        return self._db.call(lambda c: _queue_row(c, self._name), write=False)
 
     def qsize(self) -> int:
-        """Items stored and claimable now (not those out on a lease), from the file."""
+        """Items stored and claimable now (not those out on a lease or a
+        delay), from the file."""
         self._check_open()
         return self._db.call(lambda c: _ready(c, self._name, time.time()), write=False)
 
@@ -788,12 +931,18 @@ class SqliteQueue(Generic[T]):
         return self.qsize() == 0
 
     def full(self) -> bool:
-        return 0 < self._maxsize <= self.qsize()
+        self._check_open()
+        name = self._name
+
+        def full(c: sqlite3.Connection) -> bool:
+            maxsize = _queue_row(c, name).maxsize
+            return 0 < maxsize <= _ready(c, name, time.time())
+
+        return self._db.call(full, write=False)
 
     @property
     def is_shutdown(self) -> bool:
-        self._check_open()
-        return bool(self._db.call(lambda c: _queue_row(c, self._name)[1], write=False))
+        return bool(self._read().state)
 
     def statistics(self) -> QueueStatistics:
         """Counts from the file (getters and putters waiting: in this process)."""
@@ -802,20 +951,25 @@ class SqliteQueue(Generic[T]):
 
         def read(c: sqlite3.Connection) -> QueueStatistics:
             now = time.time()
-            (maxsize, state, _max, stored, unfinished, put, got, peak, dead) = _queue_row(c, name)
+            row = _queue_row(c, name)
             flying = _in_flight(c, name, now)
+            delayed = c.execute(
+                "SELECT count(*) FROM chute_item WHERE queue = ? AND leased = 2 AND visible_at > ?",
+                (name, now),
+            ).fetchone()[0]
             return QueueStatistics(
-                size=stored - flying,
-                maxsize=maxsize,
+                size=row.stored - flying,
+                maxsize=row.maxsize,
                 getters_waiting=self._getters,
                 putters_waiting=self._putters,
                 in_flight=flying,
-                total_put=put,
-                total_got=got,
-                peak_size=peak,
-                dead_lettered=dead,
-                unfinished_tasks=unfinished,
-                shutdown=bool(state),
+                total_put=row.total_put,
+                total_got=row.total_got,
+                peak_size=row.peak,
+                dead_lettered=row.dead,
+                unfinished_tasks=row.unfinished,
+                shutdown=bool(row.state),
+                delayed=delayed,
             )
 
         return self._db.call(read, write=False)
@@ -833,12 +987,7 @@ class SqliteQueue(Generic[T]):
         name = self._name
 
         def insert(c: sqlite3.Connection) -> tuple[int, int] | None:
-            row = c.execute(
-                "SELECT state, maxsize, stored - (SELECT count(*) FROM chute_item "
-                "WHERE queue = ?1 AND leased = 1 AND visible_at > ?2) "
-                "FROM chute_queue WHERE name = ?1",
-                (name, time.time()),
-            ).fetchone()
+            row = c.execute(_ROOM, (name, time.time())).fetchone()
             if row is None:
                 raise ChuteError(f"no queue named {name!r} in this file")
             state, maxsize, ready = row  # the bound in the file: every process keeps it
@@ -847,6 +996,8 @@ class SqliteQueue(Generic[T]):
                     raise QueueShutDown(item=items[0])
                 raise QueueShutDown(items=items)
             n = len(records)
+            if n > maxsize > 0:
+                raise ValueError(f"a batch of {n} items can never fit a queue of maxsize {maxsize}")
             if maxsize and ready + n > maxsize:
                 return None
             if n == 1:
@@ -937,12 +1088,7 @@ class SqliteQueue(Generic[T]):
         """A batch and its records, checked: encodable, and able to fit."""
         self._check_open()
         batch = list(items)
-        records = self._encode_all(batch)
-        if self._maxsize and len(batch) > self._maxsize:
-            raise ValueError(
-                f"a batch of {len(batch)} items can never fit a queue of maxsize {self._maxsize}"
-            )
-        return batch, records
+        return batch, self._encode_all(batch)
 
     async def _put_records(
         self, records: list[bytes], items: list[T], single: bool, timeout: float | None
@@ -1015,7 +1161,8 @@ class SqliteQueue(Generic[T]):
         name, vt, db = self._name, self._visibility, self._db
 
         def claim(c: sqlite3.Connection) -> Claimed:
-            _maxsize, state, max_deliveries = _queue_row(c, name)[:3]
+            queue = _queue_row(c, name)
+            state, max_deliveries = queue.state, queue.max_deliveries
             if state == _IMMEDIATE:
                 raise QueueShutDown()
             now = time.time()
@@ -1028,9 +1175,13 @@ class SqliteQueue(Generic[T]):
                     break
                 after = found[-1][0]
                 for id_, data, deliveries, token, leased in found:
-                    if leased and max_deliveries is not None and deliveries >= max_deliveries:
+                    if (
+                        leased == _LEASED
+                        and max_deliveries is not None
+                        and deliveries >= max_deliveries
+                    ):
                         # Its holder's lease ran out on the last delivery allowed.
-                        _to_dead(c, name, id_, data, deliveries, now)
+                        _to_dead(c, name, id_, now, "lease expired")
                         continue
                     rows.append((id_, data, deliveries, token))
                 if len(found) < want:
@@ -1038,11 +1189,8 @@ class SqliteQueue(Generic[T]):
             if not rows:
                 if state == _SHUTDOWN:
                     raise QueueShutDown()
-                nxt = c.execute(
-                    "SELECT min(visible_at) FROM chute_item WHERE queue = ? AND leased = 1",
-                    (name,),
-                ).fetchone()[0]
-                return [], nxt, db.seq + 1  # our group's commit makes it so
+                due = [at for (at,) in c.execute(_NEXT_DUE, (name,)) if at is not None]
+                return [], min(due, default=None), db.seq + 1  # our group's commit makes it so
             ids = [r[0] for r in rows]
             chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
             if lease:
@@ -1146,28 +1294,30 @@ class SqliteQueue(Generic[T]):
         """Decode what a get took. An item that cannot be decoded goes to the
         dead letters, the others taken with it go back, and this raises."""
         out: list[T] = []
-        bad: list[Row] = []
+        bad: list[tuple[Row, str]] = []  # and why: its decode error (ErrorInfo JSON)
         error: Exception | None = None
         for row in rows:
             try:
                 out.append(self._codec.decode(row[1]))
             except Exception as exc:
-                bad.append(row)
+                bad.append((row, _error_json(exc) or ""))
                 error = error or exc
         if not bad:
             return out
-        good = [r for r in rows if r not in bad]
+        dead = {row[0] for row, _ in bad}
+        good = [r for r in rows if r[0] not in dead]
         name = self._name
 
         def bury(c: sqlite3.Connection) -> None:
             now = time.time()
-            for id_, data, deliveries, _token in bad:
-                if leased:
-                    c.execute("DELETE FROM chute_item WHERE id = ?", (id_,))
-                    c.execute("UPDATE chute_queue SET stored = stored - 1 WHERE name = ?", (name,))
-                c.execute(
-                    "INSERT INTO chute_dead (queue, data, deliveries, died_at) VALUES (?, ?, ?, ?)",
-                    (name, data, deliveries, now),
+            for (id_, data, deliveries, _token), why in bad:
+                if leased:  # still stored, on our lease
+                    _to_dead(c, name, id_, now, "undecodable", why)
+                    continue
+                c.execute(  # already taken out of the queue by the get
+                    "INSERT INTO chute_dead (queue, data, deliveries, died_at, reason, last_error) "
+                    "VALUES (?, ?, ?, ?, 'undecodable', ?)",
+                    (name, data, deliveries, now, why),
                 )
                 c.execute(
                     "UPDATE chute_queue SET dead = dead + 1, "
@@ -1205,8 +1355,12 @@ class SqliteQueue(Generic[T]):
 
     @property
     def sync(self) -> SqliteSyncQueue[T]:
-        """The ``queue.Queue`` face, for plain threads and worker processes."""
-        return SqliteSyncQueue(self)
+        """The ``queue.Queue`` face, for plain threads and worker processes
+        (one per queue: what is set on it stays)."""
+        face = self._sync
+        if face is None:
+            face = self._sync = SqliteSyncQueue(self)
+        return face
 
     def _wait_in_thread(
         self, kind: str, attempt: Callable[[], Any], block: bool, timeout: float | None, what: str
@@ -1300,12 +1454,8 @@ class SqliteQueue(Generic[T]):
     def _join_blocking(self) -> None:
         name = self._name
 
-        def unfinished(c: sqlite3.Connection) -> int:
-            row = _queue_row(c, name)
-            return 0 if row[1] == _IMMEDIATE else int(row[4])
-
         def attempt() -> tuple[bool | None, None, None]:
-            done = self._db.call(unfinished, write=False) == 0
+            done = self._db.call(lambda c: _left_to_join(c, name), write=False) == 0
             return (True if done else None), None, None
 
         self._wait_in_thread(JOIN, attempt, True, None, "join()")
@@ -1339,18 +1489,11 @@ class SqliteQueue(Generic[T]):
         """Until every item put (by any process) is marked done."""
         self._check_open()
         name = self._name
-
-        def unfinished(c: sqlite3.Connection) -> int:
-            row = _queue_row(c, name)
-            # After an immediate shutdown nothing more will be taken: as
-            # with the stdlib's, join() returns.
-            return 0 if row[1] == _IMMEDIATE else int(row[4])
-
         waiter: _Waiter | None = None
         try:
             while True:
                 self._check_open()
-                if await self._db.run(unfinished, write=False) == 0:
+                if await self._db.run(lambda c: _left_to_join(c, name), write=False) == 0:
                     return
                 if waiter is None:
                     waiter = self._db.add_waiter(name, JOIN)
@@ -1401,105 +1544,94 @@ class SqliteQueue(Generic[T]):
         return SqliteJob(self, self._decode(rows, True)[0], deliveries, id_, token)
 
     def _settle_fn(
-        self, id_: int, token: int, how: str, delay: float | None
-    ) -> Callable[[sqlite3.Connection], None]:
-        """``how``: "ack", "nack" or "dead"."""
+        self, id_: int, token: int, how: str, delay: float | None, error: str | None = None
+    ) -> Callable[[sqlite3.Connection], Outcome]:
+        """``how``: "ack" or "nack"; ``error``: what the delivery failed with
+        (JSON of an ``ErrorInfo``), kept as the item's last error. The
+        transaction answers how the job ended."""
         name = self._name
+        lost = (
+            f"queue {name!r}: this job's lease ran out and the item was delivered "
+            "again; it is settled by whoever holds it now"
+        )
 
-        def settle(c: sqlite3.Connection) -> None:
+        def settle(c: sqlite3.Connection) -> Outcome:
             if how == "ack":  # the common case, in two statements
                 if not c.execute(
                     "DELETE FROM chute_item WHERE id = ? AND token = ? AND leased = 1",
                     (id_, token),
                 ).rowcount:
-                    raise ChuteError(
-                        f"queue {name!r}: this job's lease ran out and the item was "
-                        "delivered again; it is settled by whoever holds it now"
-                    )
-                if not c.execute(
-                    "UPDATE chute_queue SET unfinished = unfinished - 1, stored = stored - 1 "
-                    "WHERE name = ? AND unfinished > 0",
-                    (name,),
-                ).rowcount:  # the transaction (or savepoint) is rolled back: row restored
-                    raise ValueError(
-                        "task_done() was already called for every item: this job cannot be settled"
-                    )
-                return
+                    raise ChuteError(lost)
+                _count_settled(c, name)  # on failure the savepoint restores the row
+                return "acked"
             row = c.execute(
-                "SELECT data, deliveries FROM chute_item WHERE id = ? AND token = ? AND leased = 1",
+                "SELECT deliveries FROM chute_item WHERE id = ? AND token = ? AND leased = 1",
                 (id_, token),
             ).fetchone()
             if row is None:
-                raise ChuteError(
-                    f"queue {name!r}: this job's lease ran out and the item was delivered "
-                    "again; it is settled by whoever holds it now"
+                raise ChuteError(lost)
+            queue = _queue_row(c, name)
+            limit = queue.max_deliveries
+            if queue.state == _IMMEDIATE or (limit is not None and row[0] >= limit):
+                _count_settled(c, name)
+                _to_dead(c, name, id_, time.time(), "failed", error, counted=True)
+                return "dead"
+            if delay:
+                c.execute(
+                    "UPDATE chute_item SET leased = 2, visible_at = ?, "
+                    "last_error = coalesce(?, last_error) WHERE id = ?",
+                    (time.time() + delay, error, id_),
                 )
-            data, deliveries = row
-            state, max_deliveries = _queue_row(c, name)[1:3]
-            kind = how
-            if how == "nack" and (
-                state == _IMMEDIATE or (max_deliveries is not None and deliveries >= max_deliveries)
-            ):
-                kind = "dead"
-            if kind == "nack":
-                if delay:
-                    c.execute(
-                        "UPDATE chute_item SET visible_at = ? WHERE id = ?",
-                        (time.time() + delay, id_),
-                    )
-                else:
-                    c.execute(
-                        "UPDATE chute_item SET leased = 0, visible_at = 0 WHERE id = ?", (id_,)
-                    )
-                return
-            cur = c.execute(
-                "UPDATE chute_queue SET unfinished = unfinished - 1, stored = stored - 1 "
-                "WHERE name = ? AND unfinished > 0",
-                (name,),
-            )
-            if cur.rowcount == 0:
-                raise ValueError(
-                    "task_done() was already called for every item: this job cannot be settled"
-                )
-            if kind == "dead":
-                _to_dead(c, name, id_, data, deliveries, time.time(), counted=True)
             else:
-                c.execute("DELETE FROM chute_item WHERE id = ?", (id_,))
+                c.execute(
+                    "UPDATE chute_item SET leased = 0, visible_at = 0, "
+                    "last_error = coalesce(?, last_error) WHERE id = ?",
+                    (error, id_),
+                )
+            return "retried"
 
         return settle
 
-    def dead_letters(self) -> list[T]:
-        """The dead letters, oldest first (they stay)."""
+    def dead_letters(self) -> list[DeadLetter[T]]:
+        """The dead letters, oldest first, each with why it died (they stay)."""
         self._check_open()
         rows = self._db.call(
-            lambda c: c.execute(
-                "SELECT data FROM chute_dead WHERE queue = ? ORDER BY id", (self._name,)
-            ).fetchall(),
+            lambda c: c.execute(_DEAD_LETTERS + " ORDER BY id", (self._name,)).fetchall(),
             write=False,
         )
-        return [self._decode_or_raw(d) for (d,) in rows]
+        return [self._dead_letter(*row) for row in rows]
 
-    def _decode_or_raw(self, data: bytes) -> Any:
-        """A dead letter that cannot be decoded is handed back as stored
-        rather than hidden (it is often why it died)."""
-        try:
-            return self._codec.decode(data)
-        except Exception:
-            return data
+    def _dead_letter(
+        self, data: bytes, deliveries: int, died_at: float, reason: str, error: str | None
+    ) -> DeadLetter[T]:
+        info = ErrorInfo.from_dict(json.loads(error)) if error else None
+        return DeadLetter(
+            # One that cannot be decoded is handed back as stored rather
+            # than hidden (it is often why it died).
+            item=_decode_or_raw(self._codec, data),
+            deliveries=deliveries,
+            died_at=died_at,
+            reason=reason,
+            error_type=None if info is None else info.type,
+            error=None if info is None else info.message,
+            traceback=None if info is None else info.traceback,
+        )
 
-    def purge_dead(self) -> list[T]:
-        """Remove the dead letters and return them."""
+    def purge_dead(self) -> list[DeadLetter[T]]:
+        """Remove the dead letters and return them, oldest first."""
         self._check_open()
         name = self._name
 
-        def purge(c: sqlite3.Connection) -> list[bytes]:
+        def purge(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
             rows = c.execute(
-                "DELETE FROM chute_dead WHERE queue = ? RETURNING id, data", (name,)
+                "DELETE FROM chute_dead WHERE queue = ? "
+                "RETURNING id, data, deliveries, died_at, reason, last_error",
+                (name,),
             ).fetchall()
             c.execute("UPDATE chute_queue SET dead = dead - ? WHERE name = ?", (len(rows), name))
-            return [d for _, d in sorted(rows)]
+            return [row[1:] for row in sorted(rows)]
 
-        return [self._decode_or_raw(data) for data in self._db.call(purge, touches=name)]
+        return [self._dead_letter(*row) for row in self._db.call(purge, touches=name)]
 
     def requeue_dead(self) -> int:
         """Put every dead letter back at the end of the queue; how many."""
@@ -1507,7 +1639,7 @@ class SqliteQueue(Generic[T]):
         name = self._name
 
         def requeue(c: sqlite3.Connection) -> int:
-            if _queue_row(c, name)[1]:
+            if _queue_row(c, name).state:
                 raise QueueShutDown("cannot requeue into a queue that is shut down")
             rows = c.execute(
                 "DELETE FROM chute_dead WHERE queue = ? RETURNING id, data", (name,)
@@ -1528,15 +1660,31 @@ class SqliteQueue(Generic[T]):
 
 
 #: The oldest claimable items: not leased (in id order on their own index,
-#: however many are out on leases), and leases that ran out (on the leases'
-#: index), merged by id, in one statement.
+#: however many are out on leases), leases that ran out and delays that did
+#: (each on its own index), merged by id, in one statement.
 _CLAIMABLE = (
     "SELECT * FROM (SELECT id, data, deliveries, token, 0 FROM chute_item "
     "WHERE queue = ?1 AND leased = 0 AND id > ?2 ORDER BY id LIMIT ?3) "
     "UNION ALL "
     "SELECT * FROM (SELECT id, data, deliveries, token, 1 FROM chute_item "
     "WHERE queue = ?1 AND leased = 1 AND visible_at <= ?4 AND id > ?2 ORDER BY id LIMIT ?3) "
+    "UNION ALL "
+    "SELECT * FROM (SELECT id, data, deliveries, token, 2 FROM chute_item "
+    "WHERE queue = ?1 AND leased = 2 AND visible_at <= ?4 AND id > ?2 ORDER BY id LIMIT ?3) "
     "ORDER BY 1 LIMIT ?3"
+)
+#: Items out of the queue for now, ?1 the queue and ?2 the time: on a lease,
+#: or given back with a delay (each counted on its own index).
+_OUT = (
+    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 1 AND visible_at > ?2) + "
+    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 2 AND visible_at > ?2)"
+)
+#: A queue's state, bound, and items stored and not out: what a put looks at.
+_ROOM = f"SELECT state, maxsize, stored - ({_OUT}) FROM chute_queue WHERE name = ?1"
+#: When the next lease or delay runs out (each on its own index).
+_NEXT_DUE = (
+    "SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = 1 "
+    "UNION ALL SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = 2"
 )
 _CHUNK = 500  # ids per statement: far below any SQLite's limit on variables
 
@@ -1545,7 +1693,21 @@ def _marks(chunk: list[int]) -> str:
     return ",".join("?" * len(chunk))
 
 
-def _queue_row(c: sqlite3.Connection, name: str) -> tuple[Any, ...]:
+class _Stored(NamedTuple):
+    """A queue's row of ``chute_queue``: its bounds, state and counters."""
+
+    maxsize: int
+    state: int
+    max_deliveries: int | None
+    stored: int
+    unfinished: int
+    total_put: int
+    total_got: int
+    peak: int
+    dead: int
+
+
+def _queue_row(c: sqlite3.Connection, name: str) -> _Stored:
     row = c.execute(
         "SELECT maxsize, state, max_deliveries, stored, unfinished, total_put, total_got, "
         "peak, dead FROM chute_queue WHERE name = ?",
@@ -1553,36 +1715,96 @@ def _queue_row(c: sqlite3.Connection, name: str) -> tuple[Any, ...]:
     ).fetchone()
     if row is None:
         raise ChuteError(f"no queue named {name!r} in this file")
-    return tuple(row)
+    return _Stored(*row)
+
+
+def _bounds(maxsize: int | Unset, max_deliveries: object) -> dict[str, int | None]:
+    """The bounds passed explicitly, checked: the columns to set."""
+    bounds: dict[str, int | None] = {}
+    if maxsize is not UNSET:
+        bounds["maxsize"] = check_maxsize(maxsize)
+    if max_deliveries is not UNSET:
+        bounds["max_deliveries"] = check_max_deliveries(max_deliveries)
+    return bounds
+
+
+def _set_bounds(c: sqlite3.Connection, name: str, path: str, bounds: dict[str, int | None]) -> None:
+    """Store ``bounds`` (columns named by ``_bounds``, never by a caller)
+    for the queue; ``QueueNotFound`` if it does not exist."""
+    if bounds:
+        columns = ", ".join(f"{column} = ?" for column in bounds)
+        found = c.execute(
+            f"UPDATE chute_queue SET {columns} WHERE name = ?", (*bounds.values(), name)
+        ).rowcount
+    else:
+        found = c.execute("SELECT 1 FROM chute_queue WHERE name = ?", (name,)).fetchone()
+    if not found:
+        names = [n for (n,) in c.execute("SELECT name FROM chute_queue ORDER BY name")]
+        raise QueueNotFound(_no_queue(name, path, names))
+
+
+def _no_queue(name: str, path: str, names: list[str]) -> str:
+    there = f"queues here: {', '.join(names)}" if names else "no queues here"
+    return f"no queue {name!r} in {path}; {there}"
+
+
+def _left_to_join(c: sqlite3.Connection, name: str) -> int:
+    row = _queue_row(c, name)
+    # After an immediate shutdown nothing more will be taken: as with the
+    # stdlib's, join() returns.
+    return 0 if row.state == _IMMEDIATE else row.unfinished
+
+
+def _count_settled(c: sqlite3.Connection, name: str) -> None:
+    """An item leaves for good: one fewer stored, one fewer unfinished."""
+    if not c.execute(
+        "UPDATE chute_queue SET unfinished = unfinished - 1, stored = stored - 1 "
+        "WHERE name = ? AND unfinished > 0",
+        (name,),
+    ).rowcount:
+        raise ValueError(
+            "task_done() was already called for every item: this job cannot be settled"
+        )
+
+
+def _decode_or_raw(codec: Codec, data: bytes) -> Any:
+    try:
+        return codec.decode(data)
+    except Exception:
+        return data
+
+
+_DEAD_LETTERS = (
+    "SELECT data, deliveries, died_at, reason, last_error FROM chute_dead WHERE queue = ?"
+)
 
 
 def _in_flight(c: sqlite3.Connection, name: str, now: float) -> int:
-    return int(
-        c.execute(
-            "SELECT count(*) FROM chute_item WHERE queue = ? AND leased = 1 AND visible_at > ?",
-            (name, now),
-        ).fetchone()[0]
-    )
+    return int(c.execute(f"SELECT {_OUT}", (name, now)).fetchone()[0])
 
 
 def _ready(c: sqlite3.Connection, name: str, now: float) -> int:
-    return int(_queue_row(c, name)[3]) - _in_flight(c, name, now)
+    return _queue_row(c, name).stored - _in_flight(c, name, now)
 
 
 def _to_dead(
     c: sqlite3.Connection,
     name: str,
     id_: int,
-    data: bytes,
-    deliveries: int,
     now: float,
+    reason: str,
+    error: str | None = None,
     counted: bool = False,
 ) -> None:
-    c.execute("DELETE FROM chute_item WHERE id = ?", (id_,))
+    """Move a stored item to the dead letters, with why: ``error`` (JSON of
+    an ``ErrorInfo``) if given, else the last one it failed with."""
     c.execute(
-        "INSERT INTO chute_dead (queue, data, deliveries, died_at) VALUES (?, ?, ?, ?)",
-        (name, data, deliveries, now),
+        "INSERT INTO chute_dead (queue, data, deliveries, died_at, reason, last_error) "
+        "SELECT queue, data, deliveries, ?, ?, coalesce(?, last_error) FROM chute_item "
+        "WHERE id = ?",
+        (now, reason, error, id_),
     )
+    c.execute("DELETE FROM chute_item WHERE id = ?", (id_,))
     if counted:  # stored and unfinished already taken down by the caller
         c.execute("UPDATE chute_queue SET dead = dead + 1 WHERE name = ?", (name,))
     else:
@@ -1610,6 +1832,10 @@ def _settle_wakes(how: str, delay: float | None) -> Wakes:
     return WAKE_ALL  # a delay: sleeping getters look again at when to wake
 
 
+def _error_json(error: BaseException | None) -> str | None:
+    return None if error is None else json.dumps(ErrorInfo.of(error).to_dict())
+
+
 class SqliteJob(JobBase[T]):
     """A reserved item of a SQLite queue, leased until settled or timed out."""
 
@@ -1621,13 +1847,13 @@ class SqliteJob(JobBase[T]):
         self._id = id_
         self._token = token
 
-    def _settle(self, how: str, delay: float | None) -> None:
+    def _settle(self, how: str, delay: float | None, error: BaseException | None = None) -> None:
         if self._settled:
             raise JobSettledError("this job was already settled")
         q = self._queue
         q._check_open()
-        fn = q._settle_fn(self._id, self._token, how, delay)
-        q._db.call(fn, touches=q._name, wakes=_settle_wakes(how, delay))
+        fn = q._settle_fn(self._id, self._token, how, delay, _error_json(error))
+        self._outcome = q._db.call(fn, touches=q._name, wakes=_settle_wakes(how, delay))
         self._settled = True
 
     async def _settle_async(
@@ -1637,9 +1863,11 @@ class SqliteJob(JobBase[T]):
             raise JobSettledError("this job was already settled")
         q = self._queue
         q._check_open()
-        fn = q._settle_fn(self._id, self._token, how, delay)
+        fn = q._settle_fn(self._id, self._token, how, delay, _error_json(error))
         # Shielded: a settle that was sent is seen through, cancelled or not.
-        await asyncio.shield(q._db.run(fn, touches=q._name, wakes=_settle_wakes(how, delay)))
+        self._outcome = await asyncio.shield(
+            q._db.run(fn, touches=q._name, wakes=_settle_wakes(how, delay))
+        )
         self._settled = True
 
     def ack(self) -> None:
@@ -1648,10 +1876,11 @@ class SqliteJob(JobBase[T]):
 
     def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         """Give the item back (claimable again after ``delay`` seconds), or to
-        the dead letters after ``max_deliveries``."""
+        the dead letters after ``max_deliveries``. ``error``, what it failed
+        with, is kept with the item (and shown with its dead letter)."""
         if delay is not None:
             delay = check_delay(delay)
-        self._settle("nack", delay)
+        self._settle("nack", delay, error)
 
     async def extend(self, seconds: float | None = None) -> None:
         """Keep the lease ``seconds`` more from now (default: the queue's
@@ -1684,9 +1913,8 @@ class _TimedOut(Exception):
 
 class SqliteSyncQueue(BlockingFace[T]):
     """The ``queue.Queue`` API on a SQLite queue, for plain threads and
-    worker processes with no event loop."""
-
-    __slots__ = ()
+    worker processes with no event loop. (No ``__slots__``: it takes
+    attributes, and ``mock.patch.object``, as ``queue.Queue`` does.)"""
 
 
 class SqliteReservation(SettlingReservation[T]):

@@ -163,11 +163,12 @@ async def test_an_item_that_cannot_be_decoded_goes_to_the_dead_letters(tmp_path)
         s = reader.statistics()
         assert (s.size, s.dead_lettered) == (1, 1)  # the other one went back
         assert await reader.get() == "plain"
-        dead = reader.dead_letters()  # as stored: json still cannot read it
-        assert len(dead) == 1
-        assert isinstance(dead[0], bytes)
+        (dead,) = reader.dead_letters()  # as stored: json still cannot read it
+        assert isinstance(dead.item, bytes)
+        assert (dead.reason, dead.error_type) == ("undecodable", "UnicodeDecodeError")
+        assert "can't decode byte" in dead.error
     async with chute.open(url(tmp_path), "q", codec="pickle") as again:
-        assert again.dead_letters() == [("a tuple",)]
+        assert [d.item for d in again.dead_letters()] == [("a tuple",)]
 
 
 # -- leases ---------------------------------------------------------------------------------
@@ -195,7 +196,13 @@ async def test_expired_on_its_last_delivery_it_becomes_a_dead_letter(tmp_path):
         await asyncio.sleep(0.1)
         with pytest.raises(TimeoutError):
             await q.get(timeout=0.05)
-        assert q.dead_letters() == ["crashes its consumer"]
+        (dead,) = q.dead_letters()
+        assert (dead.item, dead.reason, dead.deliveries) == (
+            "crashes its consumer",
+            "lease expired",
+            1,
+        )
+        assert (dead.error_type, dead.error, dead.traceback) == (None, None, None)
         assert q.statistics().unfinished_tasks == 0
 
 
@@ -483,7 +490,7 @@ async def test_async_with_a_memory_url():
         assert await q.get() == 1
 
 
-async def test_the_last_opener_sets_the_bounds_for_everyone(tmp_path):
+async def test_bounds_passed_explicitly_replace_the_stored_ones_for_everyone(tmp_path):
     async with chute.open(url(tmp_path), "q", maxsize=1) as first:
         await first.put("a")
         with pytest.raises(chute.QueueFull):
@@ -495,7 +502,10 @@ async def test_the_last_opener_sets_the_bounds_for_everyone(tmp_path):
                 async with first.reserve() as job:
                     assert job.item == "a"
                     raise RuntimeError("fails once: enough, with max_deliveries=1")
-            assert second.dead_letters() == ["a"]
+            (dead,) = second.dead_letters()
+            assert (dead.item, dead.reason, dead.error_type) == ("a", "failed", "RuntimeError")
+            assert dead.error == "fails once: enough, with max_deliveries=1"
+            assert "raise RuntimeError" in dead.traceback
 
 
 # -- the blocking face -------------------------------------------------------------------
