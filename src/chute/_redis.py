@@ -3,10 +3,18 @@
 Keys of queue ``name`` (one hash tag, so that a cluster keeps them on one
 node): ``chute:{name}:items``, the stream, read through the consumer group
 ``chute``; ``chute:{name}:meta``, a hash of the bounds, the shutdown state
-and the counters; ``chute:{name}:dead``, the dead letters (a stream); and
-``chute:{name}:later``, the items given back with a delay longer than the
-visibility timeout (a sorted set); and ``chute:{name}:back``, the ids of
-entries given back in place (still pending, but waiting to be claimed).
+and the counters (its field ``v``, the schema, marks the queue as chute's:
+``queue_names`` finds queues by it); ``chute:{name}:dead``, the dead letters
+(a stream: the item, its deliveries, why it died and its last error; the
+entry's id says when); ``chute:{name}:later``, the items given back with a
+delay (a sorted set); ``chute:{name}:back``, the ids of entries given back
+in place (still pending, but waiting to be claimed); and
+``chute:{name}:errors``, the last error of each item that failed with one
+(a hash by entry id, deleted with the entry).
+
+The bounds (``maxsize``, ``max_deliveries``) are stored in the meta hash:
+opening without them uses what is stored, passing them (or ``configure``)
+replaces them for every client, and the scripts read them at every call.
 
 Every change is one Lua script, atomic on the server: a bounded put checks
 the length and appends (Redis's own ``MAXLEN`` would trim the oldest items,
@@ -28,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -35,20 +44,34 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
+from urllib.parse import urlsplit
 
 from ._codecs import Codec, encode_item, get_codec, undecodable
 from ._contract import (
+    UNSET,
     BlockingFace,
+    DeadLetter,
+    ErrorInfo,
     JobBase,
+    Outcome,
     QueueStatistics,
     SettlingReservation,
+    Unset,
     check_delay,
+    check_max_deliveries,
     check_max_items,
     check_maxsize,
     check_timeout,
 )
-from ._exceptions import ChuteError, JobSettledError, QueueEmpty, QueueFull, QueueShutDown
+from ._exceptions import (
+    ChuteError,
+    JobSettledError,
+    QueueEmpty,
+    QueueFull,
+    QueueNotFound,
+    QueueShutDown,
+)
 from ._open import parse_redis_url
 from ._waiters import check_not_on_loop
 
@@ -64,7 +87,11 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+#: 2: dead letters keep why they died (reason, last error), items keep their
+#: last error, and every delayed item waits in ``later``. A queue of schema 1
+#: is brought up to 2 when opened (nothing to rewrite: its dead letters list
+#: with reason "failed" and no error).
+SCHEMA_VERSION = 2
 GROUP = "chute"
 #: How long one server-side wait lasts before the waiter looks again: for
 #: leases that ran out and for a shutdown made by another client.
@@ -72,6 +99,10 @@ BLOCK_SLICE = 0.25
 #: How often a full put or a join looks again for changes made elsewhere.
 POLL = 0.02
 FOREVER_IDLE = 10**12  # ms: an entry given back is "idle" this long: claimable at once
+#: The key parts of a queue, in the order the scripts see them as KEYS.
+KEY_PARTS = ("items", "meta", "dead", "later", "back", "errors")
+#: What marks a queue on a server: its meta hash.
+META_PATTERN = "chute:{*}:meta"
 
 #: id, data, deliveries (this one included), and the entry's pending count:
 #: the fencing token (``deliveries`` adds those before a delayed retry).
@@ -88,6 +119,11 @@ end
 -- Items waiting: stored, minus those pending, plus those given back.
 local function ready(K)
   return redis.call('XLEN', K[1]) - pel_count(K[1]) + redis.call('SCARD', K[5])
+end
+-- Items in the queue: waiting, and given back with a delay (not held by
+-- anyone, and counted toward maxsize).
+local function stored(K)
+  return ready(K) + redis.call('ZCARD', K[4])
 end
 local function fields(kv)
   local d, n = nil, 0
@@ -115,14 +151,22 @@ local function release(K, consumer, id, retrycount)
   end
   redis.call('SADD', K[5], id)
 end
--- Delete a taken entry for good.
+-- Delete a taken entry for good (and the last error kept for it).
 local function remove(K, id)
   redis.call('XACK', K[1], 'chute', id)
   redis.call('XDEL', K[1], id)
   redis.call('SREM', K[5], id)
+  redis.call('HDEL', K[6], id)
 end
-local function bury(K, id, data, deliveries)
-  redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries)
+-- To the dead letters, with why: reason, and the error given (or else the
+-- last one the item failed with). The dead entry's id tells when.
+local function bury(K, id, data, deliveries, reason, err)
+  if not err or err == '' then err = redis.call('HGET', K[6], id) end
+  if err then
+    redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries, 'r', reason, 'e', err)
+  else
+    redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries, 'r', reason)
+  end
   remove(K, id)
   redis.call('HINCRBY', K[2], 'dead', 1)
   if tonumber(redis.call('HGET', K[2], 'unfinished')) > 0 then
@@ -131,7 +175,12 @@ local function bury(K, id, data, deliveries)
 end
 """
 
-# KEYS: stream, meta, dead, later. ARGV: maxsize, max_deliveries ("" for none), schema.
+# KEYS: the queue's. ARGV: maxsize ("": keep), max_deliveries ("": keep,
+# "none": no limit), schema, create (1 | 0).
+# -> {'ok', maxsize, max_deliveries ("" for none)} | {'missing'} | {'alien', type}
+#    | {'newer', schema}
+# With create=0 it is ``configure``: it changes what is passed, on a queue
+# that exists, and creates nothing.
 _DECLARE = (
     _LIB
     + r"""
@@ -142,16 +191,27 @@ if redis.call('EXISTS', KEYS[2]) == 1 and not v then return {'alien', 'hash'} en
 if not v and kind == 'stream' then return {'alien', 'stream'} end
 if v and tonumber(v) > tonumber(ARGV[3]) then return {'newer', v} end
 if not v then
+  if ARGV[4] ~= '1' then return {'missing'} end
   redis.call('XGROUP', 'CREATE', KEYS[1], 'chute', '0', 'MKSTREAM')
   redis.call('HSET', KEYS[2], 'v', ARGV[3], 'state', 0, 'total_put', 0, 'total_got', 0,
-             'peak', 0, 'dead', 0, 'unfinished', 0)
+             'peak', 0, 'dead', 0, 'unfinished', 0, 'maxsize', 0, 'maxdel', '')
+elseif tonumber(v) < tonumber(ARGV[3]) then
+  -- An older schema: what it stored still reads the same.
+  redis.call('HSET', KEYS[2], 'v', ARGV[3])
 end
-redis.call('HSET', KEYS[2], 'maxsize', ARGV[1], 'maxdel', ARGV[2])
-return {'ok'}
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'maxsize', ARGV[1]) end
+if ARGV[2] == 'none' then
+  redis.call('HSET', KEYS[2], 'maxdel', '')
+elseif ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], 'maxdel', ARGV[2])
+end
+local m = redis.call('HMGET', KEYS[2], 'maxsize', 'maxdel')
+return {'ok', m[1] or '0', m[2] or ''}
 """
 )
 
-# ARGV: the records. -> {'ok', id, ...} | {'full'} | {'shutdown'} | {'gone'}
+# ARGV: the records.
+# -> {'ok', id, ...} | {'full'} | {'never', maxsize} | {'shutdown'} | {'gone'}
 _PUT = (
     _LIB
     + r"""
@@ -159,14 +219,15 @@ local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'peak')
 if not m[1] then return {'gone'} end
 if m[2] ~= '0' then return {'shutdown'} end
 local n = #ARGV
-local ready = ready(KEYS)
+local size = stored(KEYS)
 local maxsize = tonumber(m[3])
-if maxsize > 0 and ready + n > maxsize then return {'full'} end
+if maxsize > 0 and n > maxsize then return {'never', maxsize} end
+if maxsize > 0 and size + n > maxsize then return {'full'} end
 local out = {'ok'}
 for i = 1, n do out[i + 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i]) end
 redis.call('HINCRBY', KEYS[2], 'total_put', n)
 redis.call('HINCRBY', KEYS[2], 'unfinished', n)
-if ready + n > tonumber(m[4]) then redis.call('HSET', KEYS[2], 'peak', ready + n) end
+if size + n > tonumber(m[4]) then redis.call('HSET', KEYS[2], 'peak', size + n) end
 return out
 """
 )
@@ -184,26 +245,33 @@ local maxdel = tonumber(m[3])
 local now = now_ms()
 local out = {'ok'}
 local got = 0
--- Delayed items whose time came go back at the end of the stream.
+-- Delayed items whose time came go back at the end of the stream (their
+-- last error follows them to their new id).
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, want)
 for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[4], member)
   local a = string.find(member, ':', 1, true)
   local b = string.find(member, ':', a + 1, true)
-  redis.call('XADD', KEYS[1], '*', 'd', string.sub(member, b + 1),
-             'n', string.sub(member, a + 1, b - 1))
+  local old = string.sub(member, 1, a - 1)
+  local new = redis.call('XADD', KEYS[1], '*', 'd', string.sub(member, b + 1),
+                         'n', string.sub(member, a + 1, b - 1))
+  local err = redis.call('HGET', KEYS[6], old)
+  if err then
+    redis.call('HSET', KEYS[6], new, err)
+    redis.call('HDEL', KEYS[6], old)
+  end
 end
 -- Entries given back, or whose lease ran out: oldest first.
 local expired = redis.call('XPENDING', KEYS[1], 'chute', 'IDLE', vt, '-', '+', want)
 for _, p in ipairs(expired) do
   local id = p[1]
-  redis.call('SREM', KEYS[5], id)
+  local given_back = redis.call('SREM', KEYS[5], id) == 1
   local claimed = redis.call('XCLAIM', KEYS[1], 'chute', consumer, vt, id)
   if #claimed > 0 and claimed[1] and claimed[1][2] then
     local data, base = fields(claimed[1][2])
     local before = base + tonumber(p[4])
     if maxdel and before >= maxdel then
-      bury(KEYS, id, data, before)
+      bury(KEYS, id, data, before, given_back and 'failed' or 'lease expired', nil)
     else
       out[#out + 1] = id; out[#out + 1] = data; out[#out + 1] = before + 1
       out[#out + 1] = tonumber(p[4]) + 1
@@ -303,14 +371,15 @@ redis.call('HINCRBY', KEYS[2], 'unfinished', -#ARGV)
 return #ARGV
 """
 
-# ARGV: consumer, id, count, how ('ack' | 'nack' | 'dead' | 'extend'),
-#       delay or lease (ms), visibility timeout (ms)
-# -> 'ok' | 'stale' | 'done' (task_done already called for every item)
+# ARGV: consumer, id, count, how ('ack' | 'nack' | 'extend'), delay or
+#       lease (ms), visibility timeout (ms), the error (ErrorInfo JSON, or "")
+# -> 'acked' | 'retried' | 'dead' | 'ok' (extended) | 'stale'
+#    | 'done' (task_done already called for every item)
 _SETTLE = (
     _LIB
     + r"""
 local consumer, id, count, how = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ms, vt = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ms, vt, err = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local owner, now_count = pending(KEYS, id)
 if owner ~= consumer or now_count ~= count then return 'stale' end
 if how == 'extend' then
@@ -321,41 +390,45 @@ local m = redis.call('HMGET', KEYS[2], 'state', 'maxdel', 'unfinished')
 local e = redis.call('XRANGE', KEYS[1], id, id)
 local data, base = fields(e[1][2])
 local deliveries = base + count
-if how == 'nack' and (m[1] == '2' or (m[2] ~= '' and deliveries >= tonumber(m[2]))) then
+if how == 'nack' and (m[1] == '2' or ((m[2] or '') ~= '' and deliveries >= tonumber(m[2]))) then
   how = 'dead'
 end
 if how == 'nack' then
+  -- Kept as the item's last error, for when it dies later.
+  if err ~= '' then redis.call('HSET', KEYS[6], id, err) end
   if ms == 0 then
     release(KEYS, consumer, id, nil)
-  elseif ms <= vt then
-    redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', vt - ms, 'JUSTID')
   else
+    -- Out of the stream until due: not held by anyone, not claimable.
+    local last = redis.call('HGET', KEYS[6], id)
     remove(KEYS, id)
+    if last then redis.call('HSET', KEYS[6], id, last) end
     redis.call('ZADD', KEYS[4], now_ms() + ms, id .. ':' .. deliveries .. ':' .. data)
   end
-  return 'ok'
+  return 'retried'
 end
 if tonumber(m[3]) <= 0 then return 'done' end
 if how == 'dead' then
-  bury(KEYS, id, data, deliveries)
-  return 'ok'
+  bury(KEYS, id, data, deliveries, 'failed', err)
+  return 'dead'
 end
 remove(KEYS, id)
 redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
-return 'ok'
+return 'acked'
 """
 )
 
-# Entries that cannot be decoded go to the dead letters. ARGV: consumer, id, count, ...
+# Entries that cannot be decoded go to the dead letters.
+# ARGV: consumer, id, count, error (ErrorInfo JSON), ...
 _BURY = (
     _LIB
     + r"""
-for i = 2, #ARGV, 2 do
+for i = 2, #ARGV, 3 do
   local owner, count = pending(KEYS, ARGV[i])
   if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
     local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
     local data, base = fields(e[1][2])
-    bury(KEYS, ARGV[i], data, base + count)
+    bury(KEYS, ARGV[i], data, base + count, 'undecodable', ARGV[i + 2])
   end
 end
 return 'ok'
@@ -363,7 +436,7 @@ return 'ok'
 )
 
 # -> {v, state, maxsize, maxdel, total_put, total_got, peak, dead, unfinished,
-#     ready, handed out, delayed}
+#     ready, held, delayed} | {'gone'}
 _READ = (
     _LIB
     + r"""
@@ -394,23 +467,29 @@ return 'ok'
 """
 
 # ARGV: 'list' | 'purge' | 'requeue'
+# -> id, data, deliveries, reason, error, ... (list, purge) | count | -1 (shut down)
+# A dead letter of schema 1 has no reason and no error: "" for each.
 _DEAD = r"""
 local entries = redis.call('XRANGE', KEYS[3], '-', '+')
 local out = {}
 for _, e in ipairs(entries) do
-  local kv = e[2]
-  for i = 1, #kv, 2 do if kv[i] == 'd' then out[#out + 1] = kv[i + 1] end end
+  local kv, f = e[2], {}
+  for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+  if f['d'] then
+    out[#out + 1] = e[1]; out[#out + 1] = f['d']; out[#out + 1] = f['n'] or '0'
+    out[#out + 1] = f['r'] or ''; out[#out + 1] = f['e'] or ''
+  end
 end
 if ARGV[1] == 'purge' then
   redis.call('DEL', KEYS[3])
   redis.call('HSET', KEYS[2], 'dead', 0)
 elseif ARGV[1] == 'requeue' then
   if redis.call('HGET', KEYS[2], 'state') ~= '0' then return -1 end
-  for _, d in ipairs(out) do redis.call('XADD', KEYS[1], '*', 'd', d) end
+  for i = 2, #out, 5 do redis.call('XADD', KEYS[1], '*', 'd', out[i]) end
   redis.call('DEL', KEYS[3])
   redis.call('HSET', KEYS[2], 'dead', 0)
-  redis.call('HINCRBY', KEYS[2], 'unfinished', #out)
-  return #out
+  redis.call('HINCRBY', KEYS[2], 'unfinished', #out / 5)
+  return #out / 5
 end
 return out
 """
@@ -443,8 +522,164 @@ def _failure(exc: BaseException, where: str) -> ChuteError:
     return ChuteError(f"Redis at {where} failed: {exc}")
 
 
-class _Refused(ChuteError):
-    """The server refused a script (say, the queue's keys were deleted)."""
+def _refused(exc: BaseException) -> bool:
+    """Whether a ``ChuteError`` raised here is the server refusing a script
+    (say, the queue's keys were deleted), rather than a lost connection."""
+    return isinstance(exc.__cause__, redis.ResponseError)
+
+
+class _BoundedConnection(redis.Connection):
+    """A connection whose whole set-up (TCP, TLS handshake, and the replies
+    to the commands redis-py sends on connecting) waits at most
+    ``socket_connect_timeout`` per step, where redis-py would wait for the
+    (much longer) reply timeout after the TCP connect: a server that
+    accepts and never answers, or plain text where TLS was asked for,
+    fails within ``connect_timeout``."""
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        me: Any = self
+        if me._sock:
+            return
+        replies = me.socket_timeout
+        me.socket_timeout = me.socket_connect_timeout
+        try:
+            super().connect_check_health(check_health, retry_socket_connect)
+        finally:
+            me.socket_timeout = replies
+            if me._sock is not None:
+                me._sock.settimeout(replies)
+                buffer = getattr(me._parser, "_buffer", None)
+                if buffer is not None and hasattr(buffer, "socket_timeout"):
+                    buffer.socket_timeout = replies
+
+
+class _BoundedSSLConnection(_BoundedConnection, redis.SSLConnection):
+    pass
+
+
+class _BoundedAsyncConnection(aioredis.Connection):
+    """The same bound on the event loop: the whole connect, at most
+    ``socket_connect_timeout``."""
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self.is_connected:
+            return
+        try:
+            async with asyncio.timeout(self.socket_connect_timeout):
+                await super().connect_check_health(check_health, retry_socket_connect)
+        except TimeoutError as exc:
+            with contextlib.suppress(Exception):
+                await self.disconnect()
+            if isinstance(exc, redis.RedisError):
+                raise
+            raise redis.TimeoutError("Timeout connecting to server") from exc
+
+
+class _BoundedAsyncSSLConnection(_BoundedAsyncConnection, aioredis.SSLConnection):
+    pass
+
+
+_BOUNDED: dict[type, type] = {
+    redis.Connection: _BoundedConnection,
+    redis.SSLConnection: _BoundedSSLConnection,
+    aioredis.Connection: _BoundedAsyncConnection,
+    aioredis.SSLConnection: _BoundedAsyncSSLConnection,
+}
+
+
+def _bounded(client: Any) -> Any:
+    """``client`` with its connections' set-up bounded (see above)."""
+    pool = client.connection_pool
+    pool.connection_class = _BOUNDED.get(pool.connection_class, pool.connection_class)
+    return client
+
+
+def _client_options(connect_timeout: float) -> dict[str, Any]:
+    return {
+        "socket_connect_timeout": connect_timeout,
+        # No reply takes this long (waits block for BLOCK_SLICE at most):
+        # a connection that stops answering fails instead of hanging.
+        "socket_timeout": 30.0,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "protocol": 2,  # the replies parsed here are RESP2's
+    }
+
+
+def _check_connect_timeout(connect_timeout: object) -> float:
+    checked = check_timeout(connect_timeout)
+    if checked is None or checked <= 0:
+        raise ValueError(
+            f"connect_timeout must be a positive number of seconds, not {connect_timeout!r}"
+        )
+    return checked
+
+
+def _display(url: str) -> str:
+    """The server as users name it, without its password."""
+    where = parse_redis_url(url)
+    scheme = urlsplit(url).scheme.lower()
+    return f"{scheme}://{where['host']}:{where['port']}/{where['db']}"
+
+
+def _scan_names(client: Any) -> list[str]:
+    """The queues on a server, by their meta hashes (``SCAN``, which never
+    blocks the server the way ``KEYS`` does); a hash that only looks like
+    one, without chute's schema field, is not a queue."""
+    prefix, suffix = "chute:{", "}:meta"
+    keys = [_text(k) for k in client.scan_iter(match=META_PATTERN, count=1000, _type="HASH")]
+    if not keys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hexists(key, "v")
+    marked = pipe.execute()
+    return sorted({k[len(prefix) : -len(suffix)] for k, ok in zip(keys, marked, strict=True) if ok})
+
+
+def _error_json(exc: BaseException | None) -> str:
+    return "" if exc is None else json.dumps(ErrorInfo.of(exc).to_dict())
+
+
+def _error_info(text: Any) -> ErrorInfo | None:
+    if not text:
+        return None
+    try:
+        d = json.loads(_text(text))
+    except ValueError:  # not written by chute: shown as the message
+        return ErrorInfo("", _text(text), "")
+    return ErrorInfo.from_dict(d if isinstance(d, dict) else None)
+
+
+class _Meta(NamedTuple):
+    """What the read script returns: the meta hash and the counts."""
+
+    version: int
+    state: int  # 0 open, 1 shut down, 2 shut down at once
+    maxsize: int
+    max_deliveries: int | None
+    total_put: int
+    total_got: int
+    peak: int
+    dead: int
+    unfinished: int
+    ready: int  # waiting: claimable now
+    held: int  # on a lease (or whose lease ran out, not yet claimed again)
+    delayed: int  # given back with a delay, not claimable yet
+
+    @classmethod
+    def of(cls, reply: Any) -> _Meta:
+        v = [None if x in (None, b"") else int(_text(x)) for x in reply]
+        n = [0 if x is None else x for x in v]
+        return cls(n[0], n[1], n[2], v[3], n[4], n[5], n[6], n[7], n[8], n[9], n[10], n[11])
+
+    @property
+    def size(self) -> int:
+        return max(0, self.ready) + self.delayed
 
 
 class _Backoff:
@@ -473,55 +708,49 @@ class _Backoff:
 
 
 class RedisQueue(Generic[T]):
-    """A queue on a Redis stream; see the module docstring."""
+    """A queue on a Redis stream; see the module docstring.
+
+    ``maxsize`` and ``max_deliveries`` belong to the queue: left out
+    (``None`` / not passed), the stored ones hold (a new queue: unbounded,
+    no limit); passed, they replace them for every client. ``create=False``
+    opens only a queue that exists (``QueueNotFound`` otherwise; nothing is
+    created). ``connect_timeout`` bounds each connection's whole set-up,
+    TLS handshake included."""
 
     def __init__(
         self,
         url: str,
         name: str,
-        maxsize: int = 0,
+        maxsize: int | None = None,
         *,
+        create: bool = True,
         codec: object = "json",
         visibility_timeout: float = 30.0,
-        max_deliveries: int | None = None,
+        max_deliveries: int | Unset | None = UNSET,
         connect_timeout: float = 5.0,
     ) -> None:
         self._where = parse_redis_url(url)
-        self._maxsize = check_maxsize(maxsize)
+        wanted = None if maxsize is None else check_maxsize(maxsize)
         vt = check_timeout(visibility_timeout)
         if vt is None or vt <= 0:
             raise ValueError(
                 "visibility_timeout must be a positive number of seconds, "
                 f"not {visibility_timeout!r}"
             )
-        if max_deliveries is not None and (
-            isinstance(max_deliveries, bool)
-            or not isinstance(max_deliveries, int)
-            or max_deliveries < 1
-        ):
-            raise ValueError(f"max_deliveries must be an int >= 1 or None, not {max_deliveries!r}")
+        if not isinstance(max_deliveries, Unset):
+            max_deliveries = check_max_deliveries(max_deliveries)
+        connect_timeout = _check_connect_timeout(connect_timeout)
         self._codec: Codec = get_codec(codec)
         self._name = name
         self._url = url
         self._vt_ms = max(1, round(vt * 1000))
         self._visibility = vt
-        self._max_deliveries = max_deliveries
         host, port = self._where["host"], self._where["port"]
         self._label = f"{host}:{port}"
-        parts = ("items", "meta", "dead", "later", "back")
-        self._keys = [f"chute:{{{name}}}:{part}" for part in parts]
+        self._keys = [f"chute:{{{name}}}:{part}" for part in KEY_PARTS]
         self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        opts: dict[str, Any] = {
-            "socket_connect_timeout": connect_timeout,
-            # No reply takes this long (waits block for BLOCK_SLICE at most):
-            # a connection that stops answering fails instead of hanging.
-            "socket_timeout": 30.0,
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 0,
-            "protocol": 2,  # the replies parsed here are RESP2's
-        }
-        self._options = opts
-        self._sync = redis.Redis.from_url(url, **opts)
+        self._options = _client_options(connect_timeout)
+        self._sync = _bounded(redis.Redis.from_url(url, **self._options))
         self._sync_scripts = {k: self._sync.register_script(v) for k, v in _SCRIPTS.items()}
         #: A client per event loop, and its scripts.
         self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]] = {}
@@ -539,12 +768,34 @@ class RedisQueue(Generic[T]):
         #: each loop: the event, and the loop it belongs to.
         self._changed: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._lock = threading.Lock()
-        reply = self._run_sync(
-            "declare", [self._maxsize, max_deliveries or "", SCHEMA_VERSION], opening=True
-        )
+        #: Blocking puts (threads) wait on this, woken by this process's changes.
+        self._changed_sync = threading.Condition(self._lock)
+        self._changes = 0  # counts them, so that a wake-up is never missed
+        self._face: RedisSyncQueue[T] | None = None
+        #: The stored bound as last seen (for the repr; the scripts read the
+        #: stored one at every call).
+        self._maxsize = 0
+        try:
+            self._maxsize = self._declare(wanted, max_deliveries, create)
+        except BaseException:
+            self._sync.close()
+            raise
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _declare(
+        self, maxsize: int | None, max_deliveries: int | Unset | None, create: bool
+    ) -> int:
+        """Create or look up the queue (and store what is passed); its maxsize."""
+        args = [
+            "" if maxsize is None else maxsize,
+            "" if isinstance(max_deliveries, Unset) else (max_deliveries or "none"),
+            SCHEMA_VERSION,
+            int(create),
+        ]
+        reply = self._run_sync("declare", args, opening=True)
         status = _text(reply[0])
         if status == "alien":
-            self._sync.close()
             key = self._keys[1 if _text(reply[1]) == "hash" else 0]
             raise ChuteError(
                 f"Redis at {self._label}: the key {key!r}"
@@ -552,13 +803,56 @@ class RedisQueue(Generic[T]):
                 "choose another queue name"
             )
         if status == "newer":
-            self._sync.close()
             raise ChuteError(
-                f"queue {name!r} on Redis at {self._label} was made by a newer chute "
+                f"queue {self._name!r} on Redis at {self._label} was made by a newer chute "
                 f"(schema {_text(reply[1])}); this one reads schema {SCHEMA_VERSION}: upgrade chute"
             )
+        if status == "missing":
+            raise self._not_found()
+        return int(_text(reply[1]))
 
-    # -- plumbing ----------------------------------------------------------------------
+    def _not_found(self) -> QueueNotFound:
+        try:
+            names = _scan_names(self._sync)
+        except (redis.RedisError, OSError) as exc:
+            raise _failure(exc, self._label) from exc
+        there = f"queues there: {', '.join(names)}" if names else "no queues there"
+        return QueueNotFound(f"no queue {self._name!r} on {_display(self._url)}; {there}")
+
+    @classmethod
+    def queue_names(cls, url: str, **options: Any) -> list[str]:
+        """The names of the queues on the server at ``url``, sorted. Creates
+        nothing. Options: those of the constructor (only ``connect_timeout``
+        matters here). Blocking I/O: call it off the event loop."""
+        unknown = set(options) - {
+            "codec",
+            "visibility_timeout",
+            "max_deliveries",
+            "connect_timeout",
+        }
+        if unknown:
+            raise TypeError(f"unknown option(s) for a redis:// queue: {', '.join(sorted(unknown))}")
+        where = parse_redis_url(url)
+        timeout = _check_connect_timeout(options.get("connect_timeout", 5.0))
+        client = _bounded(redis.Redis.from_url(url, **_client_options(timeout)))
+        try:
+            return _scan_names(client)
+        except (redis.RedisError, OSError) as exc:
+            raise _failure(exc, f"{where['host']}:{where['port']}") from exc
+        finally:
+            client.close()
+
+    def _lost(self, exc: BaseException) -> ChuteError:
+        """A call failed on the way to the server or back: the error users
+        see, and the backoff that spares the server the next calls."""
+        error = _failure(exc, self._label)
+        self._backoff.failed(error)
+        return error
+
+    def _refusal(self, exc: redis.ResponseError) -> ChuteError:
+        if "NOGROUP" in str(exc):  # the stream was deleted under the queue
+            return self._gone()
+        return ChuteError(f"Redis at {self._label} refused a chute command: {exc}")
 
     def _run_sync(
         self, script: str, args: list[Any], opening: bool = False, closing: bool = False
@@ -569,16 +863,13 @@ class RedisQueue(Generic[T]):
         try:
             reply = self._sync_scripts[script](keys=self._keys, args=args)
         except redis.ResponseError as exc:
-            raise _Refused(f"Redis at {self._label} refused a chute command: {exc}") from exc
+            raise self._refusal(exc) from exc
         except (redis.RedisError, OSError) as exc:
-            error = _failure(exc, self._label)
-            self._backoff.failed(error)
+            error = self._lost(exc)
             # Idle connections may be as dead as this one (a restarted
             # server): the next call connects anew instead of failing too.
             with contextlib.suppress(Exception):
                 self._sync.connection_pool.disconnect(inuse_connections=False)
-            if opening:
-                self._sync.close()
             raise error from exc
         self._backoff.ok()
         return reply
@@ -587,7 +878,7 @@ class RedisQueue(Generic[T]):
         loop = asyncio.get_running_loop()
         made = self._aio.get(loop)
         if made is None:
-            client = aioredis.Redis.from_url(self._url, **self._options)
+            client = _bounded(aioredis.Redis.from_url(self._url, **self._options))
             made = self._aio[loop] = (
                 client,
                 {k: client.register_script(v) for k, v in _SCRIPTS.items()},
@@ -605,10 +896,9 @@ class RedisQueue(Generic[T]):
                 with contextlib.suppress(Exception):
                     await client.connection_pool.disconnect()
         except redis.ResponseError as exc:
-            raise _Refused(f"Redis at {self._label} refused a chute command: {exc}") from exc
+            raise self._refusal(exc) from exc
         except (redis.RedisError, OSError) as exc:
-            error = _failure(exc, self._label)
-            self._backoff.failed(error)
+            error = self._lost(exc)
             with contextlib.suppress(Exception):  # as in _run_sync
                 await client.connection_pool.disconnect(inuse_connections=False)
             raise error from exc
@@ -633,10 +923,12 @@ class RedisQueue(Generic[T]):
 
     def _touch(self) -> None:
         """Something changed here: wake this process's full puts and joins,
-        on whichever loop they wait (from any thread)."""
-        if not self._changed:
-            return
+        on whichever loop they wait, and in whichever thread (from any thread)."""
         with self._lock:
+            self._changes += 1
+            self._changed_sync.notify_all()
+            if not self._changed:
+                return
             changed, self._changed = self._changed, {}
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -649,8 +941,8 @@ class RedisQueue(Generic[T]):
                 with contextlib.suppress(RuntimeError):  # that loop is closed
                     loop.call_soon_threadsafe(event.set)
 
-    def _gone(self) -> ChuteError:
-        return ChuteError(
+    def _gone(self) -> QueueNotFound:
+        return QueueNotFound(
             f"queue {self._name!r} is no longer on Redis at {self._label} (its keys were deleted)"
         )
 
@@ -704,51 +996,97 @@ class RedisQueue(Generic[T]):
     def __repr__(self) -> str:
         return f"<chute.RedisQueue {self._name!r} at {self._label} maxsize={self._maxsize}>"
 
-    # -- sizes and statistics ------------------------------------------------------------
+    # -- sizes, bounds and statistics ----------------------------------------------------
 
-    def _read(self) -> list[int]:
+    def _read(self) -> _Meta:
         self._flush_sync()  # what gets took is gone: counted as such
         reply = self._run_sync("read", [])
         if _text(reply[0]) == "gone":
             raise self._gone()
-        return [int(_text(v)) if v not in (None, b"") else 0 for v in reply]
+        meta = _Meta.of(reply)
+        self._maxsize = meta.maxsize
+        return meta
 
     @property
     def maxsize(self) -> int:
-        return self._maxsize
+        """The queue's bound as stored on the server (0: unbounded). Assigning
+        it is ``configure(maxsize=...)``: for every client, at once."""
+        return self._read().maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        self.configure(maxsize=value)
+
+    def configure(
+        self,
+        *,
+        maxsize: int | Unset = UNSET,
+        max_deliveries: int | Unset | None = UNSET,
+    ) -> None:
+        """Change the queue's stored bounds, for every client: what is passed
+        (``max_deliveries=None``: no limit), nothing else. A larger maxsize
+        lets this process's waiting puts in at once (other processes' on
+        their next look); a smaller one keeps the items already there."""
+        wanted = None if isinstance(maxsize, Unset) else check_maxsize(maxsize)
+        if not isinstance(max_deliveries, Unset):
+            max_deliveries = check_max_deliveries(max_deliveries)
+        self._check_open()
+        if wanted is None and isinstance(max_deliveries, Unset):
+            return
+        reply = self._run_sync(
+            "declare",
+            [
+                "" if wanted is None else wanted,
+                "" if isinstance(max_deliveries, Unset) else (max_deliveries or "none"),
+                SCHEMA_VERSION,
+                0,
+            ],
+        )
+        status = _text(reply[0])
+        if status != "ok":
+            raise self._gone()
+        self._maxsize = int(_text(reply[1]))
+        self._touch()
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put (by any client) and not yet marked done."""
+        return self._read().unfinished
+
+    @property
+    def is_shutdown(self) -> bool:
+        """Whether the queue is shut down (by any client)."""
+        return bool(self._read().state)
 
     def qsize(self) -> int:
-        """Items waiting (stored, not handed out); leases that ran out but
-        were not yet claimed again count as handed out."""
-        return max(0, self._read()[9])
+        """Items in the queue: waiting, and given back with a delay (not
+        claimable yet). Leases that ran out but were not yet claimed again
+        count as handed out."""
+        return self._read().size
 
     def empty(self) -> bool:
         return self.qsize() == 0
 
     def full(self) -> bool:
-        r = self._read()
-        return bool(r[2]) and r[9] >= r[2]
-
-    def is_shutdown(self) -> bool:
-        return bool(self._read()[1])
+        meta = self._read()
+        return bool(meta.maxsize) and meta.size >= meta.maxsize
 
     def statistics(self) -> QueueStatistics:
         """Counts from the server (getters and putters waiting: in this process)."""
-        (_v, state, maxsize, _md, put, got, peak, dead, unfinished, ready, out, later) = (
-            self._read()
-        )
+        meta = self._read()
         return QueueStatistics(
-            size=max(0, ready),
-            maxsize=maxsize,
+            size=meta.size,
+            maxsize=meta.maxsize,
             getters_waiting=self._getters,
             putters_waiting=self._putters,
-            in_flight=out + later,
-            total_put=put,
-            total_got=got,
-            peak_size=peak,
-            dead_lettered=dead,
-            unfinished_tasks=unfinished,
-            shutdown=bool(state),
+            in_flight=meta.held,
+            total_put=meta.total_put,
+            total_got=meta.total_got,
+            peak_size=meta.peak,
+            dead_lettered=meta.dead,
+            unfinished_tasks=meta.unfinished,
+            shutdown=bool(meta.state),
+            delayed=meta.delayed,
         )
 
     # -- put -----------------------------------------------------------------------------
@@ -759,12 +1097,7 @@ class RedisQueue(Generic[T]):
     def _batch(self, items: Iterable[T]) -> tuple[list[T], list[bytes]]:
         self._check_open()
         batch = list(items)
-        records = self._encode_all(batch)
-        if self._maxsize and len(batch) > self._maxsize:
-            raise ValueError(
-                f"a batch of {len(batch)} items can never fit a queue of maxsize {self._maxsize}"
-            )
-        return batch, records
+        return batch, self._encode_all(batch)
 
     def _put_outcome(self, reply: Any, items: list[T], single: bool) -> bool:
         status = _text(reply[0])
@@ -773,6 +1106,10 @@ class RedisQueue(Generic[T]):
             return True
         if status == "full":
             return False
+        if status == "never":
+            raise ValueError(
+                f"a batch of {len(items)} items can never fit a queue of maxsize {_text(reply[1])}"
+            )
         if status == "shutdown":
             if single:
                 raise QueueShutDown(item=items[0])
@@ -879,7 +1216,16 @@ class RedisQueue(Generic[T]):
         pool = client.connection_pool
         me = asyncio.current_task()
         before = 0 if me is None else me.cancelling()
-        conn = await pool.get_connection()
+        # Taking the connection connects (or checks a pooled one): the server
+        # may have gone since the claim that found nothing.
+        self._backoff.check()
+        try:
+            conn = await pool.get_connection()
+        except (redis.RedisError, OSError) as exc:
+            error = self._lost(exc)
+            with contextlib.suppress(Exception):  # as in _run
+                await pool.disconnect(inuse_connections=False)
+            raise error from exc
         if me is not None and me.cancelling() > before:
             # redis-py checks a pooled connection under asyncio.timeout(0),
             # which on CPython 3.11 can swallow a cancellation meant for the
@@ -921,9 +1267,7 @@ class RedisQueue(Generic[T]):
             with contextlib.suppress(Exception):
                 await conn.disconnect()
             if isinstance(exc, redis.RedisError | OSError):
-                error = _failure(exc, self._label)
-                self._backoff.failed(error)
-                raise error from exc
+                raise self._lost(exc) from exc
             raise
         finally:
             if ids:
@@ -1024,9 +1368,9 @@ class RedisQueue(Generic[T]):
             batch, self._to_finish = self._to_finish, []
             try:
                 await self._run("finish", _finish_args(self._consumer, batch), closing=True)
-            except _Refused:
-                return  # the queue's keys are gone: nothing left to delete
-            except ChuteError:
+            except ChuteError as exc:
+                if _refused(exc):
+                    return  # the queue's keys are gone: nothing left to delete
                 # The server is away: the entries stay pending for this
                 # consumer, and are deleted on a later try, at close, or at
                 # exit (should this process die first: delivered again after
@@ -1044,27 +1388,28 @@ class RedisQueue(Generic[T]):
         if batch:
             try:
                 self._run_sync("finish", _finish_args(self._consumer, batch), closing=True)
-            except _Refused:
-                pass  # the queue's keys are gone
-            except ChuteError:
-                self._to_finish[:0] = batch
+            except ChuteError as exc:
+                if not _refused(exc):  # else the queue's keys are gone
+                    self._to_finish[:0] = batch
 
     def _decode(self, entries: list[Entry], lease: bool) -> list[T]:
         out: list[T] = []
         bad: list[Entry] = []
+        why: list[Any] = []  # id, count, the error (JSON), ... for the script
         error: Exception | None = None
         for entry in entries:
             try:
                 out.append(self._codec.decode(entry[1]))
             except Exception as exc:
                 bad.append(entry)
+                why += [entry[0], entry[3], _error_json(exc)]
                 error = error or exc
         if not bad:
             return out
         if not lease:  # not to be deleted as taken: buried instead
             ids = {e[0] for e in bad}
             self._to_finish = [p for p in self._to_finish if p[0] not in ids]
-        self._run_sync("bury", [self._consumer, *_pairs(bad)])
+        self._run_sync("bury", [self._consumer, *why])
         good = [e for e in entries if e not in bad]
         if good:
             if not lease:
@@ -1133,7 +1478,10 @@ class RedisQueue(Generic[T]):
                     block=max(1, int(wait * 1000)),
                 )  # fmt: skip
             except (redis.RedisError, OSError) as exc:
-                raise _failure(exc, self._label) from exc
+                error = self._lost(exc)
+                with contextlib.suppress(Exception):  # as in _run_sync
+                    self._sync.connection_pool.disconnect(inuse_connections=False)
+                raise error from exc
             finally:
                 with self._lock:
                     self._getters -= 1
@@ -1158,15 +1506,21 @@ class RedisQueue(Generic[T]):
         counted = False
         try:
             while True:
+                seen = self._changes  # a change from now on is not missed
                 if self._put_outcome(self._run_sync("put", records), items, single):
                     return
-                if not block or (deadline is not None and time.monotonic() >= deadline):
+                now = time.monotonic()
+                if not block or (deadline is not None and now >= deadline):
                     raise QueueFull()
-                if not counted:
-                    counted = True
-                    with self._lock:
+                wait = POLL if deadline is None else min(POLL, deadline - now)
+                with self._lock:
+                    if not counted:
+                        counted = True
                         self._putters += 1
-                time.sleep(POLL)
+                    # Woken at once by this process's changes (a get, a larger
+                    # maxsize); those of other clients are seen at the next look.
+                    if self._changes == seen:
+                        self._changed_sync.wait(wait)
         finally:
             if counted:
                 with self._lock:
@@ -1175,7 +1529,10 @@ class RedisQueue(Generic[T]):
     @property
     def sync(self) -> RedisSyncQueue[T]:
         """The ``queue.Queue`` API for plain threads and processes."""
-        return RedisSyncQueue(self)
+        face = self._face
+        if face is None:
+            face = self._face = RedisSyncQueue(self)
+        return face
 
     # -- task_done, join, shutdown -------------------------------------------------------
 
@@ -1191,8 +1548,8 @@ class RedisQueue(Generic[T]):
         """One item taken by ``get`` is done (every client sees the count)."""
         self._control("task_done")
 
-    def _unfinished(self, r: list[int]) -> int:
-        return 0 if r[1] == 2 else r[8]
+    def _unfinished(self, meta: _Meta) -> int:
+        return 0 if meta.state == 2 else meta.unfinished
 
     async def join(self) -> None:
         """Until every item put (by any client) is marked done."""
@@ -1201,8 +1558,7 @@ class RedisQueue(Generic[T]):
             reply = await self._detached("read", [])
             if _text(reply[0]) == "gone":
                 raise self._gone()
-            r = [int(_text(v)) if v not in (None, b"") else 0 for v in reply]
-            if self._unfinished(r) == 0:
+            if self._unfinished(_Meta.of(reply)) == 0:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event().wait(), POLL)
@@ -1238,10 +1594,13 @@ class RedisQueue(Generic[T]):
         (id_, _data, deliveries, count) = entries[0]
         return RedisJob(self, self._decode(entries, True)[0], deliveries, id_, count)
 
-    def _settle_args(self, id_: bytes, count: int, how: str, ms: int) -> list[Any]:
-        return [self._consumer, id_, count, how, ms, self._vt_ms]
+    def _settle_args(
+        self, id_: bytes, count: int, how: str, ms: int, error: BaseException | None = None
+    ) -> list[Any]:
+        return [self._consumer, id_, count, how, ms, self._vt_ms, _error_json(error)]
 
-    def _settled(self, status: Any, how: str) -> None:
+    def _settled(self, status: Any, how: str) -> Outcome:
+        """What a settle script answered: how the job ended."""
         status = _text(status)
         if status == "stale":
             raise ChuteError(
@@ -1255,14 +1614,38 @@ class RedisQueue(Generic[T]):
         self._touch()
         if how == "nack":
             self._unblock_all()  # this process's waiting gets look again
+        if status == "acked":
+            return "acked"
+        if status == "dead":
+            return "dead"
+        return "retried"
 
-    def dead_letters(self) -> list[T]:
-        """The dead letters, oldest first (they stay)."""
-        return [self._decode_or_raw(d) for d in self._run_sync("dead", ["list"])]
+    def dead_letters(self) -> list[DeadLetter[T]]:
+        """The dead letters, oldest first (they stay), each with why it died."""
+        return self._dead_letters(self._run_sync("dead", ["list"]))
 
-    def purge_dead(self) -> list[T]:
+    def purge_dead(self) -> list[DeadLetter[T]]:
         """Remove the dead letters and return them."""
-        return [self._decode_or_raw(d) for d in self._run_sync("dead", ["purge"])]
+        return self._dead_letters(self._run_sync("dead", ["purge"]))
+
+    def _dead_letters(self, reply: Any) -> list[DeadLetter[T]]:
+        out: list[DeadLetter[T]] = []
+        for i in range(0, len(reply), 5):
+            id_, data, deliveries, reason, error = reply[i : i + 5]
+            info = _error_info(error)
+            out.append(
+                DeadLetter(
+                    item=self._decode_or_raw(data),
+                    deliveries=int(_text(deliveries) or 0),
+                    # Buried with an id of the server's clock: when it died.
+                    died_at=int(_text(id_).split("-")[0]) / 1000,
+                    reason=_text(reason) or "failed",  # schema 1 kept no reason
+                    error_type=None if info is None else info.type,
+                    error=None if info is None else info.message,
+                    traceback=None if info is None else info.traceback,
+                )
+            )
+        return out
 
     def _decode_or_raw(self, data: bytes) -> Any:
         """A dead letter that cannot be decoded is handed back as stored
@@ -1351,15 +1734,15 @@ class RedisJob(JobBase[T]):
         self._id = id_
         self._count = count  # the fencing token
 
-    def _args(self, how: str, ms: int) -> list[Any]:
-        return self._queue._settle_args(self._id, self._count, how, ms)
+    def _args(self, how: str, ms: int, error: BaseException | None = None) -> list[Any]:
+        return self._queue._settle_args(self._id, self._count, how, ms, error)
 
-    def _settle(self, how: str, delay: float | None) -> None:
+    def _settle(self, how: str, delay: float | None, error: BaseException | None = None) -> None:
         if self._settled:
             raise JobSettledError("this job was already settled")
         q = self._queue
         ms = round((delay or 0) * 1000)
-        q._settled(q._run_sync("settle", self._args(how, ms)), how)
+        self._outcome = q._settled(q._run_sync("settle", self._args(how, ms, error)), how)
         self._settled = True
 
     async def _settle_async(
@@ -1370,8 +1753,8 @@ class RedisJob(JobBase[T]):
         q = self._queue
         ms = round((delay or 0) * 1000)
         # Shielded: a settle that was sent is seen through, cancelled or not.
-        status = await asyncio.shield(q._run("settle", self._args(how, ms)))
-        q._settled(status, how)
+        status = await asyncio.shield(q._run("settle", self._args(how, ms, error)))
+        self._outcome = q._settled(status, how)
         self._settled = True
 
     def ack(self) -> None:
@@ -1380,10 +1763,11 @@ class RedisJob(JobBase[T]):
 
     def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         """Give the item back (claimable again after ``delay`` seconds), or to
-        the dead letters after ``max_deliveries``."""
+        the dead letters after ``max_deliveries``. ``error``, if given, is
+        kept as the item's last error: a dead letter shows it."""
         if delay is not None:
             delay = check_delay(delay)
-        self._settle("nack", delay)
+        self._settle("nack", delay, error)
 
     async def extend(self, seconds: float | None = None) -> None:
         """Keep the lease ``seconds`` more from now (at most the visibility
@@ -1414,6 +1798,18 @@ class RedisReservation(SettlingReservation[T]):
 
 class RedisSyncQueue(BlockingFace[T]):
     """The ``queue.Queue`` API on a Redis queue, for plain threads and
-    worker processes with no event loop."""
+    worker processes with no event loop. It takes attributes, as a
+    ``queue.Queue`` does (no ``__slots__`` here: it has a ``__dict__``)."""
 
-    __slots__ = ()
+    @property
+    def is_shutdown(self) -> bool:
+        return self._q.is_shutdown  # type: ignore[no-any-return]
+
+    def configure(
+        self,
+        *,
+        maxsize: int | Unset = UNSET,
+        max_deliveries: int | Unset | None = UNSET,
+    ) -> None:
+        """The queue's ``configure``."""
+        self._q.configure(maxsize=maxsize, max_deliveries=max_deliveries)

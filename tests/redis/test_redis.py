@@ -214,7 +214,9 @@ async def test_expired_on_its_last_delivery_it_becomes_a_dead_letter(server, nam
         assert job.deliveries == 1
         with pytest.raises(TimeoutError):
             await q.get(timeout=0.5)  # its lease ran out: buried, not delivered
-        assert q.dead_letters() == ["poison"]
+        [dead] = q.dead_letters()
+        assert (dead.item, dead.deliveries, dead.reason) == ("poison", 1, "lease expired")
+        assert (dead.error_type, dead.error, dead.traceback) == (None, None, None)
         assert q.statistics().unfinished_tasks == 0
 
 
@@ -226,7 +228,8 @@ async def test_nack_with_a_delay_hides_the_item_until_then(server, name, delay):
         job.nack(delay=delay)
         with pytest.raises(chute.QueueEmpty):
             q.get_nowait()
-        assert q.statistics().in_flight == 1
+        s = q.statistics()  # not held by anyone, still in the queue
+        assert (s.delayed, s.size, s.in_flight) == (1, 1, 0)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         async with q.reserve(timeout=10) as again:
@@ -450,8 +453,11 @@ async def test_an_undecodable_dead_letter_does_not_take_the_others_with_it(serve
             r.close()
         with pytest.raises(chute.ChuteError, match="could not be decoded"):
             await q.get()
-        assert q.dead_letters() == [{"keep": "me"}, b"\xffnot json"]
-        assert q.purge_dead() == [{"keep": "me"}, b"\xffnot json"]
+        dead = q.dead_letters()
+        assert [d.item for d in dead] == [{"keep": "me"}, b"\xffnot json"]
+        assert [d.reason for d in dead] == ["failed", "undecodable"]
+        assert dead[1].error_type == "UnicodeDecodeError"
+        assert [d.item for d in q.purge_dead()] == [{"keep": "me"}, b"\xffnot json"]
         assert q.statistics().dead_lettered == 0
 
 
@@ -463,4 +469,4 @@ async def test_requeue_into_a_shut_down_queue_is_refused(server, name):
         q.shutdown()
         with pytest.raises(chute.QueueShutDown):
             q.requeue_dead()
-        assert q.dead_letters() == ["x"]
+        assert [d.item for d in q.dead_letters()] == ["x"]
