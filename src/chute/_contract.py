@@ -54,8 +54,8 @@ class QueueStatistics:
     dead_lettered: int
     unfinished_tasks: int
     shutdown: bool
-    #: Items stored but not claimable yet (``nack(delay=)``); they count in
-    #: ``size`` and toward ``maxsize``. Always 0 where nothing can be delayed.
+    #: Items given back with ``nack(delay=)`` and not claimable yet: a part
+    #: of ``in_flight`` (as before their delay, they are not in ``size``).
     delayed: int = 0
 
 

@@ -117,6 +117,16 @@ class PeerQueue:
     def __aiter__(self) -> Any:
         return self._q.__aiter__()
 
+    # Assigned here, in the consuming process: the bound lives in the shared
+    # header, so the peer's waiting putters must see it from there.
+    @property
+    def maxsize(self) -> int:
+        return self._q.maxsize  # type: ignore[no-any-return]
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        self._q.maxsize = value
+
     def _read(self) -> None:
         while True:
             try:

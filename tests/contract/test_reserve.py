@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -97,19 +98,58 @@ async def test_nack_with_delay_returns_later(make_reserving_queue):
 async def test_dead_letters_after_max_deliveries(make_dead_letter_queue):
     q = await make_dead_letter_queue(max_deliveries=2)
     await q.put("poison")
+    before = time.time()
+    outcomes = []
     for _ in range(2):
         with pytest.raises(ValueError):
-            async with q.reserve():
+            async with q.reserve() as job:
                 raise ValueError("cannot handle")
+        outcomes.append(job.outcome)
+    assert outcomes == ["retried", "dead"]
     assert q.empty()
     assert q.statistics().dead_lettered == 1
-    assert q.dead_letters() == ["poison"]
+    [dead] = q.dead_letters()
+    assert isinstance(dead, chute.DeadLetter)
+    assert (dead.item, dead.deliveries, dead.reason) == ("poison", 2, "failed")
+    assert (dead.error_type, dead.error) == ("ValueError", "cannot handle")
+    assert dead.traceback is not None
+    assert 'raise ValueError("cannot handle")' in dead.traceback
+    assert before - 1 <= dead.died_at <= time.time() + 1
     await asyncio.wait_for(q.join(), 10)  # a dead letter is settled
     assert q.requeue_dead() == 1
     assert q.dead_letters() == []
     async with q.reserve() as job:
         assert job.item == "poison"
+    assert job.outcome == "acked"
     assert q.purge_dead() == []
+
+
+async def test_a_dead_letter_keeps_the_error_of_its_last_failure(make_dead_letter_queue):
+    q = await make_dead_letter_queue(max_deliveries=3)
+    await q.put("flaky")
+    for exc in (KeyError("first"), RuntimeError("second")):
+        job = await q.reserve(timeout=10)
+        job.nack(error=exc)
+        assert job.outcome == "retried"
+    job = await q.reserve(timeout=10)
+    job.nack()  # the last try gives no error: the last one given is kept
+    assert job.outcome == "dead"
+    [dead] = q.purge_dead()
+    assert (dead.item, dead.deliveries) == ("flaky", 3)
+    assert (dead.error_type, dead.error) == ("RuntimeError", "second")
+    assert q.dead_letters() == []
+    assert q.statistics().size == 0
+
+
+async def test_a_bare_nack_dead_letter_has_no_error(make_dead_letter_queue):
+    q = await make_dead_letter_queue(max_deliveries=1)
+    await q.put({"id": 7})
+    job = await q.reserve(timeout=10)
+    job.nack()
+    [dead] = q.dead_letters()
+    assert dead.item == {"id": 7}
+    assert (dead.error_type, dead.error, dead.traceback) == (None, None, None)
+    assert dead.to_dict()["item"] == {"id": 7}
 
 
 async def test_item_given_back_after_shutdown_is_not_lost(make_reserving_queue):
@@ -129,7 +169,7 @@ async def test_given_back_after_immediate_shutdown_goes_to_the_dead_letters(make
     job = await q.reserve()
     assert q.shutdown(immediate=True) == []
     job.nack()  # nowhere to go back to: collected, not stranded
-    assert q.dead_letters() == ["job"]
+    assert [d.item for d in q.dead_letters()] == ["job"]
     await asyncio.wait_for(q.join(), 10)  # and join() does not hang
 
 
