@@ -25,12 +25,17 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from ._contract import (
+    UNSET,
+    DeadLetter,
+    ErrorInfo,
     JobBase,
     QueueStatistics,
     ReservationBase,
     SyncFaceBase,
     SyncReservationBase,
+    Unset,
     check_delay,
+    check_max_deliveries,
     check_max_items,
     check_maxsize,
     check_timeout,
@@ -50,18 +55,29 @@ class _TimedOut(Exception):
     """Internal: the caller's deadline passed while nothing was possible."""
 
 
+class _NeverFits(ValueError):
+    """Internal: a waiting batch is larger than the bound lowered meanwhile;
+    ``wake``: the putters behind it that the room it gives up lets in."""
+
+    def __init__(self, message: str, wake: list[Waiter]) -> None:
+        super().__init__(message)
+        self.wake = wake
+
+
 class _Returned:
-    """An item given back by a failed reservation, with its delivery count.
+    """An item given back by a failed reservation, with its delivery count
+    and the error it last failed with (kept for the dead letters).
 
     Stored in the queue itself so the queue's order decides where it goes:
     the front of a FIFO, the top of a LIFO, its place by priority in a heap.
     """
 
-    __slots__ = ("deliveries", "item")
+    __slots__ = ("deliveries", "error", "item")
 
-    def __init__(self, item: Any, deliveries: int) -> None:
+    def __init__(self, item: Any, deliveries: int, error: ErrorInfo | None) -> None:
         self.item = item
         self.deliveries = deliveries
+        self.error = error
 
     def __lt__(self, other: object) -> bool:
         return bool(self.item < (other.item if isinstance(other, _Returned) else other))
@@ -82,7 +98,11 @@ class Queue(Generic[T]):
     Python); ``queue.sync`` is the ``queue.Queue`` API for plain threads.
     """
 
+    # "__dict__": queues take attributes as the stdlib's do (tests set
+    # ``q.Empty = ...``, ``mock.patch.object(q, "get")``). The fields below
+    # stay slots, so the hot paths read them as fast as before.
     __slots__ = (
+        "__dict__",
         "__weakref__",
         "_closed",
         "_dead",
@@ -111,12 +131,7 @@ class Queue(Generic[T]):
 
     def __init__(self, maxsize: int = 0, *, max_deliveries: int | None = None) -> None:
         self._maxsize = check_maxsize(maxsize)
-        if max_deliveries is not None:
-            if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int):
-                raise TypeError("max_deliveries must be an int or None")
-            if max_deliveries < 1:
-                raise ValueError(f"max_deliveries must be >= 1, not {max_deliveries}")
-        self._max_deliveries = max_deliveries
+        self._max_deliveries = check_max_deliveries(max_deliveries)
         self._mutex = threading.Lock()
         self._guard = _Guard(self)
         self._init_store()
@@ -139,8 +154,9 @@ class Queue(Generic[T]):
         self._get_floor = 0
         self._put_ceiling = 0
         self._refresh()
-        self._dead: list[T] = []
-        self._delayed: dict[MemoryJob[T], tuple[Any, int]] = {}
+        self._dead: list[DeadLetter[T]] = []
+        # Items nacked with a delay, until their timer gives them back.
+        self._delayed: dict[MemoryJob[T], tuple[Any, int, ErrorInfo | None]] = {}
         self._sync: SyncQueue[T] | None = None
 
     # -- storage hooks (overridden by LifoQueue and PriorityQueue) -----------
@@ -156,8 +172,55 @@ class Queue(Generic[T]):
 
     @property
     def maxsize(self) -> int:
-        """The bound on stored items; 0 means unbounded."""
+        """The bound on stored items; 0 means unbounded.
+
+        Assignable, as on ``queue.Queue``: a larger bound wakes waiting
+        putters at once; a smaller one keeps the items stored (puts wait until
+        the queue drains below it).
+        """
         return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        self.configure(maxsize=value)
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put and not yet marked done (what ``join()`` waits on)."""
+        return self._unfinished
+
+    def configure(
+        self,
+        *,
+        maxsize: int | Unset = UNSET,
+        max_deliveries: int | Unset | None = UNSET,
+    ) -> None:
+        """Change the live queue's bounds; an argument not passed is kept.
+
+        ``max_deliveries=None`` removes the limit. Both values are checked
+        before either changes.
+        """
+        if maxsize is not UNSET:
+            maxsize = check_maxsize(maxsize)
+        if max_deliveries is not UNSET:
+            max_deliveries = check_max_deliveries(max_deliveries)
+        wake: list[Waiter] = []
+        with self._guard:
+            if not isinstance(max_deliveries, Unset):
+                self._max_deliveries = max_deliveries
+            if not isinstance(maxsize, Unset):
+                self._maxsize = maxsize
+                # A batch that can never fit the new bound is woken to raise
+                # ValueError, not left asleep (holding up everyone behind it).
+                if maxsize:
+                    for w in [w for w in self._putters if w.need > maxsize]:
+                        self._putters.remove(w)
+                        w.notified = True
+                        w.need = 0  # promised nothing: its retry raises
+                        wake.append(w)
+                if self._putters:
+                    wake += self._claim_putters()
+        self._wake_list(wake)
 
     def qsize(self) -> int:
         """The number of items stored now (exact)."""
@@ -197,6 +260,7 @@ class Queue(Generic[T]):
                 dead_lettered=len(self._dead),
                 unfinished_tasks=self._unfinished,
                 shutdown=self._closed != _OPEN,
+                delayed=len(self._delayed),
             )
 
     def __repr__(self) -> str:
@@ -398,7 +462,7 @@ class Queue(Generic[T]):
                     removed.append(x.item if type(x) is _Returned else x)
                 self._nreturned = 0
                 self._n_removed += len(removed)
-                for item, _deliveries in self._delayed.values():
+                for item, _deliveries, _error in self._delayed.values():
                     removed.append(item)
                     self._in_flight -= 1
                 self._delayed.clear()
@@ -426,8 +490,10 @@ class Queue(Generic[T]):
 
     # -- dead letters ----------------------------------------------------------
 
-    def dead_letters(self) -> list[T]:
-        """The items that failed ``max_deliveries`` reservations, oldest first."""
+    def dead_letters(self) -> list[DeadLetter[T]]:
+        """The items given up on (``max_deliveries`` failed reservations, or
+        given back after ``shutdown(immediate=True)``), with why: the last
+        error, deliveries and when; oldest first."""
         with self._guard:
             return list(self._dead)
 
@@ -437,14 +503,15 @@ class Queue(Generic[T]):
             if self._closed:
                 raise QueueShutDown("cannot requeue into a shut down queue")
             dead = self._dead
-            self._push_all(dead)  # all or none: a refused item keeps them all here
+            # All or none: a refused item keeps them all here.
+            self._push_all([d.item for d in dead])
             self._dead = []
             wake = self._stored(len(dead))
         self._wake_list(wake)
         return len(dead)
 
-    def purge_dead(self) -> list[T]:
-        """Remove the dead letters and return them."""
+    def purge_dead(self) -> list[DeadLetter[T]]:
+        """Remove the dead letters and return them (records, as ``dead_letters()``)."""
         with self._guard:
             dead, self._dead = self._dead, []
         return dead
@@ -514,13 +581,16 @@ class Queue(Generic[T]):
     def _claim_putter(self) -> Waiter | None:
         putters = self._putters
         w = putters[0]
-        if len(self._items) + self._put_promised + w.need <= self._maxsize:
+        maxsize = self._maxsize
+        if len(self._items) + self._put_promised + w.need <= maxsize or not maxsize:
             putters.popleft()
             w.notified = True
             self._put_promised += w.need
             # As in _claim_getter: only the put ceiling can have changed.
             self._put_ceiling = (
-                -1 if self._closed or putters else self._maxsize - self._put_promised
+                -1
+                if self._closed or putters
+                else (maxsize - self._put_promised if maxsize else _HUGE)
             )
             return w
         return None
@@ -553,6 +623,7 @@ class Queue(Generic[T]):
         pop = items.popleft
         out: list[Any] = []
         deliveries = 0
+        error = None
         max_items = 1 if batch is None else batch
         while items and len(out) < max_items:
             try:
@@ -565,12 +636,13 @@ class Queue(Generic[T]):
             if type(x) is _Returned:
                 self._nreturned -= 1
                 deliveries = x.deliveries
+                error = x.error
                 x = x.item
             out.append(x)
         value: Any
         if reserve:
             self._in_flight += 1
-            value = MemoryJob(self, out[0], deliveries + 1)
+            value = MemoryJob(self, out[0], deliveries + 1, error)
         elif batch is None:
             value = out[0]
         else:
@@ -587,9 +659,9 @@ class Queue(Generic[T]):
             return wake
         return []
 
-    def _give_back(self, item: Any, deliveries: int) -> Waiter | None:
+    def _give_back(self, item: Any, deliveries: int, error: ErrorInfo | None) -> Waiter | None:
         """Return a reserved item to the store (front by the queue's order)."""
-        self._items.appendleft(_Returned(item, deliveries))
+        self._items.appendleft(_Returned(item, deliveries, error))
         self._nreturned += 1
         self._n_returns += 1
         if self._getters:
@@ -641,6 +713,11 @@ class Queue(Generic[T]):
         if not maxsize or (len(batch) <= room and (prev is not None or not self._putters)):
             self._push_all(batch)
             return self._stored(len(batch))
+        if len(batch) > maxsize:  # the bound was lowered while it waited
+            raise _NeverFits(
+                f"a batch of {len(batch)} items can never fit a queue of maxsize {maxsize}",
+                self._claim_putters() if self._putters else [],
+            )
         if expired:
             raise _TimedOut
         return None
@@ -746,6 +823,7 @@ class Queue(Generic[T]):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         waiter: AsyncWaiter | None = None
+        never: _NeverFits | None = None
         expired = timeout == 0
         mutex = self._mutex
         while True:
@@ -757,6 +835,8 @@ class Queue(Generic[T]):
                     wake = self._try_put(waiter, batch, expired)
                 except _TimedOut:
                     raise TimeoutError(f"put timed out after {timeout} seconds") from None
+                except _NeverFits as exc:
+                    never, wake = exc, exc.wake  # woken below, with the mutex released
                 if wake is None:
                     front = waiter is not None
                     waiter = AsyncWaiter(loop, len(batch), False)
@@ -769,6 +849,8 @@ class Queue(Generic[T]):
                 mutex.release()
             if wake is not None:
                 self._wake_list(wake)
+                if never is not None:
+                    raise ValueError(*never.args)
                 return
             assert waiter is not None
             handle = None if deadline is None else loop.call_at(deadline, expire, waiter.fut)
@@ -892,6 +974,9 @@ class Queue(Generic[T]):
                 timeout,
                 "a blocking put",
             )
+        except _NeverFits as exc:
+            self._wake_list(exc.wake)
+            raise ValueError(*exc.args) from None
         except _TimedOut:
             raise QueueFull(
                 f"queue is full (maxsize={self._maxsize})"
@@ -916,7 +1001,11 @@ class Queue(Generic[T]):
 
     # -- settling reserved items (called by MemoryJob) -------------------------
 
-    def _settle(self, job: MemoryJob[T], ok: bool, delay: float | None) -> None:
+    def _settle(
+        self, job: MemoryJob[T], ok: bool, delay: float | None, error: BaseException | None
+    ) -> None:
+        # Formatting a traceback takes no lock: done before taking it.
+        info = ErrorInfo.of(error) if error is not None else None
         with self._guard:
             if job._settled:
                 raise JobSettledError("this job was already acknowledged or given back")
@@ -933,22 +1022,30 @@ class Queue(Generic[T]):
                     "with ack()/nack() instead of task_done()"
                 )
             job._settled = True
+            if info is not None:
+                job._error = info  # the last error: kept if it fails again without one
+            info = job._error
             wake: list[Waiter] = []
             if ok or dead:
                 self._in_flight -= 1
                 if dead:
-                    self._dead.append(job.item)
+                    job._outcome = "dead"
+                    self._dead.append(_dead_letter(job.item, job.deliveries, info))
+                else:
+                    job._outcome = "acked"
                 wake = self._finish(1)
             elif delay:
-                self._delayed[job] = (job.item, job.deliveries)
+                job._outcome = "retried"
+                self._delayed[job] = (job.item, job.deliveries, info)
                 # A timer of the queue's own, not the caller's loop: the item
                 # must come back even if that loop has ended by then.
                 timer = threading.Timer(delay, self._undelay, (job,))
                 timer.daemon = True
                 timer.start()
             else:
+                job._outcome = "retried"
                 self._in_flight -= 1
-                w = self._give_back(job.item, job.deliveries)
+                w = self._give_back(job.item, job.deliveries, info)
                 if w is not None:
                     wake = [w]
         self._wake_list(wake)
@@ -962,6 +1059,14 @@ class Queue(Generic[T]):
             w = self._give_back(*entry)
         if w is not None:
             self._wake(w)
+
+
+def _dead_letter(item: Any, deliveries: int, error: ErrorInfo | None) -> DeadLetter[Any]:
+    if error is None:
+        return DeadLetter(item, deliveries, time.time(), "failed")
+    return DeadLetter(
+        item, deliveries, time.time(), "failed", error.type, error.message, error.traceback
+    )
 
 
 _NO_WAITER: Any = object()
@@ -1090,25 +1195,30 @@ class PriorityQueue(Queue[T]):
 class MemoryJob(JobBase[T]):
     """An item handed out by ``reserve()``; settle it with ack() or nack()."""
 
-    __slots__ = ("_queue",)
+    __slots__ = ("_error", "_queue")
 
-    def __init__(self, queue: Queue[T], item: T, deliveries: int) -> None:
+    def __init__(
+        self, queue: Queue[T], item: T, deliveries: int, error: ErrorInfo | None = None
+    ) -> None:
         super().__init__(item, deliveries)
         self._queue = queue
+        self._error = error  # the error of the item's last failed delivery
 
     def ack(self) -> None:
         """The item is done: it counts as ``task_done()`` for ``join()``."""
-        self._queue._settle(self, True, None)
+        self._queue._settle(self, True, None, None)
 
     def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         """Give the item back (after ``delay`` seconds), or dead-letter it.
 
         It goes to the front of the queue unless it has been delivered
         ``max_deliveries`` times, in which case it joins the dead letters.
+        ``error`` (the exception it failed with) is kept with the item and
+        shown by ``dead_letters()`` if it dies.
         """
         if delay is not None:
             delay = check_delay(delay)
-        self._queue._settle(self, False, delay)
+        self._queue._settle(self, False, delay, error)
 
 
 class Reservation(ReservationBase[T]):
@@ -1145,7 +1255,7 @@ class SyncQueue(SyncFaceBase[T]):
     ``RuntimeError`` instead of stalling that loop.
     """
 
-    __slots__ = ()
+    __slots__ = ("__dict__",)  # takes attributes and mocks, as queue.Queue does
     _q: Queue[T]
 
     @property
