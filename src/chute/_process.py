@@ -37,12 +37,15 @@ import asyncio
 import contextlib
 import fcntl
 import glob
+import io
 import itertools
+import json
 import mmap
 import os
 import pickle
 import secrets
 import select
+import struct
 import sys
 import tempfile
 import threading
@@ -53,12 +56,18 @@ from threading import get_ident
 from typing import Any, Generic, TypeVar
 
 from ._contract import (
+    UNSET,
+    DeadLetter,
+    ErrorInfo,
     JobBase,
+    Outcome,
     QueueStatistics,
     ReservationBase,
     SyncFaceBase,
     SyncReservationBase,
+    Unset,
     check_delay,
+    check_max_deliveries,
     check_max_items,
     check_maxsize,
     check_timeout,
@@ -76,8 +85,8 @@ __all__ = ["ProcessQueue"]
 
 T = TypeVar("T")
 
-_MAGIC = 0x65747568_63000001  # "chute", layout 1
-_VERSION = 1
+_MAGIC = 0x65747568_63000002  # "chute", layout 2
+_VERSION = 2  # 2: records carry their last error; dead letters say why
 
 # Header cells (int64).
 (
@@ -103,7 +112,8 @@ _VERSION = 1
     H_MAX_DELIVERIES,
     H_DEAD,
     H_BATCH_PUTTERS,
-) = range(22)
+    H_DELAYED,
+) = range(23)
 _HEADER_CELLS = 32
 
 # The bell table: one row per bell (a loop or a thread of some process).
@@ -120,14 +130,26 @@ _MAX_HOLDERS = 256
 # The ring starts on the first page boundary after the header and the tables.
 _RING_OFFSET = -(-(_HOLDERS_AT + _MAX_HOLDERS) * 8 // 4096) * 4096
 _WRAP = -1
+# Any other negative length word is a gap to step over: -(bytes) - 1. Left
+# where an item given back to the front could not end right at the head (see
+# _give_back).
 # A record's length word: the pickle's length, and in the high bits how many
 # times the item has been handed out by reserve().
 _LEN_BITS = 40
 _LEN_MASK = (1 << _LEN_BITS) - 1
+# A flag beside the delivery count (in a record's length word and a held
+# entry): the payload is an envelope that carries the item's last error (see
+# _wrap). Only given-back items have it: a plain put's record never does.
+_CARRIES = 1 << 21
+_DELIVERIES = _CARRIES - 1
+# A dead letter's payload: died_at, the length of a JSON of why, that JSON,
+# then the item's pickle.
+_DEAD_HEAD = struct.Struct("<dQ")
+_MAX_MAXSIZE = (1 << 63) - 1  # a header cell is an int64
 # A process's reservations: a file of its own, [magic, end, live] then
 # entries [state, deliveries, length, payload...].
 _ARENA_MAGIC = 0x65747568_63A00001
-_HELD, _SETTLED = 1, 2
+_HELD, _SETTLED, _DELAYED = 1, 2, 3  # _DELAYED: held until a nack's delay ends
 _ENTRY = 24
 _RECOVERY_INTERVAL = 0.1  # seconds between looks for dead holders when idle
 
@@ -272,12 +294,8 @@ class ProcessQueue(Generic[T]):
         max_deliveries: int | None = None,
     ) -> None:
         _check_platform()
-        maxsize = check_maxsize(maxsize)
-        if max_deliveries is not None:
-            if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int):
-                raise TypeError("max_deliveries must be an int or None")
-            if max_deliveries < 1:
-                raise ValueError(f"max_deliveries must be >= 1, not {max_deliveries}")
+        maxsize = _check_maxsize(maxsize)
+        max_deliveries = check_max_deliveries(max_deliveries)
         if isinstance(capacity, bool) or not isinstance(capacity, int):
             raise TypeError("capacity must be an int (bytes)")
         if capacity < 4096:
@@ -365,6 +383,7 @@ class ProcessQueue(Generic[T]):
         self._ring_start = 0
         self._arena: _Arena | None = None
         self._dead: _Arena | None = None
+        self._sync: ProcessSyncQueue[Any] | None = None
         self._next_recovery = 0.0
         self._pending_rings: list[str] = []  # found under the lock, rung after it
         self._retired: list[_Bell] = []  # bells of ended loops and threads
@@ -568,8 +587,8 @@ class ProcessQueue(Generic[T]):
         while pos < tail:
             phys = pos % cap
             n = self._ring_q[phys >> 3]
-            if n == _WRAP:
-                pos += cap - phys
+            if n < 0:
+                pos += cap - phys if n == _WRAP else -n - 1
                 continue
             n &= _LEN_MASK
             if n < 0 or phys + 8 + n > cap or pos + 8 + _pad(n) > tail:
@@ -605,7 +624,46 @@ class ProcessQueue(Generic[T]):
 
     @property
     def maxsize(self) -> int:
+        """The bound on stored items (0: unbounded), the same in every process.
+
+        Assignable, as on ``queue.Queue``: a larger bound wakes the putters
+        waiting in every process; a smaller one keeps the items stored. The
+        ring's ``capacity`` in bytes bounds the queue too, whatever maxsize.
+        """
         return self._h[H_MAXSIZE]
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        self.configure(maxsize=value)
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put (by any process) and not yet marked done."""
+        return self._h[H_UNFINISHED]
+
+    def configure(
+        self,
+        *,
+        maxsize: int | Unset = UNSET,
+        max_deliveries: int | Unset | None = UNSET,
+    ) -> None:
+        """Change the bounds for every process; an argument not passed is kept.
+
+        ``max_deliveries=None`` removes the limit. Both values are checked
+        before either changes.
+        """
+        if not isinstance(maxsize, Unset):
+            maxsize = _check_maxsize(maxsize)
+        if not isinstance(max_deliveries, Unset):
+            max_deliveries = check_max_deliveries(max_deliveries)
+        with self._locked():
+            if not isinstance(max_deliveries, Unset):
+                self._h[H_MAX_DELIVERIES] = max_deliveries or 0
+            if not isinstance(maxsize, Unset):
+                self._h[H_MAXSIZE] = maxsize
+                # Every putter looks again: a larger bound lets them in, and a
+                # batch larger than a smaller one raises instead of sleeping.
+                self._pending_rings.extend(self._to_ring(B_PUT))
 
     @property
     def capacity(self) -> int:
@@ -641,6 +699,7 @@ class ProcessQueue(Generic[T]):
                 dead_lettered=h[H_DEAD],
                 unfinished_tasks=h[H_UNFINISHED],
                 shutdown=h[H_STATE] != _OPEN,
+                delayed=h[H_DELAYED],
             )
 
     def __repr__(self) -> str:
@@ -654,14 +713,18 @@ class ProcessQueue(Generic[T]):
     @property
     def sync(self) -> ProcessSyncQueue[T]:
         """The blocking ``queue.Queue`` face, for plain worker code."""
-        return ProcessSyncQueue(self)
+        face = self._sync
+        if face is None:
+            face = self._sync = ProcessSyncQueue(self)
+        return face
 
     # -- records (lock held) ----------------------------------------------------------
 
-    def _room(self, records: list[bytes]) -> bool:
+    def _room(self, records: list[bytes], bounded: bool = True) -> bool:
+        """Lock held: whether ``records`` fit the ring (and maxsize, if ``bounded``)."""
         h = self._h
         maxsize = h[H_MAXSIZE]
-        if maxsize and h[H_COUNT] + len(records) > maxsize:
+        if bounded and maxsize and h[H_COUNT] + len(records) > maxsize:
             return False
         cap, tail = self._capacity, h[H_TAIL]
         total = sum([(len(data) + 15) & ~7 for data in records])  # 8 + padded each
@@ -723,8 +786,8 @@ class ProcessQueue(Generic[T]):
         while head < tail and len(out) < max_items:
             phys = head % cap
             n = lengths[phys >> 3]
-            if n == _WRAP:
-                head += cap - phys
+            if n < 0:
+                head += cap - phys if n == _WRAP else -n - 1
                 continue
             n &= _LEN_MASK
             start = _RING_OFFSET + phys + 8
@@ -922,7 +985,7 @@ class ProcessQueue(Generic[T]):
             bad = next(i for i, r in enumerate(records) if not _loads_ok(r))
             with self._locked():
                 try:
-                    self._dead_letter(records[bad])
+                    self._dead_letter(records[bad], 1, "undecodable")
                     h = self._h
                     if h[H_UNFINISHED] > 0:
                         h[H_UNFINISHED] -= 1
@@ -951,6 +1014,11 @@ class ProcessQueue(Generic[T]):
         if self._h[H_STATE] != _OPEN:
             raise QueueShutDown()
         if not self._room(records):
+            maxsize = self._h[H_MAXSIZE]
+            if maxsize and len(records) > maxsize:  # the bound was lowered while it waited
+                raise ValueError(
+                    f"a batch of {len(records)} items can never fit a queue of maxsize {maxsize}"
+                )
             return None
         self._write(records)
         return self._to_ring(B_GET, len(records))
@@ -1110,7 +1178,7 @@ class ProcessQueue(Generic[T]):
             cap, head = self._capacity, h[H_HEAD]
             phys = head % cap
             word = self._ring_q[phys >> 3]
-            if word == _WRAP:
+            if word < 0:  # a wrap or a gap: the general path steps over it
                 return None
             n = word & _LEN_MASK
             start = _RING_OFFSET + phys + 8
@@ -1281,9 +1349,9 @@ class ProcessQueue(Generic[T]):
         cap, lengths = self._capacity, self._ring_q
         head = h[H_HEAD]
         phys = head % cap
-        if lengths[phys >> 3] == _WRAP:
-            phys = 0
-        word = lengths[phys >> 3]
+        while (word := lengths[phys >> 3]) < 0:  # a wrap, or a gap to step over
+            phys = 0 if word == _WRAP else phys - word - 1
+        # The delivery count, with the _CARRIES flag riding along.
         n, deliveries = word & _LEN_MASK, (word >> _LEN_BITS) + 1
         start = _RING_OFFSET + phys + 8
         data = self._mm[start : start + n]
@@ -1312,9 +1380,17 @@ class ProcessQueue(Generic[T]):
         cells[free] = pid
 
     def _settle_held(
-        self, offset: int, data: bytes, deliveries: int, ok: bool, undecodable: bool = False
-    ) -> list[str]:
-        """Lock held. Acknowledge (``ok``) or give back (or dead-letter) one held item."""
+        self,
+        offset: int,
+        data: bytes,
+        deliveries: int,
+        ok: bool,
+        undecodable: bool = False,
+        error: ErrorInfo | None = None,
+    ) -> tuple[list[str], Outcome]:
+        """Lock held. Acknowledge (``ok``) or give back (or dead-letter) one
+        held item; ``error``: the one it last failed with. Returns the bells
+        to ring and how it ended."""
         arena = self._arena
         if arena is None or not arena.is_held(offset):
             raise JobSettledError("this job was already acknowledged or given back")
@@ -1322,6 +1398,8 @@ class ProcessQueue(Generic[T]):
         wake: list[str] = []
         dead = not ok and (undecodable or self._goes_dead(deliveries))
         if not ok and not dead:
+            if error is not None:
+                data, deliveries = self._wrap(data, deliveries, error)
             if not self._give_back(data, deliveries):
                 raise _NoRoom
             wake = self._to_ring(B_GET, 1)
@@ -1332,13 +1410,33 @@ class ProcessQueue(Generic[T]):
             )
         else:
             if dead:
-                self._dead_letter(data)
+                reason = "undecodable" if undecodable else "failed"
+                self._dead_letter(data, deliveries, reason, error)
             h[H_UNFINISHED] -= 1
             if h[H_UNFINISHED] == 0:
                 wake = self._to_ring(B_JOIN)
+        self._let_go(arena, offset)
+        return wake, ("retried" if not ok and not dead else "dead" if dead else "acked")
+
+    def _let_go(self, arena: _Arena, offset: int) -> None:
+        """Lock held: a held entry is settled (given back, dead, or done)."""
+        if arena.cells[offset >> 3] == _DELAYED:
+            self._h[H_DELAYED] -= 1
         arena.settle(offset)
-        h[H_IN_FLIGHT] -= 1
-        return wake
+        self._h[H_IN_FLIGHT] -= 1
+
+    def _wrap(self, data: bytes, deliveries: int, error: ErrorInfo) -> tuple[bytes, int]:
+        """The record that gives ``data`` back with its last error: an envelope
+        that unpickles to the item itself (so a plain get needs nothing
+        special), flagged with _CARRIES. Without the traceback, or without
+        the error, where the ring could never hold it."""
+        for info in (error, ErrorInfo(error.type, error.message, "")):
+            wrapped = pickle.dumps(
+                _Carried(data, json.dumps(info.to_dict())), pickle.HIGHEST_PROTOCOL
+            )
+            if 8 + _pad(len(wrapped)) <= self._capacity:
+                return wrapped, (deliveries & _DELIVERIES) | _CARRIES
+        return data, deliveries & _DELIVERIES
 
     # -- dead letters (lock held unless said otherwise) ------------------------------
 
@@ -1346,7 +1444,7 @@ class ProcessQueue(Generic[T]):
         """A failed item goes to the dead letters after max_deliveries tries, or
         when the queue was shut down immediately (it has nowhere to go back to)."""
         maxd = self._h[H_MAX_DELIVERIES]
-        return self._h[H_STATE] == _IMMEDIATE or bool(maxd and deliveries >= maxd)
+        return self._h[H_STATE] == _IMMEDIATE or bool(maxd and deliveries & _DELIVERIES >= maxd)
 
     def _dead_arena(self) -> _Arena:
         arena = self._dead
@@ -1360,9 +1458,20 @@ class ProcessQueue(Generic[T]):
             self._resources[2].append(arena)
         return arena
 
-    def _dead_letter(self, data: bytes) -> None:
+    def _dead_letter(
+        self, data: bytes, deliveries: int, reason: str, error: ErrorInfo | None = None
+    ) -> None:
+        """Lock held: keep ``data`` in the dead letters with why it died (the
+        error given, else the one it carries from an earlier failure)."""
+        if deliveries & _CARRIES:
+            with contextlib.suppress(Exception):
+                data, carried = _unwrap(data)
+                error = error or carried
+        why = json.dumps({"reason": reason, "error": error.to_dict() if error else None})
+        meta = why.encode()
+        record = _DEAD_HEAD.pack(time.time(), len(meta)) + meta + data
         try:
-            self._dead_arena().hold(data, 0)
+            self._dead_arena().hold(record, deliveries & _DELIVERIES)
         except ChuteError:
             raise ChuteError(
                 f"the dead letters are full ({self._h[H_DEAD]} items); "
@@ -1374,7 +1483,7 @@ class ProcessQueue(Generic[T]):
         """Give back (or dead-letter) an item a process held; False: no room yet."""
         if self._goes_dead(deliveries):
             try:
-                self._dead_letter(data)
+                self._dead_letter(data, deliveries, "lease expired")
             except ChuteError:  # the dead letters are full: back to the queue
                 return self._give_back(data, deliveries)
             h = self._h
@@ -1385,28 +1494,27 @@ class ProcessQueue(Generic[T]):
             return True
         return self._give_back(data, deliveries)
 
-    def dead_letters(self) -> list[T]:
-        """The items that failed ``max_deliveries`` reservations, oldest first."""
+    def dead_letters(self) -> list[DeadLetter[T]]:
+        """The items given up on, with why (the last error, deliveries, when,
+        ``reason``), oldest first. An item that cannot be unpickled in this
+        process is given as its pickle's ``bytes``."""
         with self._locked():
             if not self._h[H_DEAD]:
                 return []
             held = self._dead_arena().held()
-        return [pickle.loads(data) for _offset, data, _d in held]
+        return [_dead_record(payload, d) for _offset, payload, d in held]
 
-    def purge_dead(self) -> list[T]:
-        """Remove the dead letters and return them."""
+    def purge_dead(self) -> list[DeadLetter[T]]:
+        """Remove the dead letters and return them (records, as ``dead_letters()``)."""
         with self._locked():
             if not self._h[H_DEAD]:
                 return []
             arena = self._dead_arena()
             held = arena.held()
-            # Unpickle before removing: one that cannot be unpickled here
-            # raises with the dead letters left as they were.
-            items = [pickle.loads(data) for _offset, data, _d in held]
-            for offset, _data, _d in held:
+            for offset, _payload, _d in held:
                 arena.settle(offset)
             self._h[H_DEAD] = 0
-        return items
+        return [_dead_record(payload, d) for _offset, payload, d in held]
 
     def requeue_dead(self) -> int:
         """Put the dead letters back into the queue (as many as fit); how many."""
@@ -1417,7 +1525,8 @@ class ProcessQueue(Generic[T]):
                 return 0
             arena = self._dead_arena()
             moved = 0
-            for offset, data, _d in arena.held():
+            for offset, payload, _d in arena.held():
+                data = _dead_parts(payload)[2]
                 if not self._room([data]):
                     break
                 self._write([data])
@@ -1435,16 +1544,25 @@ class ProcessQueue(Generic[T]):
         head, tail = h[H_HEAD], h[H_TAIL]
         if tail - head + rec > cap:
             return False
-        front = head - rec
-        if h[H_COUNT] and (front % cap) + rec <= cap:
+        # Contiguous, ending at the head; or, where that would cross the
+        # ring's end (a record larger than the space before the head, as
+        # one carrying its last error), ending at the ring's end with a gap
+        # word over the start of the ring up to the head.
+        gap = head % cap if rec > head % cap else 0
+        front = head - gap - rec
+        if h[H_COUNT] and tail - front <= cap:
             phys = front % cap
             start = _RING_OFFSET + phys + 8
             self._mm[start : start + len(data)] = data
             self._ring_q[phys >> 3] = len(data) | (deliveries << _LEN_BITS)
+            if gap:
+                self._ring_q[0] = -gap - 1
             h[H_HEAD] = front  # publish
             h[H_COUNT] += 1
         else:
-            if not self._room([data]):
+            # Counted when it was put, as at the front: the bound does not
+            # apply (a give-back that waited for room would stall its holder).
+            if not self._room([data], bounded=False):
                 return False
             self._write([data], deliveries, new=False)
         return True
@@ -1457,8 +1575,7 @@ class ProcessQueue(Generic[T]):
         given = 0
         for offset, data, deliveries in arena.held():
             if self._return_held(data, deliveries):
-                arena.settle(offset)
-                self._h[H_IN_FLIGHT] -= 1
+                self._let_go(arena, offset)
                 given += 1
         if given:
             self._pending_rings.extend(self._to_ring(B_GET, given))
@@ -1490,8 +1607,7 @@ class ProcessQueue(Generic[T]):
                     for offset, data, deliveries in arena.held():
                         if not self._return_held(data, deliveries):
                             break  # no room now: the rest on a later look
-                        arena.settle(offset)
-                        self._h[H_IN_FLIGHT] -= 1
+                        self._let_go(arena, offset)
                     finished = arena.live == 0
                 finally:
                     arena.close()
@@ -1628,7 +1744,7 @@ class _Arena:
         return end
 
     def is_held(self, offset: int) -> bool:
-        return 64 <= offset < self.cells[1] and self.cells[offset >> 3] == _HELD
+        return 64 <= offset < self.cells[1] and self.cells[offset >> 3] in (_HELD, _DELAYED)
 
     def settle(self, offset: int) -> None:
         self.cells[offset >> 3] = _SETTLED
@@ -1642,7 +1758,7 @@ class _Arena:
         while pos < end:
             c = pos >> 3
             n = self.cells[c + 2]
-            if self.cells[c] == _HELD:
+            if self.cells[c] in (_HELD, _DELAYED):
                 out.append((pos, self.mm[pos + _ENTRY : pos + _ENTRY + n], self.cells[c + 1]))
             pos += _ENTRY + _pad(n)
         return out
@@ -1664,28 +1780,49 @@ class _Arena:
 class ProcessJob(JobBase[T]):
     """An item reserved from a ProcessQueue; settle it with ack() or nack()."""
 
-    __slots__ = ("_data", "_offset", "_queue")
+    __slots__ = ("_data", "_error", "_offset", "_queue")
 
-    def __init__(self, queue: ProcessQueue[T], offset: int, data: bytes, deliveries: int) -> None:
+    def __init__(
+        self,
+        queue: ProcessQueue[T],
+        offset: int,
+        data: bytes,
+        deliveries: int,
+        error: ErrorInfo | None = None,
+    ) -> None:
         super().__init__(pickle.loads(data), deliveries)
         self._queue = queue
         self._offset = offset
         self._data = data
+        self._error = error  # the error of the item's last failed delivery
 
     def ack(self) -> None:
         """Done: the item leaves for good and counts as done for ``join()``."""
         self._settle(True)
 
     def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
-        """Give the item back to the front of the queue (after ``delay`` seconds)."""
+        """Give the item back to the front of the queue (after ``delay`` seconds),
+        or to the dead letters after ``max_deliveries`` tries. ``error`` (the
+        exception it failed with) travels with the item and is shown by
+        ``dead_letters()`` if it dies."""
         if delay is not None:
             delay = check_delay(delay)
         if self._settled:
             raise JobSettledError("this job was already acknowledged or given back")
-        if delay:
+        if error is not None:
+            self._error = ErrorInfo.of(error)
+        q = self._queue
+        if delay and not q._goes_dead(self._deliveries):
             # Still held (in this process's file) until then: if the process
             # dies meanwhile, another gives it back.
+            with q._locked():
+                arena = q._arena
+                if arena is None or not arena.is_held(self._offset):
+                    raise JobSettledError("this job was already acknowledged or given back")
+                arena.cells[self._offset >> 3] = _DELAYED
+                q._h[H_DELAYED] += 1
             self._settled = True
+            self._outcome = "retried"
             timer = threading.Timer(delay, self._settle_later)
             timer.daemon = True
             timer.start()
@@ -1703,34 +1840,105 @@ class ProcessJob(JobBase[T]):
             raise JobSettledError("this job was already acknowledged or given back")
         with q._locked():
             try:
-                wake = q._settle_held(self._offset, self._data, self._deliveries, ok)
+                wake, outcome = q._settle_held(
+                    self._offset, self._data, self._deliveries, ok, error=self._error
+                )
             except _NoRoom:
                 wake = None
         if wake is None:
             # The ring is full of bytes right now; it stays held and is given
             # back as soon as there is room.
             self._settled = True
+            self._outcome = "retried"
             timer = threading.Timer(0.05, self._settle_later)
             timer.daemon = True
             timer.start()
             return
         self._settled = True
+        self._outcome = outcome
         q._ring_bells(wake)
 
 
 def _make_job(q: ProcessQueue[T], offset: int, data: bytes, deliveries: int) -> ProcessJob[T]:
     try:
+        if deliveries & _CARRIES:
+            raw, error = _unwrap(data)
+            return ProcessJob(q, offset, raw, deliveries & _DELIVERIES, error)
         return ProcessJob(q, offset, data, deliveries)
     except Exception as exc:
         # As for get(): an item this process cannot unpickle goes to the dead
         # letters (given back, every consumer would meet it again for ever).
         with q._locked():
-            wake = q._settle_held(offset, data, deliveries, False, undecodable=True)
+            wake, _outcome = q._settle_held(offset, data, deliveries, False, undecodable=True)
         q._ring_bells(wake)
         raise ChuteError(
             f"an item could not be unpickled in this process ({exc!r}); "
             "it was moved to the dead letters"
         ) from exc
+
+
+class _Carried:
+    """An item's pickle with the error it last failed with (JSON): pickled,
+    it unpickles to the item alone (``_carried_item``), so a plain get of a
+    given-back item needs no special case; ``_unwrap`` takes both out."""
+
+    __slots__ = ("data", "error")
+
+    def __init__(self, data: bytes, error: str) -> None:
+        self.data = data
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str]]:
+        return (_carried_item, (self.data, self.error))
+
+
+def _carried_item(data: bytes, error: str) -> Any:
+    return pickle.loads(data)
+
+
+class _Unwrapper(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == (__name__, "_carried_item"):
+            return lambda data, error: (data, error)
+        raise pickle.UnpicklingError(f"not an envelope: {module}.{name}")
+
+
+def _unwrap(wrapped: bytes) -> tuple[bytes, ErrorInfo | None]:
+    """The item's pickle and its last error, out of an envelope (_Carried)."""
+    data, error = _Unwrapper(io.BytesIO(wrapped)).load()
+    return data, ErrorInfo.from_dict(json.loads(error))
+
+
+def _dead_parts(payload: bytes) -> tuple[float, dict[str, Any], bytes]:
+    """A dead letter's payload: (died_at, why, the item's pickle)."""
+    died_at, n = _DEAD_HEAD.unpack_from(payload)
+    start = _DEAD_HEAD.size
+    why = json.loads(bytes(payload[start : start + n]))
+    return died_at, why, payload[start + n :]
+
+
+def _dead_record(payload: bytes, deliveries: int) -> DeadLetter[Any]:
+    died_at, why, data = _dead_parts(payload)
+    try:
+        item = pickle.loads(data)
+    except Exception:
+        item = bytes(data)  # not here: the pickle, for a process that can
+    error = ErrorInfo.from_dict(why.get("error"))
+    if error is None:
+        return DeadLetter(item, deliveries, died_at, why["reason"])
+    return DeadLetter(
+        item, deliveries, died_at, why["reason"], error.type, error.message, error.traceback
+    )
+
+
+def _check_maxsize(maxsize: object) -> int:
+    value = check_maxsize(maxsize)
+    if value > _MAX_MAXSIZE:
+        raise ValueError(
+            f"a ProcessQueue's maxsize must be at most 2**63 - 1 (a shared 64-bit cell), "
+            f"not {value}; 0 means unbounded"
+        )
+    return value
 
 
 class ProcessSyncReservation(SyncReservationBase[T]):
@@ -1782,8 +1990,12 @@ class ProcessReservation(ReservationBase[T]):
 class ProcessSyncQueue(SyncFaceBase[T]):
     """``queue.Queue``'s API on a ProcessQueue, for plain (worker) code."""
 
-    __slots__ = ()
+    __slots__ = ("__dict__",)  # takes attributes and mocks, as queue.Queue does
     _q: ProcessQueue[T]
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._q.is_shutdown
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         if block and timeout is not None:

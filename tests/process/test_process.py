@@ -412,7 +412,9 @@ async def test_an_item_whose_last_try_died_with_its_process_is_dead_lettered():
         async with q.reserve(timeout=10) as job:
             assert job.item == "fine"
         await wait_until_dead_lettered(q)
-        assert q.dead_letters() == ["poison"]
+        [dead] = q.dead_letters()
+        assert (dead.item, dead.deliveries, dead.reason) == ("poison", 1, "lease expired")
+        assert dead.error is None
         await asyncio.wait_for(q.join(), 10)  # a dead letter counts as done
         assert q.requeue_dead() == 1
         assert await q.get(timeout=5) == "poison"
@@ -629,8 +631,11 @@ async def test_a_reserved_item_that_cannot_be_unpickled_is_dead_lettered():
             assert job.item == "fine"
         s = q.statistics()
         assert (s.dead_lettered, s.in_flight, s.unfinished_tasks) == (1, 0, 0)
+        [dead] = q.dead_letters()  # cannot be unpickled here: its pickle is shown
+        assert dead.reason == "undecodable"
+        assert isinstance(dead.item, bytes)
         with pytest.raises(RuntimeError, match="cannot rebuild"):
-            q.purge_dead()  # cannot hand it out here: the dead letters stay
+            pickle.loads(dead.item)
         assert q.statistics().dead_lettered == 1
         assert q.requeue_dead() == 1  # raw, no unpickling needed
 
