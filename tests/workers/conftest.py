@@ -1,0 +1,48 @@
+"""The workers' tests: ``make``, a new queue of each transport."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import pytest
+
+import chute
+
+_names = itertools.count()  # queue names on the shared server: never reused
+
+
+class QueueMaker:
+    """``await make(**options)``: a new queue of one transport; the test's
+    runner closes them all afterwards (``aclose``)."""
+
+    def __init__(self, transport: str, folder: Any) -> None:
+        self.transport = transport
+        self.folder = folder
+        self.made: list[Any] = []
+
+    async def __call__(self, **options: Any) -> Any:
+        n = len(self.made)
+        if self.transport == "memory":
+            q = chute.Queue(**options)
+        elif self.transport == "sqlite":
+            q = await chute.open(f"sqlite:///{self.folder}/w{n}.db", "w", **options)
+        else:
+            from tests.redis_server import shared_server
+
+            name = f"w-{os.getpid()}-{next(_names)}"
+            q = await chute.open(shared_server().url, name, **options)
+        self.made.append(q)
+        return q
+
+    async def aclose(self) -> None:
+        for q in self.made:
+            aclose = getattr(q, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def make(request: Any, tmp_path: Any) -> QueueMaker:
+    return QueueMaker(request.param, tmp_path)
