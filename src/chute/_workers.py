@@ -14,6 +14,16 @@ backlog or ``max_workers``; shrink only after three looks in a row that
 found idle workers and an empty queue, by half of the idle ones, never
 below ``min_workers``. Growing is quick and shrinking slow, so the pool does
 not flap.
+
+Logging goes to the ``chute.workers`` logger (standard ``logging``; chute
+adds no handler, so the application decides where records go; with none
+configured, Python's last-resort handler prints warnings and errors to
+stderr). A handler's exception is logged at ERROR with its traceback the
+first time each kind of failure is seen; the same kind again within
+``REPEAT_EVERY`` seconds is only counted, and the count is logged as one
+line at most every ``REPEAT_EVERY`` seconds and when the pool stops. The
+pool's life (started, stopping with the jobs in hand, stopped) is logged at
+INFO, its scaling at DEBUG.
 """
 
 from __future__ import annotations
@@ -25,12 +35,15 @@ import contextlib
 import functools
 import inspect
 import itertools
+import logging
 import math
 import os
 import pickle
+import reprlib
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -50,12 +63,31 @@ RETRY_PAUSE = 0.5
 DRAIN_POLL = 0.05
 #: Seconds over which ``throughput`` is measured.
 RATE_WINDOW = 5.0
+#: A failure of a kind already logged is counted, and the count logged at
+#: most this often (seconds).
+REPEAT_EVERY = 10.0
+#: Kinds of failure remembered (the least recently seen is forgotten first).
+KINDS_KEPT = 256
+
+logger = logging.getLogger("chute.workers")
+_clock = time.monotonic  # the failure log's clock (tests move it)
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 80
 
 
 @dataclass(frozen=True)
 class WorkerStatistics:
-    """A snapshot of a pool. Latencies are seconds spent in the handler,
-    over the last 1024 items handled (``None`` before the first)."""
+    """A snapshot of a pool.
+
+    ``processed``: items handled and acknowledged. ``failed``: handler
+    failures (and items whose lease ran out before their handler was done).
+    Of the failed, ``retried`` were given back to be tried again and
+    ``dead`` were moved to the queue's dead letters by this pool.
+    ``in_flight``: the jobs in hand now (reserved, being handled or settled);
+    while the pool stops, the jobs it is waiting for. Latencies are seconds
+    spent in the handler, over the last 1024 items handled (``None`` before
+    the first).
+    """
 
     processed: int
     failed: int
@@ -65,6 +97,7 @@ class WorkerStatistics:
     throughput: float
     latency_p50: float | None
     latency_p95: float | None
+    dead: int = 0
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -75,15 +108,114 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
-async def _settle(job: Any, how: str, delay: float | None = None) -> None:
-    """Settle ``job`` without blocking the loop where the transport can."""
+async def _settle(
+    job: Any, how: str, delay: float | None = None, error: BaseException | None = None
+) -> None:
+    """Settle ``job`` without blocking the loop where the transport can;
+    a nack keeps ``error`` as the item's last error (its dead letter's why)."""
     settle_async = getattr(job, "_settle_async", None)
     if settle_async is not None:
-        await settle_async(how, delay)
+        await settle_async(how, delay, error=error)
     elif how == "ack":
         job.ack()
     else:
-        job.nack(delay)
+        job.nack(delay, error=error)
+
+
+def _where(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The frames ``exc`` was raised through (those of a worker process,
+    for a handler that failed in one)."""
+    frames: list[traceback.FrameSummary] | None = getattr(exc, "_chute_frames", None)
+    return frames if frames is not None else traceback.extract_tb(exc.__traceback__)
+
+
+class _Kind:
+    """One kind of failure: how often it came back since it was last logged."""
+
+    __slots__ = ("label", "last", "logged_at", "logged_wall", "repeats")
+
+    def __init__(self, label: str, now: float) -> None:
+        self.label = label
+        self.logged_at = now
+        self.logged_wall = time.time()
+        self.repeats = 0
+        self.last = ""
+
+
+class _FailureLog:
+    """Logs exceptions without flooding.
+
+    A failure's kind is its exception type and the lines it was raised
+    through (file and line of every frame): the same bug hit by a thousand
+    items is one kind, whatever their messages say (messages often carry the
+    item, and would defeat the bound); the same exception raised at another
+    place is another kind. The first of a kind is logged in full, with its
+    traceback; the next ones of that kind are counted, and the count is
+    logged (one line, the last message in it) once ``REPEAT_EVERY`` seconds
+    have passed since the kind was last logged, and by ``flush()``.
+    """
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._kinds: collections.OrderedDict[tuple[object, ...], _Kind] = collections.OrderedDict()
+
+    def failed(self, level: int, exc: BaseException, msg: str, *args: object) -> None:
+        if not self._log.isEnabledFor(level):
+            return
+        frames = _where(exc)
+        name = type(exc).__qualname__
+        key = (level, name, *((f.filename, f.lineno) for f in frames))
+        now = _clock()
+        kind = self._kinds.get(key)
+        if kind is None:
+            if len(self._kinds) >= KINDS_KEPT:
+                self._summarise(level, self._kinds.popitem(last=False)[1])
+            at = frames[-1] if frames else None
+            where = f" at {os.path.basename(at.filename)}:{at.lineno} in {at.name}" if at else ""
+            self._kinds[key] = _Kind(f"{name}{where}", now)
+            self._log.log(level, msg, *args, exc_info=exc)
+            return
+        self._kinds.move_to_end(key)
+        kind.repeats += 1
+        kind.last = _message(exc)
+        if now - kind.logged_at >= REPEAT_EVERY:
+            self._summarise(level, kind)
+            kind.logged_at, kind.logged_wall = now, time.time()
+
+    def flush(self) -> None:
+        """Log the counts not logged yet."""
+        for (level, *_), kind in self._kinds.items():
+            assert isinstance(level, int)
+            self._summarise(level, kind)
+
+    def _summarise(self, level: int, kind: _Kind) -> None:
+        if kind.repeats:
+            self._log.log(
+                level,
+                "... and %s more %s since %s (the last: %s)",
+                f"{kind.repeats:,}",
+                kind.label,
+                time.strftime("%H:%M:%S", time.localtime(kind.logged_wall)),
+                kind.last,
+            )
+            kind.repeats = 0
+
+
+def _message(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}:{name}" if module else name
 
 
 class Workers(Generic[T]):
@@ -93,6 +225,9 @@ class Workers(Generic[T]):
     stops gracefully); ``await Workers(q, handle).run()`` until the queue is
     shut down and drained, ``shutdown()`` is called, or SIGINT/SIGTERM
     arrives (where ``run()`` is called from the main thread).
+
+    A failed item is given back with its exception (``nack(error=exc)``),
+    so its dead letter, if it comes to that, says why it died.
     """
 
     def __init__(
@@ -158,6 +293,8 @@ class Workers(Generic[T]):
         self._waiting: dict[asyncio.Task[None], None] = {}  # workers in reserve()
         self._tasks: dict[asyncio.Task[None], None] = {}  # every worker
         self._stopping = False
+        self._closed_log = False  # "stopped" was logged
+        self._immediate = False  # shutdown(immediate=True): no grace left
         self._drained = False
         self._started = False
         self._done: asyncio.Event | None = None  # every worker has ended
@@ -170,6 +307,8 @@ class Workers(Generic[T]):
         self._processed = 0
         self._failed = 0
         self._retried = 0
+        self._dead = 0
+        self._failures = _FailureLog(logger)
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         #: (when, processed) now and then, for the throughput.
         self._marks: collections.deque[tuple[float, int]] = collections.deque()
@@ -179,6 +318,16 @@ class Workers(Generic[T]):
     @property
     def workers(self) -> int:
         return len(self._tasks)
+
+    @property
+    def grace(self) -> float:
+        """Seconds the jobs in hand get to finish once the pool stops."""
+        return self._grace
+
+    @property
+    def stopping(self) -> bool:
+        """``shutdown()`` was called (or the queue drained): no item is taken any more."""
+        return self._stopping
 
     def _busy(self) -> list[asyncio.Task[None]]:
         """The workers handling an item now."""
@@ -201,6 +350,15 @@ class Workers(Generic[T]):
         self._grow(max(1, self.min_workers))
         if self._scale_every is not None:
             self._supervisor = asyncio.ensure_future(self._supervise(self._scale_every))
+        logger.info(
+            "started on %r: %s (min %d, max %d%s), handler %s",
+            self._queue,
+            _count(self.workers, "worker"),
+            self.min_workers,
+            self.max_workers,
+            f", in {_count(self._processes, 'process', 'processes')}" if self._processes else "",
+            _name_of(self._handler),
+        )
 
     def _grow(self, n: int) -> None:
         for _ in range(n):
@@ -212,9 +370,16 @@ class Workers(Generic[T]):
     def _gone(self, task: asyncio.Task[None]) -> None:
         self._waiting.pop(task, None)
         self._tasks.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            self.last_error = task.exception()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self.last_error = error
             if not self._stopping:  # a bug of ours: another worker takes its place
+                self._failures.failed(
+                    logging.ERROR,
+                    error,
+                    "a worker ended on an unexpected error (a bug in chute: please report "
+                    "it); another takes its place",
+                )
                 self._grow(1)
                 return
         if self.workers == 0 and (self._stopping or self._drained) and self._done is not None:
@@ -235,16 +400,29 @@ class Workers(Generic[T]):
                     # by other consumers) may return: look again shortly.
                     await asyncio.sleep(DRAIN_POLL)
                     continue
-                self._drained = True
                 waiting.pop(me, None)
+                if not self._stopping:
+                    logger.info("the queue is shut down and drained: stopping")
+                self._drained = True
                 self.shutdown()  # every other worker ends too
                 return
             except Exception as exc:
+                # No public "closed" on the queues yet (is_shutdown is another
+                # state, and on a closed SQLite queue it raises).
                 if getattr(self._queue, "_closed", False):
                     waiting.pop(me, None)
+                    if not self._stopping:
+                        logger.warning("the queue was closed under the pool: stopping")
                     self.shutdown()  # the queue was closed under the pool: it ends
                     return
                 self.last_error = exc  # the transport is away: look again shortly
+                self._failures.failed(
+                    logging.WARNING,
+                    exc,
+                    "could not take an item from the queue (%s); trying again in %g s",
+                    _message(exc),
+                    RETRY_PAUSE,
+                )
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
             waiting.pop(me, None)
@@ -257,21 +435,19 @@ class Workers(Generic[T]):
                 else:
                     loop = asyncio.get_running_loop()
                     await loop.run_in_executor(self._executor, handler, job.item)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 if me.cancelling():
                     # The pool is stopping past its grace period: someone else's now.
                     await asyncio.shield(_settle(job, "nack"))
                     raise
                 # The handler's own cancellation (not ours): a failure like any.
-                self._failed += 1
-                await self._retry(job)
-            except Exception:
-                self._failed += 1
-                await self._retry(job)
-            except BaseException:
+                await self._retry(job, exc)
+            except Exception as exc:
+                await self._retry(job, exc)
+            except BaseException as exc:
                 # SystemExit, KeyboardInterrupt from the handler: the item
                 # goes back before that goes on.
-                await asyncio.shield(_settle(job, "nack"))
+                await asyncio.shield(_settle(job, "nack", error=exc))
                 raise
             else:
                 latencies.append(clock() - t0)
@@ -283,26 +459,54 @@ class Workers(Generic[T]):
                 except asyncio.CancelledError:
                     self._processed += 1  # the acknowledgement was sent: it stands
                     raise
-                except ChuteError:
+                except ChuteError as exc:
                     # Its lease ran out before the handler was done: the
                     # item was delivered again and is someone else's now.
                     self._failed += 1
+                    self._failures.failed(
+                        logging.WARNING,
+                        exc,
+                        "an item was handled after its lease ran out, and was delivered "
+                        "again: keep handlers within the queue's visibility timeout",
+                    )
                 else:
                     self._processed += 1
             waiting[me] = None
 
-    async def _retry(self, job: Any) -> None:
+    async def _retry(self, job: Any, exc: BaseException) -> None:
+        """Give back the item of a failed handler, with its exception."""
+        self._failed += 1
+        delay = self._backoff(job.deliveries)
         try:
-            await _settle(job, "nack", self._backoff(job.deliveries))
+            await _settle(job, "nack", delay, error=exc)
         except ChuteError:
-            pass  # its lease ran out: it went back on its own
+            what = "its lease had run out: it was given back by the queue"
         else:
-            self._retried += 1
+            # The transport says whether it went to the dead letters; one
+            # that does not say (outcome None) gave it back.
+            if getattr(job, "outcome", None) == "dead":
+                self._dead += 1
+                what = "moved to the dead letters"
+            else:
+                self._retried += 1
+                what = f"given back, tried again in {delay:g} s"
+        self._failures.failed(
+            logging.ERROR,
+            exc,
+            "handler %s failed on %s (delivery %d; %s): %s",
+            _name_of(self._handler),
+            _short.repr(job.item),
+            job.deliveries,
+            what,
+            _message(exc),
+        )
 
     def _out_there(self) -> bool:
         """Items of a shut-down queue that may yet come back to it."""
         try:
-            return bool(self._queue.statistics().in_flight)
+            s = self._queue.statistics()
+            # Out on a lease, or given back with a delay (counted apart by some stores).
+            return bool(s.in_flight or getattr(s, "delayed", 0))
         except Exception:  # closed or unreachable: nothing will come back
             return False
 
@@ -337,6 +541,12 @@ class Workers(Generic[T]):
             grow = min(self.max_workers - n, max(1, min(n, depth)))
             if grow > 0:
                 self._grow(grow)
+                logger.debug(
+                    "scaled up from %s to %d (%s waiting)",
+                    _count(n, "worker"),
+                    self.workers,
+                    _count(depth, "item"),
+                )
         elif idle > 0 and depth == 0:
             self._quiet += 1
             if self._quiet >= QUIET_LOOKS:
@@ -346,6 +556,13 @@ class Workers(Generic[T]):
                     task.cancel()  # idle in reserve(): cancelling takes nothing
                     del self._waiting[task]
                     del self._tasks[task]
+                if shrink > 0:
+                    logger.debug(
+                        "scaled down from %s to %d (%d idle)",
+                        _count(n, "worker"),
+                        self.workers,
+                        idle,
+                    )
         else:
             self._quiet = 0
         return self.workers
@@ -357,10 +574,23 @@ class Workers(Generic[T]):
 
     # -- stopping ------------------------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """Stop taking items; items being handled get ``grace`` seconds to
-        finish, then are given back to the queue. Safe from a signal handler."""
-        self._stopping = True
+    def shutdown(self, immediate: bool = False) -> None:
+        """Stop taking items; the jobs in hand get ``grace`` seconds to
+        finish, then are given back to the queue. ``immediate=True`` (also
+        after a first call) gives them back now. Safe from a signal handler."""
+        in_hand = len(self._busy())
+        if not self._stopping:
+            self._stopping = True
+            if self._started:
+                logger.info(
+                    "stopping: %s in hand (grace %g s)", _count(in_hand, "job"), self._grace
+                )
+        if immediate and not self._immediate:
+            self._immediate = True
+            if self._started:
+                logger.warning("stopping now: giving back %s in hand", _count(in_hand, "job"))
+            for task in self._busy():
+                task.cancel()  # their items are given back
         if self._stop is not None:
             self._stop.set()
         for task in list(self._waiting):
@@ -396,11 +626,23 @@ class Workers(Generic[T]):
         await self._finish()
 
     async def _finish(self) -> None:
-        deadline = asyncio.get_running_loop().time() + self._grace
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self._grace
+
+        def deadline() -> float:
+            return loop.time() if self._immediate else end
+
         busy = self._busy()
         if busy:
             _, late = await asyncio.wait(busy, timeout=self._grace)
-            for task in late:
+            over = [task for task in late if not task.cancelling()]  # else: given back already
+            if over:
+                logger.warning(
+                    "grace of %g s over: giving back %s still in hand",
+                    self._grace,
+                    _count(len(over), "job"),
+                )
+            for task in over:
                 task.cancel()  # their items are given back
             if late:
                 await asyncio.wait(late)
@@ -420,6 +662,16 @@ class Workers(Generic[T]):
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None:
             await self._pool.close(deadline)
+        if not self._closed_log:
+            self._closed_log = True
+            self._failures.flush()
+            logger.info(
+                "stopped: %d processed, %d failed (%d retried, %d dead)",
+                self._processed,
+                self._failed,
+                self._retried,
+                self._dead,
+            )
 
     async def run(self) -> WorkerStatistics:
         """Start, and wait until stopped; SIGINT/SIGTERM stop gracefully
@@ -439,11 +691,7 @@ class Workers(Generic[T]):
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self) -> None:
-        if self._stopping:
-            self._grace = 0.0  # the second time: give back at once
-            for task in self._busy():
-                task.cancel()
-        self.shutdown()
+        self.shutdown(immediate=self._stopping)  # the second time: give back at once
 
     async def __aenter__(self) -> Workers[T]:
         self.start()
@@ -472,6 +720,7 @@ class Workers(Generic[T]):
             processed=self._processed,
             failed=self._failed,
             retried=self._retried,
+            dead=self._dead,
             in_flight=len(self._tasks) - len(self._waiting),
             workers=self.workers,
             throughput=(self._processed - then) / (now - since) if now > since else 0.0,
@@ -485,7 +734,62 @@ class Workers(Generic[T]):
 
 
 class HandlerFailed(Exception):
-    """A handler running in another process raised (its text, as it was)."""
+    """A handler in a worker process failed in a way that cannot be handed
+    back as its own exception: one that does not pickle (``str()`` is its
+    type and message, its traceback there the ``__cause__``), or the
+    process died."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of a handler's exception in a worker process, as text:
+    the ``__cause__`` of the exception raised in the pool."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# How they read in a dead letter's traceback: no private module named.
+HandlerFailed.__module__ = RemoteTraceback.__module__ = "chute"
+
+#: What a worker process reports for an item: None (done), "start", or a
+#: failure: (the pickled exception or None, "Type: message", traceback text,
+#: its frames as (file, line, function)).
+_Report = None | str | tuple[bytes | None, str, str, list[tuple[str, int | None, str]]]
+
+
+def _report(exc: BaseException) -> _Report:
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # from the handler in
+    pickled: bytes | None = None
+    with contextlib.suppress(Exception):
+        data = pickle.dumps(exc)
+        pickle.loads(data)  # some pickle and do not come back
+        pickled = data
+    return (
+        pickled,
+        f"{type(exc).__name__}: {exc}",
+        "".join(traceback.format_exception(exc)),
+        [(f.filename, f.lineno, f.name) for f in frames],
+    )
+
+
+def _failure(report: _Report) -> BaseException | None:
+    """The exception a worker process reported, with its traceback there as
+    its cause (as ``concurrent.futures.ProcessPoolExecutor`` does)."""
+    if report is None or report == "start":
+        return None
+    if isinstance(report, str):
+        return HandlerFailed(report)
+    pickled, message, text, frames = report
+    exc: BaseException = HandlerFailed(message)
+    if pickled is not None:
+        with contextlib.suppress(Exception):
+            exc = pickle.loads(pickled)
+    exc.__cause__ = RemoteTraceback(f"\n(in the worker process)\n{text}")
+    with contextlib.suppress(AttributeError):  # for the failure log: where it was raised
+        exc._chute_frames = [  # type: ignore[attr-defined]
+            traceback.FrameSummary(file, line, name, line=None) for file, line, name in frames
+        ]
+    return exc
 
 
 def _serve(handler: Callable[[Any], Any], feed: Any, results: Any) -> None:
@@ -500,7 +804,7 @@ def _serve(handler: Callable[[Any], Any], feed: Any, results: Any) -> None:
             try:
                 handler(item)
             except BaseException as exc:  # reported, not raised: the pool decides
-                results.sync.put((token, pid, f"{type(exc).__name__}: {exc}"))
+                results.sync.put((token, pid, _report(exc)))
             else:
                 results.sync.put((token, pid, None))
     finally:
@@ -524,7 +828,7 @@ class _ProcessPool:
         self._ctx = multiprocessing.get_context("spawn")  # a clean process: no threads, no loop
         self._procs = [self._spawn() for _ in range(n)]
         self._tokens = itertools.count()
-        self._pending: dict[int, asyncio.Future[str | None]] = {}
+        self._pending: dict[int, asyncio.Future[_Report]] = {}
         self._holding: dict[int, int] = {}  # pid -> the token it is handling
         self._closed = False
         self._reader = asyncio.ensure_future(self._read())
@@ -545,7 +849,7 @@ class _ProcessPool:
             self._holding.pop(pid, None)
             self._answer(token, outcome)
 
-    def _answer(self, token: int, outcome: str | None) -> None:
+    def _answer(self, token: int, outcome: _Report) -> None:
         fut = self._pending.pop(token, None)
         if fut is not None and not fut.done():  # else: its caller gave up
             fut.set_result(outcome)
@@ -556,25 +860,31 @@ class _ProcessPool:
             for i, proc in enumerate(self._procs):
                 if proc.exitcode is not None and not self._closed:
                     token = self._holding.pop(proc.pid, None)
+                    logger.warning(
+                        "a worker process died (exit code %s)%s; another takes its place",
+                        proc.exitcode,
+                        "" if token is None else " while handling an item",
+                    )
                     if token is not None:
                         self._answer(token, f"the worker process died (exit code {proc.exitcode})")
                     self._procs[i] = self._spawn()
 
     async def run(self, item: Any) -> None:
         token = next(self._tokens)
-        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[_Report] = asyncio.get_running_loop().create_future()
         self._pending[token] = fut
         try:
             await self._feed.put((token, item))
-            error = await fut
+            error = _failure(await fut)
         finally:
             self._pending.pop(token, None)
         if error is not None:
-            raise HandlerFailed(error)
+            raise error
 
-    async def close(self, deadline: float) -> None:
-        """Stop the processes: they finish what they hold until ``deadline``
-        (the loop's clock), then are terminated (those items were given back)."""
+    async def close(self, deadline: Callable[[], float]) -> None:
+        """Stop the processes: they finish what they hold until ``deadline()``
+        (the loop's clock; it may come nearer meanwhile), then are
+        terminated (those items were given back)."""
         if self._closed:
             return
         self._closed = True
@@ -583,7 +893,8 @@ class _ProcessPool:
         self._feed.shutdown(immediate=True)
         loop = asyncio.get_running_loop()
         for proc in self._procs:
-            await loop.run_in_executor(None, proc.join, max(0.0, deadline - loop.time()))
+            while proc.is_alive() and loop.time() < deadline():
+                await loop.run_in_executor(None, proc.join, min(0.1, deadline() - loop.time()))
             if proc.is_alive():
                 proc.terminate()
                 await loop.run_in_executor(None, proc.join, 5)

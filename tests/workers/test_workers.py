@@ -60,8 +60,9 @@ async def test_failures_are_retried_with_backoff_then_dead_lettered(make):
         await wait_until(lambda: q.statistics().dead_lettered == 1, timeout=30)
     assert tries == ["poison"] * 3
     s = workers.statistics()
-    assert (s.processed, s.failed, s.retried) == (0, 3, 3)
-    assert q.dead_letters() == ["poison"]
+    # Two tries given back; the third failure was its last: dead, not retried.
+    assert (s.processed, s.failed, s.retried, s.dead) == (0, 3, 2, 1)
+    assert [d.item for d in q.dead_letters()] == ["poison"]
 
 
 async def test_autoscaling_follows_the_backlog(make):
@@ -244,8 +245,15 @@ async def test_a_plain_function_runs_in_worker_processes(make, tmp_path):
     assert sorted(int(n) for n, _ in lines) == list(range(40))
     pids = {int(pid) for _, pid in lines}
     assert os.getpid() not in pids  # handled in the worker processes
-    assert (stats.processed, stats.failed) == (40, 2)
-    assert q.dead_letters() == [[str(out), "fail"]]
+    assert (stats.processed, stats.failed, stats.retried, stats.dead) == (40, 2, 1, 1)
+    [dead] = q.dead_letters()
+    assert dead.item == [str(out), "fail"]
+    # Why it died, from the worker process: the type, the message and the
+    # traceback there (the handler's line included).
+    assert (dead.error_type, dead.error) == ("ValueError", "this one always fails")
+    assert dead.traceback is not None
+    assert "(in the worker process)" in dead.traceback
+    assert 'raise ValueError("this one always fails")' in dead.traceback
 
 
 def test_processes_need_a_plain_importable_function():
