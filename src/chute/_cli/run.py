@@ -1,0 +1,168 @@
+"""chute worker (and the pool under chute demo): a pool at work, shown live, stopped cleanly.
+
+Ctrl-C (or SIGTERM) once: the pool takes nothing more, the items in hand
+get the grace period to finish, and the command says so; twice: the items
+in hand go back to the queue at once. Either way one summary, printed once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .._exceptions import ChuteError
+from .._open import open as open_queue
+from .._workers import Workers, WorkerStatistics
+from . import view as live
+from .queues import Failure, plural
+
+#: The words of the error a transport raises for an item its codec cannot read.
+UNDECODABLE = "could not be decoded"
+
+
+def load(spec: str) -> Callable[[Any], Any]:
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # not found, or failing as it loads
+        raise Failure(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    handler = getattr(module, attr, None)
+    if not callable(handler):
+        raise Failure(f"{module_name!r} has no function {attr!r}")
+    return handler  # type: ignore[no-any-return]
+
+
+class CodecGuard:
+    """The queue as the pool sees it, except that an item the codec cannot
+    decode stops the pool at once: a worker started with the wrong codec
+    must not move every item of the queue to the dead letters."""
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+        self.error: ChuteError | None = None
+        self.workers: Workers[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    async def reserve(self, timeout: float | None = None) -> Any:
+        try:
+            return await self._queue.reserve(timeout)
+        except ChuteError as exc:
+            if UNDECODABLE in str(exc):
+                if self.error is None:
+                    self.error = exc
+                if self.workers is not None:
+                    self.workers.shutdown()
+            raise
+
+
+async def drive(
+    workers: Workers[Any], view: live.View, grace: float, *, until_empty: bool
+) -> WorkerStatistics:
+    """Run the pool with its live view until it stops; Ctrl-C and SIGTERM
+    stop it as the module docstring says."""
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        busy = workers.statistics().in_flight
+        if signals == 1:
+            view.say(
+                f"stopping: waiting for {plural(busy, 'job')} (grace {grace:g} s) — "
+                "Ctrl-C again to give them back now",
+                "yellow",
+            )
+        elif signals == 2:
+            view.say(f"giving back {plural(busy, 'job')} now", "yellow")
+        # The pool's own: the first stops taking items, the second gives
+        # back those in hand.
+        workers._on_signal()
+
+    def empty(n: live.Numbers) -> None:
+        if until_empty and n.queue.size == 0 and n.queue.in_flight == 0:
+            workers.shutdown()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - Windows
+            pass
+    workers.start()
+    watching = asyncio.ensure_future(view.run(empty))
+    try:
+        return await workers.wait()
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _total(until_empty: bool) -> Callable[[Any, int], int | None]:
+    def total(s: Any, done: int) -> int | None:
+        return done + s.size + s.in_flight if until_empty else None
+
+    return total
+
+
+# -- worker ---------------------------------------------------------------------------
+
+
+def worker(args: argparse.Namespace) -> int:
+    handler = load(args.handler)
+    out = live.console()
+    live.log_to(out)
+
+    async def run() -> tuple[WorkerStatistics, Any, CodecGuard]:
+        async with open_queue(args.url, args.name, create=False, codec=args.codec) as q:
+            guard = CodecGuard(q)
+            workers: Workers[Any] = Workers(
+                guard,
+                handler,
+                min_workers=args.min,
+                max_workers=args.max,
+                retry_delay=args.retry_delay,
+                grace=args.grace,
+            )
+            guard.workers = workers
+            dead0 = (await asyncio.to_thread(q.statistics)).dead_lettered
+
+            def look() -> live.Numbers:
+                return live.look(q, workers, dead_at_start=dead0, total=_total(args.until_empty))
+
+            view = live.View(out, look)
+            try:
+                stats = await drive(workers, view, args.grace, until_empty=args.until_empty)
+            finally:
+                final = await asyncio.to_thread(look)
+                view.close(final)
+            return stats, final, guard
+
+    stats, final, guard = asyncio.run(run())
+    if guard.error is not None:
+        other = "pickle" if args.codec == "json" else "json"
+        raise Failure(
+            f"{guard.error} — the queue's items are not {args.codec}: is it written with "
+            f"--codec {other}? (chute dead {args.url} {args.name} --requeue puts the item back)"
+        )
+    s = final.queue
+    died = max(0, final.done - stats.processed)
+    live.say(
+        out,
+        f"processed {stats.processed}, failed {stats.failed} (retried {stats.retried}), "
+        f"dead letters {died} new ({s.dead_lettered} in all); left in the queue "
+        f"{s.size + s.in_flight}",
+    )
+    return 0
