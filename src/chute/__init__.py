@@ -18,7 +18,7 @@ from ._exceptions import (
 from ._memory import LifoQueue, PriorityQueue, Queue
 from ._open import open
 from ._process import ProcessQueue
-from ._workers import Workers, WorkerStatistics
+from ._workers import HandlerFailed, Workers, WorkerStatistics
 
 __version__ = "0.1.0.dev0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "ChuteError",
     "DeadLetter",
     "DurableQueue",
+    "HandlerFailed",
     "Job",
     "JobSettledError",
     "LifoQueue",

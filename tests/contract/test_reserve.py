@@ -88,11 +88,26 @@ async def test_nack_with_delay_returns_later(make_reserving_queue):
     await q.put("retry me")
     job = await q.reserve()
     job.nack(delay=0.05)
+    assert job.outcome == "retried"
     assert q.empty()
     assert q.statistics().in_flight == 1
     again = await q.reserve(timeout=10)
     assert (again.item, again.deliveries) == ("retry me", 2)
     again.ack()
+
+
+async def test_a_delayed_item_is_counted_in_flight_and_delayed(make_reserving_queue):
+    q = await make_reserving_queue()
+    await q.put_batch(["later", "now"])
+    job = await q.reserve()
+    job.nack(delay=60)
+    s = q.statistics()
+    assert (s.size, s.in_flight, s.delayed) == (1, 1, 1)
+    assert q.qsize() == 1
+    assert await q.get() == "now"
+    s = q.statistics()
+    assert (s.size, s.in_flight, s.delayed) == (0, 1, 1)
+    assert q.unfinished_tasks == 2  # the delayed item is not done yet
 
 
 async def test_dead_letters_after_max_deliveries(make_dead_letter_queue):
