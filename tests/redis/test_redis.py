@@ -10,10 +10,12 @@ import itertools
 import multiprocessing as mp
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -470,3 +472,130 @@ async def test_requeue_into_a_shut_down_queue_is_refused(server, name):
         with pytest.raises(chute.QueueShutDown):
             q.requeue_dead()
         assert [d.item for d in q.dead_letters()] == ["x"]
+
+
+# -- connecting, and a server lost at the worst moment ---------------------------------
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A port that accepts connections (the kernel completes them) and
+    never answers: a hung server, or a proxy with nothing behind it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+def _opens_within(url: str, seconds: float) -> chute.ChuteError:
+    t0 = time.monotonic()
+    with pytest.raises(chute.ChuteError) as caught:
+        chute.open(url, "q", connect_timeout=seconds).__enter__()
+    assert time.monotonic() - t0 < seconds + 2.0  # not the 30 s reply timeout
+    return caught.value
+
+
+def test_connect_timeout_bounds_a_server_that_accepts_and_never_answers(silent_listener):
+    error = _opens_within(f"redis://127.0.0.1:{silent_listener}/0", 0.5)
+    assert f"127.0.0.1:{silent_listener} is unreachable" in str(error)
+
+
+def test_connect_timeout_bounds_a_tls_handshake_with_a_plain_server(server):
+    error = _opens_within(server.url.replace("redis://", "rediss://"), 0.5)
+    assert f"127.0.0.1:{server.port}" in str(error)
+
+
+def test_a_tls_handshake_that_never_ends_is_bounded_too(silent_listener):
+    _opens_within(f"rediss://127.0.0.1:{silent_listener}/0", 0.5)
+
+
+def _public(exc: BaseException) -> bool:
+    return getattr(chute, type(exc).__name__, None) is type(exc) and "_redis" not in repr(exc)
+
+
+async def test_errors_are_public_types(server, name):
+    async with chute.open(server.url, name) as q:
+        r = redis.Redis.from_url(server.url)
+        try:
+            r.delete(f"chute:{{{name}}}:items")  # the group with it: the server refuses
+        finally:
+            r.close()
+        with pytest.raises(chute.ChuteError) as caught:
+            await q.get(timeout=1)
+        assert isinstance(caught.value, chute.QueueNotFound)
+        assert _public(caught.value), repr(caught.value)
+        with pytest.raises(chute.ChuteError) as caught:
+            q.get_nowait()
+        assert _public(caught.value), repr(caught.value)
+
+
+@pytest.mark.parametrize("call", ["get", "reserve"])
+async def test_a_server_lost_before_the_blocked_read_connects_is_a_chute_error(own_server, call):
+    """The server stops right after a claim found nothing, before the wait
+    on the server takes its connection: an explicit step, not a race."""
+    async with chute.open(own_server.url, "lost", connect_timeout=2) as q:
+        claim = q._claim
+
+        async def claim_then_stop(max_items: int) -> Any:
+            found = await claim(max_items)
+            assert not isinstance(found, list)  # nothing there: a blocked read is next
+            own_server.stop()
+            # ...and the pooled connection has seen it go: taking it reconnects.
+            from tests.conftest import wait_until
+
+            idle = list(q._client()[0].connection_pool._available_connections)
+            await wait_until(lambda: all(c._reader is None or c._reader.at_eof() for c in idle))
+            return found
+
+        q._claim = claim_then_stop
+        with pytest.raises(chute.ChuteError, match="unreachable") as caught:
+            if call == "get":
+                await q.get(timeout=10)
+            else:
+                await q.reserve(timeout=10)
+        assert _public(caught.value)
+        assert not isinstance(caught.value.__cause__, chute.ChuteError)
+        with pytest.raises(chute.ChuteError, match="retrying in"):  # the backoff holds
+            q.put_nowait("x")
+        del q._claim
+        own_server.start()
+        await _retrying(lambda: q.put("back"))
+        assert await q.get(timeout=10) == "back"
+
+
+def test_a_server_lost_before_a_blocking_read_is_a_chute_error(own_server):
+    with chute.open(own_server.url, "lost-sync", connect_timeout=2) as q:
+        run = q._run_sync
+
+        def run_then_stop(script: str, args: list[Any], **kw: Any) -> Any:
+            reply = run(script, args, **kw)
+            if script == "claim" and reply[0] == b"empty":
+                own_server.stop()  # before the blocking XREADGROUP
+            return reply
+
+        q._run_sync = run_then_stop
+        with pytest.raises(chute.ChuteError, match="unreachable") as caught:
+            q.sync.get(timeout=10)
+        assert _public(caught.value)
+        with pytest.raises(chute.ChuteError, match="retrying in"):  # the backoff holds
+            q.put_nowait("x")
+
+
+async def test_the_event_loops_connections_are_bounded_the_same_way(silent_listener):
+    # What a queue's async calls connect with, once open (say, after a restart
+    # behind a proxy that accepts and never answers).
+    import redis.asyncio as aioredis
+
+    from chute._redis import _bounded, _client_options
+
+    client = _bounded(
+        aioredis.Redis.from_url(f"redis://127.0.0.1:{silent_listener}/0", **_client_options(0.5))
+    )
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        with pytest.raises(redis.TimeoutError):
+            await client.ping()
+        assert loop.time() - t0 < 2.5
+    finally:
+        await client.aclose()
