@@ -13,6 +13,8 @@ import importlib
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -75,18 +77,16 @@ async def drive(
     def on_signal() -> None:
         nonlocal signals
         signals += 1
-        busy = workers.statistics().in_flight
         if signals == 1:
+            busy = workers.statistics().in_flight
             view.say(
                 f"stopping: waiting for {plural(busy, 'job')} (grace {grace:g} s) — "
                 "Ctrl-C again to give them back now",
                 "yellow",
             )
-        elif signals == 2:
-            view.say(f"giving back {plural(busy, 'job')} now", "yellow")
-        # The pool's own: the first stops taking items, the second gives
-        # back those in hand.
-        workers._on_signal()
+        # The first stops taking items; the second gives those in hand back
+        # (and the pool says so).
+        workers.shutdown(immediate=signals > 1)
 
     def empty(n: live.Numbers) -> None:
         if until_empty and n.queue.size == 0 and n.queue.in_flight == 0:
@@ -165,4 +165,23 @@ def worker(args: argparse.Namespace) -> int:
         f"dead letters {died} new ({s.dead_lettered} in all); left in the queue "
         f"{s.size + s.in_flight}",
     )
+    _leave_stuck_handlers(out)
     return 0
+
+
+def _leave_stuck_handlers(out: Any) -> None:
+    """A plain handler still running past the grace period (its job was
+    given back) would keep the process alive until it returns: go now."""
+    deadline = time.monotonic() + 0.5
+    for thread in threading.enumerate():
+        if thread.name.startswith("chute-worker"):
+            thread.join(max(0.0, deadline - time.monotonic()))  # idle ones end at once
+    stuck = [t for t in threading.enumerate() if t.name.startswith("chute-worker") and t.is_alive()]
+    if stuck:
+        live.say(
+            out,
+            f"leaving {plural(len(stuck), 'handler')} still running (their jobs were given back)",
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
