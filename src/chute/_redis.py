@@ -88,7 +88,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 T = TypeVar("T")
 
 #: 2: dead letters keep why they died (reason, last error), items keep their
-#: last error, and every delayed item waits in ``later``. A queue of schema 1
+#: last error, and every delayed item waits in ``later`` (so that
+#: ``statistics().delayed`` can count them). A queue of schema 1
 #: is brought up to 2 when opened (nothing to rewrite: its dead letters list
 #: with reason "failed" and no error).
 SCHEMA_VERSION = 2
@@ -119,11 +120,6 @@ end
 -- Items waiting: stored, minus those pending, plus those given back.
 local function ready(K)
   return redis.call('XLEN', K[1]) - pel_count(K[1]) + redis.call('SCARD', K[5])
-end
--- Items in the queue: waiting, and given back with a delay (not held by
--- anyone, and counted toward maxsize).
-local function stored(K)
-  return ready(K) + redis.call('ZCARD', K[4])
 end
 local function fields(kv)
   local d, n = nil, 0
@@ -219,7 +215,7 @@ local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'peak')
 if not m[1] then return {'gone'} end
 if m[2] ~= '0' then return {'shutdown'} end
 local n = #ARGV
-local size = stored(KEYS)
+local size = ready(KEYS)
 local maxsize = tonumber(m[3])
 if maxsize > 0 and n > maxsize then return {'never', maxsize} end
 if maxsize > 0 and size + n > maxsize then return {'full'} end
@@ -679,7 +675,12 @@ class _Meta(NamedTuple):
 
     @property
     def size(self) -> int:
-        return max(0, self.ready) + self.delayed
+        return max(0, self.ready)
+
+    @property
+    def in_flight(self) -> int:
+        """Handed out and not settled: on a lease, or given back with a delay."""
+        return self.held + self.delayed
 
 
 class _Backoff:
@@ -1059,9 +1060,9 @@ class RedisQueue(Generic[T]):
         return bool(self._read().state)
 
     def qsize(self) -> int:
-        """Items in the queue: waiting, and given back with a delay (not
-        claimable yet). Leases that ran out but were not yet claimed again
-        count as handed out."""
+        """Items waiting (stored, not handed out). Items given back with a
+        delay count as in flight until due, and leases that ran out but were
+        not yet claimed again as handed out."""
         return self._read().size
 
     def empty(self) -> bool:
@@ -1079,7 +1080,7 @@ class RedisQueue(Generic[T]):
             maxsize=meta.maxsize,
             getters_waiting=self._getters,
             putters_waiting=self._putters,
-            in_flight=meta.held,
+            in_flight=meta.in_flight,
             total_put=meta.total_put,
             total_got=meta.total_got,
             peak_size=meta.peak,

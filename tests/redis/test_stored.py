@@ -256,18 +256,22 @@ async def test_an_acked_item_leaves_no_error_behind(server, name):
         r.close()
 
 
-async def test_statistics_count_delayed_items_in_the_size_and_the_bound(server, name):
+async def test_statistics_count_delayed_items_in_flight_and_delayed(server, name):
     async with chute.open(server.url, name, maxsize=1) as q:
         await q.put("later")
         job = await q.reserve()
         job.nack(delay=60)
         s = q.statistics()
-        assert (s.size, s.delayed, s.in_flight, s.unfinished_tasks) == (1, 1, 0, 1)
+        assert (s.size, s.delayed, s.in_flight, s.unfinished_tasks) == (0, 1, 1, 1)
         assert q.unfinished_tasks == q.sync.unfinished_tasks == 1
-        with pytest.raises(chute.QueueFull):
-            q.put_nowait("more")
         with pytest.raises(chute.QueueEmpty):
             q.get_nowait()
+        q.put_nowait("now")  # the bound counts what waits, as qsize() does
+        with pytest.raises(chute.QueueFull):
+            q.put_nowait("more")
+        assert await q.get() == "now"
+        s = q.statistics()
+        assert (s.size, s.delayed, s.in_flight, s.unfinished_tasks) == (0, 1, 1, 2)
 
 
 async def test_is_shutdown_is_a_property_that_can_be_false(server, name):
