@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from chute import _demo
+from chute._cli import tour
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def test_tour_processes_every_item(capsys):
-    _demo.main()
+    tour.main()
     out = capsys.readouterr().out
     assert "processed 60 items" in out
     assert re.search(r"put 60, handed out 6[0-9] \(retries included\)", out)

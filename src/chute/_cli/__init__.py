@@ -102,7 +102,7 @@ def _bench(args: Any) -> int:
 
 
 def _tour(args: Any) -> int:
-    from .._demo import main as tour
+    from .tour import main as tour
 
     tour()
     return 0

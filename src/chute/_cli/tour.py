@@ -6,8 +6,8 @@ import asyncio
 import threading
 import time
 
-from ._exceptions import QueueShutDown
-from ._memory import Queue
+from .._exceptions import QueueShutDown
+from .._memory import Queue
 
 
 def _thread_producer(q: Queue[str], n: int) -> None:
