@@ -925,11 +925,15 @@ class RedisQueue(Generic[T]):
     def _touch(self) -> None:
         """Something changed here: wake this process's full puts and joins,
         on whichever loop they wait, and in whichever thread (from any thread)."""
+        # A blocking putter reads _changes after counting itself in
+        # _putters: it either sees this change or is woken here.
+        self._changes += 1
+        if self._putters:
+            with self._lock:
+                self._changed_sync.notify_all()
+        if not self._changed:
+            return
         with self._lock:
-            self._changes += 1
-            self._changed_sync.notify_all()
-            if not self._changed:
-                return
             changed, self._changed = self._changed, {}
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
