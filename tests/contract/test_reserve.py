@@ -97,17 +97,20 @@ async def test_nack_with_delay_returns_later(make_reserving_queue):
 
 
 async def test_a_delayed_item_is_counted_in_flight_and_delayed(make_reserving_queue):
-    q = await make_reserving_queue()
+    q = await make_reserving_queue(maxsize=2)
     await q.put_batch(["later", "now"])
     job = await q.reserve()
     job.nack(delay=60)
     s = q.statistics()
     assert (s.size, s.in_flight, s.delayed) == (1, 1, 1)
     assert q.qsize() == 1
-    assert await q.get() == "now"
+    assert not q.full()  # as an item in hand, a delayed one takes no room
+    q.put_nowait("third")
+    assert q.full()
+    assert sorted([await q.get(), await q.get()]) == ["now", "third"]
     s = q.statistics()
     assert (s.size, s.in_flight, s.delayed) == (0, 1, 1)
-    assert q.unfinished_tasks == 2  # the delayed item is not done yet
+    assert q.unfinished_tasks == 3  # the delayed item is not done yet
 
 
 async def test_dead_letters_after_max_deliveries(make_dead_letter_queue):
