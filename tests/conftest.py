@@ -23,9 +23,7 @@ except ImportError:  # pragma: no cover - uvloop is in the test extra on POSIX
 
 # The command's tests run chute in subprocesses: they import src/ too.
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p
-)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
 
 LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
 ASYNC_TEST_TIMEOUT = float(os.environ.get("CHUTE_TEST_TIMEOUT", "60"))

@@ -195,7 +195,7 @@ class AsyncQueue(Protocol[T]):
         self,
         *,
         maxsize: int | Unset = UNSET,
-        max_deliveries: int | None | Unset = UNSET,
+        max_deliveries: int | Unset | None = UNSET,
     ) -> None: ...
 
     def dead_letters(self) -> list[DeadLetter[T]]: ...

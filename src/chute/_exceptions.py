@@ -14,10 +14,10 @@ from typing import Any
 
 __all__ = [
     "ChuteError",
-    "QueueNotFound",
     "JobSettledError",
     "QueueEmpty",
     "QueueFull",
+    "QueueNotFound",
     "QueueShutDown",
 ]
 

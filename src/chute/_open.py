@@ -159,7 +159,7 @@ def open(
         from ._contract import UNSET
         from ._memory import Queue
 
-        if options.get("max_deliveries", None) is UNSET:
+        if options.get("max_deliveries") is UNSET:
             del options["max_deliveries"]
         return Opening(Queue, (0 if maxsize is None else maxsize,), options)
     return Opening(_transport(kind), (where, name, maxsize), {"create": create, **options})

@@ -91,7 +91,9 @@ async def test_configure_max_deliveries(make_dead_letter_queue):
         ({"max_deliveries": 2.5}, TypeError),
     ],
 )
-async def test_configure_refuses_bad_values_and_changes_nothing(make_dead_letter_queue, options, error):
+async def test_configure_refuses_bad_values_and_changes_nothing(
+    make_dead_letter_queue, options, error
+):
     q = await make_dead_letter_queue(maxsize=3, max_deliveries=2)
     with pytest.raises(error):
         q.configure(**options)
@@ -107,8 +109,12 @@ async def test_configure_refuses_bad_values_and_changes_nothing(make_dead_letter
 
 
 @pytest.mark.parametrize("value", ["3", 2.5, True])
-async def test_max_deliveries_of_the_wrong_type_is_one_error_everywhere(make_dead_letter_queue, value):
-    with pytest.raises(TypeError, match=r"^max_deliveries must be an int >= 1 or None \(no limit\)"):
+async def test_max_deliveries_of_the_wrong_type_is_one_error_everywhere(
+    make_dead_letter_queue, value
+):
+    with pytest.raises(
+        TypeError, match=r"^max_deliveries must be an int >= 1 or None \(no limit\)"
+    ):
         await make_dead_letter_queue(max_deliveries=value)
 
 
