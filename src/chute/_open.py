@@ -7,13 +7,64 @@ dependency (a Redis client, say) is needed only by those who use it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Generator
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ._exceptions import ChuteError
 
-SCHEMES = ("sqlite", "redis", "rediss", "memory")
+#: The transports chute ships: URL scheme -> "module:attribute" of a
+#: ``Transport``, imported on first use. Other packages add schemes through
+#: the entry-point group ``chute.transports`` (name: the scheme; value: the
+#: transport object), with no change to chute; a built-in scheme wins.
+BUILTIN_TRANSPORTS: dict[str, str] = {
+    "sqlite": "chute._transports:sqlite",
+    "redis": "chute._transports:redis",
+    "rediss": "chute._transports:redis",
+}
+ENTRY_POINT_GROUP = "chute.transports"
+
+
+class Transport(Protocol):
+    """What a URL scheme maps to: how to read its URLs, open a queue, and
+    list the queues there. ``parse_url`` raises ``ValueError`` naming what
+    is wrong, at the call; ``open`` and ``queue_names`` may block (they run
+    off the event loop) and raise ``QueueNotFound`` for what is not there."""
+
+    def parse_url(self, url: str) -> Any: ...
+
+    def open(
+        self, where: Any, name: str, maxsize: int | None, *, create: bool, **options: Any
+    ) -> Any: ...
+
+    def queue_names(self, where: Any, **options: Any) -> list[str]: ...
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name.lower(): ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def schemes() -> list[str]:
+    """Every scheme ``chute.open`` understands here: the built-in ones,
+    ``memory``, and those that installed packages add."""
+    return sorted({*BUILTIN_TRANSPORTS, "memory", *_entry_points()})
+
+
+def transport_for(scheme: str) -> Transport | None:
+    """The transport of ``scheme``, imported now; ``None`` if none has it."""
+    spec = BUILTIN_TRANSPORTS.get(scheme)
+    if spec is not None:
+        module, _, attr = spec.partition(":")
+        found: Transport = getattr(importlib.import_module(module), attr)
+        return found
+    ep = _entry_points().get(scheme)
+    if ep is None:
+        return None
+    loaded: Transport = ep.load()
+    return loaded
 
 
 class Opening:
@@ -81,47 +132,28 @@ def parse_redis_url(url: str) -> dict[str, Any]:
     return {"host": parts.hostname, "port": port or 6379, "db": int(db)}
 
 
-def _location(url: str) -> tuple[str, str, Any]:
-    """Check ``url``: its scheme, and what its transport is opened with (a
-    file's path, the URL itself); ``ValueError`` naming the problem."""
+def _location(url: str) -> tuple[str, Any, Transport | None]:
+    """Check ``url``: its scheme, what its transport opens (a file's path,
+    the URL itself) and the transport (``None`` for ``memory://``);
+    ``ValueError`` naming the problem."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme == "sqlite":
-        if parts.netloc:
-            raise ValueError(
-                f"{url!r}: a sqlite URL has no host; write sqlite:///relative.db "
-                "or sqlite:////absolute/path.db"
-            )
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if not path or path.endswith("/"):
-            raise ValueError(f"{url!r}: no file name (sqlite:///path/to/file.db)")
-        if parts.query or parts.fragment:
-            raise ValueError(f"{url!r}: options go in keyword arguments, not in the URL")
-        return "sqlite", path, None
-    if scheme in ("redis", "rediss"):
-        parse_redis_url(url)  # a wrong URL fails here, at the call
-        return "redis", url, None
     if scheme == "memory":
         if parts.netloc or parts.path not in ("", "/"):
             raise ValueError(f"{url!r}: a memory URL is just 'memory://'")
         return "memory", "", None
     if not scheme:
-        raise ValueError(f"{url!r} is not a URL: it needs a scheme ({', '.join(SCHEMES)})")
-    raise ValueError(
-        f"{url!r}: unknown scheme {scheme!r}; chute opens {', '.join(s + '://' for s in SCHEMES)}"
-    )
+        raise ValueError(f"{url!r} is not a URL: it needs a scheme ({', '.join(schemes())})")
+    transport = transport_for(scheme)
+    if transport is None:
+        known = ", ".join(s + "://" for s in schemes())
+        raise ValueError(f"{url!r}: unknown scheme {scheme!r}; chute opens {known}")
+    return scheme, transport.parse_url(url), transport
 
 
-def _transport(kind: str) -> Any:
-    if kind == "sqlite":
-        from ._sqlite import SqliteQueue
-
-        return SqliteQueue
-    from ._redis import RedisQueue
-
-    return RedisQueue
+check_url = _location
 
 
 def open(
@@ -150,10 +182,10 @@ def open(
 
     A URL that is not understood raises ``ValueError`` here, at the call.
     """
-    kind, where, _ = _location(url)
+    _, where, transport = _location(url)
     if not isinstance(name, str) or not name:
         raise ValueError("a queue name must be a non-empty string")
-    if kind == "memory":
+    if transport is None:
         if not create:
             raise ValueError("a memory:// queue lives in the process that made it: create=False")
         from ._contract import UNSET
@@ -162,7 +194,7 @@ def open(
         if options.get("max_deliveries") is UNSET:
             del options["max_deliveries"]
         return Opening(Queue, (0 if maxsize is None else maxsize,), options)
-    return Opening(_transport(kind), (where, name, maxsize), {"create": create, **options})
+    return Opening(transport.open, (where, name, maxsize), {"create": create, **options})
 
 
 def queue_names(url: str, **options: Any) -> list[str]:
@@ -171,11 +203,22 @@ def queue_names(url: str, **options: Any) -> list[str]:
     ``QueueNotFound`` where a SQLite file does not exist. Blocking I/O: call
     it off the event loop (``asyncio.to_thread``).
     """
-    kind, where, _ = _location(url)
-    if kind == "memory":
+    _, where, transport = _location(url)
+    if transport is None:
         raise ValueError("memory:// queues live in one process: there is nothing to list")
-    names: list[str] = _transport(kind).queue_names(where, **options)
-    return names
+    return transport.queue_names(where, **options)
 
 
-__all__ = ["ChuteError", "Opening", "open", "parse_redis_url", "queue_names"]
+__all__ = [
+    "BUILTIN_TRANSPORTS",
+    "ENTRY_POINT_GROUP",
+    "ChuteError",
+    "Opening",
+    "Transport",
+    "check_url",
+    "open",
+    "parse_redis_url",
+    "queue_names",
+    "schemes",
+    "transport_for",
+]

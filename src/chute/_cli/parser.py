@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from .._contract import UNSET
-from .._open import _location
+from .._open import check_url
 
 DEMO_FILE = "chute-demo.db"
 CODECS = ("json", "pickle")
@@ -85,7 +85,7 @@ def max_deliveries(text: str) -> int | None:
 
 def url(text: str) -> str:
     try:
-        _location(text)
+        check_url(text)
     except (ValueError, TypeError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
