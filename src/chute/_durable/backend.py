@@ -1,0 +1,339 @@
+"""The seam between the durable core and a store: the Backend Protocol.
+
+A backend holds only what its engine does differently: how to store
+records atomically within a bound, claim them with a lease and a fencing
+token, give them back, settle them, bury them, count them, and how to wait.
+Everything users see (argument checks, codecs, the async and blocking
+faces, deadlines, cancellation, decode-and-bury, statistics, join) is
+written once above it, in :mod:`chute._durable.queue`.
+
+**Calls, not coroutines.** Each primitive *describes* one change or one
+look and returns a :class:`Call`, an object only its backend understands
+(a function for SQLite's thread, a script and its arguments for Redis).
+The core runs it with ``await backend.run(call)`` from a task, or with
+``backend.run_sync(call)`` from a plain thread, so one description serves
+both faces, and the logic above is written once (see ``queue.py``).
+Building a call does no I/O and never blocks.
+
+**Cancellation.** ``run`` and ``run_sync`` keep one promise for every
+primitive: when the caller is cancelled (a task's ``CancelledError``, a
+thread's ``KeyboardInterrupt``) the call either never took effect, or it
+took effect and then ``undo(result)``, if given, is run to its end before
+the cancellation goes on, so that the caller's next call cannot overtake
+the undoing. The core passes ``undo`` for the two changes a cancelled get
+or put must not leave behind: ``store`` (undone by ``take_back``) and
+``claim`` (undone by ``give_back``). ``settle`` is awaited shielded by the
+core: a settle that was sent is seen through.
+
+**Waiting.** A backend owns a :class:`~chute._durable.waiting.Hub` per queue
+per process, where this process's tasks and threads wait in line, and rings
+it after each change it makes (see "what rings whom" below), and, where it
+watches the store (SQLite's ``PRAGMA data_version``), after changes made
+elsewhere. A backend that cannot watch says how often the core should look
+again (``poll_interval``). A backend that can wait on the store itself
+(``capabilities.blocking_wait``, Redis's ``XREADGROUP BLOCK``) does so inside
+``claim(..., wait=seconds)``; the core then passes the time it may wait.
+
+What rings whom (the hub's ``ring``), once the change is visible:
+
+========================  =================================================
+store n records            GET n
+take_back n / claim n      PUT n, JOIN all
+give_back n, requeue n     GET n
+settle: ack                PUT 1, JOIN all
+settle: nack               GET 1, JOIN all (with a delay: everyone, so that
+                           sleeping getters learn when to look again)
+task_done, bury            JOIN all
+configure                  PUT all
+shutdown, reopen           everyone
+========================  =================================================
+
+**Opening.** A backend is made by its class: ``Backend(where, name, *,
+maxsize, max_deliveries, create, **options)``, blocking (``chute.open``
+calls it off the event loop). ``maxsize`` and ``max_deliveries`` are
+stored with the queue: ``UNSET`` keeps what is stored (a new queue:
+unbounded, no limit), a value replaces it for every client. With
+``create=False`` only a queue that exists is opened, else
+``QueueNotFound`` and nothing created. ``Backend.queue_names(where,
+**options)`` lists the stored queues, creating nothing.
+
+**Errors.** A backend raises chute's errors, never its client's:
+``QueueShutDown`` (bare: the core adds the items), ``QueueNotFound`` (the
+queue vanished), ``ValueError`` (what can never succeed), ``ChuteError``
+(the store failed, with why: a full disk, a lost connection).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
+
+from .._contract import ErrorInfo, Outcome, Unset
+
+if TYPE_CHECKING:
+    from .waiting import Hub
+
+__all__ = [
+    "Backend",
+    "Call",
+    "Capabilities",
+    "Claimed",
+    "Counts",
+    "DeadRecord",
+    "QueueState",
+    "Record",
+    "Settle",
+]
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a transport can do, declared by it (``cls.capabilities``) and
+    read by the contract suite instead of lists kept in the tests."""
+
+    #: A get waits on the store itself (``claim(wait=)`` blocks there), not
+    #: by the core sleeping between looks.
+    blocking_wait: bool = False
+    #: Items put by different clients are handed out in the order they
+    #: arrived (one store serialises them), not only per client.
+    arrival_order_across_clients: bool = True
+    #: ``shutdown(immediate=True)`` removes the waiting items (and returns
+    #: them) instead of keeping them stored.
+    immediate_shutdown_removes: bool = False
+    #: ``PriorityQueue``-like order.
+    priorities: bool = False
+    #: ``nack(delay=)`` keeps an item back for that long.
+    delays: bool = True
+
+
+class QueueState(enum.IntEnum):
+    """A stored queue's state (the numbers are what the stores keep)."""
+
+    OPEN = 0
+    SHUTDOWN = 1  # puts refused; gets go on until drained
+    IMMEDIATE = 2  # gets refused too; join() returns
+
+
+class Settle(enum.Enum):
+    """How ``settle`` ends a delivery."""
+
+    ACK = "ack"  # done: deleted, and counted as task_done()
+    NACK = "nack"  # given back (after a delay), or buried when out of tries
+
+
+class Record(NamedTuple):
+    """One item as a claim found it."""
+
+    #: The backend's own key for it (a row id, a stream entry id).
+    key: Any
+    data: bytes
+    #: Times handed out, this one included.
+    deliveries: int
+    #: The fencing token of this delivery: a settle or extend carrying an
+    #: older one (a consumer whose lease ran out) is refused.
+    token: int
+
+
+class Claimed(NamedTuple):
+    """What ``claim`` answers."""
+
+    records: list[Record]
+    #: Nothing found: when (wall clock, ``time.time()``) the next lease or
+    #: delay runs out, so that a waiting getter looks again then; None if
+    #: nothing is out.
+    due: float | None = None
+    #: The backend's ``seq`` as of this look (see ``Backend.seq``), or None
+    #: if it cannot tell: then the core looks once more after getting in line.
+    seq: int | None = None
+
+
+class Counts(NamedTuple):
+    """A snapshot of a stored queue, self-consistent (one transaction,
+    one script)."""
+
+    maxsize: int
+    max_deliveries: int | None
+    state: QueueState
+    #: Claimable now: stored, not on a lease, not delayed.
+    ready: int
+    #: On a lease, or given back with a delay and not due yet.
+    in_flight: int
+    #: The delayed part of ``in_flight``.
+    delayed: int
+    total_put: int
+    total_got: int
+    peak: int
+    dead: int
+    #: Put and not yet done (what ``join()`` waits on).
+    unfinished: int
+
+
+class DeadRecord(NamedTuple):
+    """A dead letter as stored: the core decodes it into a ``DeadLetter``."""
+
+    data: bytes
+    deliveries: int
+    died_at: float  # Unix time
+    reason: str  # "failed", "lease expired", "undecodable"
+    error: ErrorInfo | None
+
+
+class Call(Protocol[R_co]):
+    """A primitive's description, for its backend's ``run``/``run_sync``
+    only: opaque to the core (no members are required)."""
+
+
+class Backend(Protocol):
+    """One named queue in one store, as seen from one process.
+
+    Thread-safety: every method may be called from any thread; ``run`` from
+    any event loop. None of the primitives below blocks: they only build a
+    :class:`Call`. Only ``run_sync``, ``close`` (and the constructor and
+    ``queue_names``) block the calling thread.
+    """
+
+    capabilities: ClassVar[Capabilities]
+
+    #: The queue's name; ``where``: the store, for messages and the repr.
+    name: str
+    where: str
+    #: Where this process's waiters for this queue wait; rung by the backend.
+    hub: Hub
+    #: Seconds between the core's looks while it waits for a change made
+    #: elsewhere, or None where the backend rings the hub for those itself.
+    poll_interval: float | None
+
+    @property
+    def seq(self) -> int:
+        """Bumped by every change the backend has seen committed (its own,
+        and others' where it watches): a claim that found nothing at ``seq``
+        N, by a getter that got in line while it is still N, missed nothing."""
+        ...
+
+    # -- records -----------------------------------------------------------
+
+    def store(self, records: list[bytes]) -> Call[Any]:
+        """Store all ``records`` at the end of the queue or none: within the
+        stored ``maxsize`` (checked in the same atomic step), answering
+        ``None`` if they do not fit now, else a receipt for ``take_back``.
+        ``QueueShutDown`` if shut down; ``ValueError`` (see
+        ``never_fits``) if they can never fit."""
+        ...
+
+    def take_back(self, receipt: Any) -> Call[None]:
+        """Undo a store whose caller was cancelled: remove its records if
+        none of them was claimed yet (all or none), else leave them (the
+        put stands, completed)."""
+        ...
+
+    def claim(self, n: int, *, lease: float | None, wait: float = 0.0) -> Call[Claimed]:
+        """Claim up to ``n`` claimable records, oldest first: ready ones, and
+        those whose lease or delay ran out (a record whose lease ran out on
+        its last allowed delivery goes to the dead letters, reason "lease
+        expired", instead). With ``lease`` (seconds), each is leased and its
+        token and deliveries bumped; with None, they are taken for good
+        (a plain get: no longer stored, still unfinished).
+
+        Nothing claimable: ``QueueShutDown`` if the queue is shut down
+        (immediately: even with records left), else ``Claimed([], due,
+        seq)``. ``wait`` > 0 is passed only to a backend with
+        ``capabilities.blocking_wait``: it may wait that long on the store
+        for records to arrive; its cancellation must cut that wait short.
+        """
+        ...
+
+    def give_back(self, records: list[Record], *, leased: bool) -> Call[None]:
+        """Put claimed records back where they were (same order, claimable
+        at once), as if never claimed: the deliveries and ``total_got`` they
+        added are taken off. For a cancelled get, or the good records of a
+        batch that held an undecodable one."""
+        ...
+
+    def bury(self, records: list[tuple[Record, ErrorInfo]], *, leased: bool) -> Call[None]:
+        """Move claimed records that cannot be decoded to the dead letters
+        (reason "undecodable", with the decode error), done for
+        ``join()``."""
+        ...
+
+    def settle(
+        self, record: Record, how: Settle, *, delay: float | None, error: ErrorInfo | None
+    ) -> Call[Outcome]:
+        """End a leased delivery, if ``record.token`` still holds the lease
+        (else ``ChuteError``: "lease ran out ... delivered again"). ACK:
+        delete it, counted as done. NACK: give it back (claimable after
+        ``delay`` seconds: in flight and delayed until then), keeping
+        ``error`` as its last error; to the dead letters instead (reason
+        "failed") when it used its last delivery or the queue was shut down
+        immediately. Answers how it ended: "acked", "retried", "dead".
+        ``ValueError`` if every task was already marked done."""
+        ...
+
+    def extend(self, record: Record, seconds: float) -> Call[None]:
+        """Keep the lease ``seconds`` from now, if ``record.token`` still
+        holds it (else ``ChuteError``). A backend with a cap on one
+        extension raises ``ValueError`` naming it."""
+        ...
+
+    def task_done(self) -> Call[None]:
+        """One unfinished item done; ``ValueError`` if none is unfinished."""
+        ...
+
+    # -- the queue ---------------------------------------------------------
+
+    def counts(self) -> Call[Counts]:
+        """A snapshot; read-only."""
+        ...
+
+    def configure(self, *, maxsize: int | Unset, max_deliveries: int | Unset | None) -> Call[None]:
+        """Store the bounds passed (checked by the core); ``UNSET`` keeps one."""
+        ...
+
+    def shutdown(self, *, immediate: bool) -> Call[None]:
+        """Record the shutdown (never lowering IMMEDIATE to SHUTDOWN). Stored
+        records are kept unless ``capabilities.immediate_shutdown_removes``."""
+        ...
+
+    def reopen(self) -> Call[None]:
+        """Record the queue as open again."""
+        ...
+
+    def dead_letters(self, *, purge: bool) -> Call[list[DeadRecord]]:
+        """The dead letters, oldest first; with ``purge``, removed too."""
+        ...
+
+    def requeue_dead(self) -> Call[int]:
+        """Every dead letter back at the end of the queue (deliveries from
+        zero, unfinished again); how many. ``QueueShutDown`` if shut down."""
+        ...
+
+    # -- running calls, and the end ----------------------------------------
+
+    async def run(self, call: Call[R], *, undo: Callable[[R], Call[Any]] | None = None) -> R:
+        """Run ``call`` for a task on an event loop (never blocking that
+        loop); see the module docstring for cancellation."""
+        ...
+
+    def run_sync(self, call: Call[R], *, undo: Callable[[R], Call[Any]] | None = None) -> R:
+        """Run ``call`` for a plain thread, blocking it; an interruption
+        (``KeyboardInterrupt``) keeps the same promise as a cancellation."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the store (idempotent; stored records stay). This
+        queue's waiters are rung, and find it closed."""
+        ...
+
+    async def aclose(self) -> None:
+        """``close`` without blocking the loop."""
+        ...
+
+
+def never_fits(n: int, maxsize: int) -> ValueError:
+    """The error for a batch larger than the queue's bound: the same words
+    on every transport."""
+    return ValueError(f"a batch of {n} items can never fit a queue of maxsize {maxsize}")

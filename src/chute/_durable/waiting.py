@@ -1,0 +1,152 @@
+"""Where this process's tasks and threads wait for a stored queue to change.
+
+A :class:`Hub` holds one line per kind of wait (a get, a put, a join). A
+backend rings it after each change it makes — as many waiters of each kind
+as the change makes room for, oldest first — and rings everyone when it sees
+a change made elsewhere. A waiter belongs to its own loop (a future) or its
+own thread (an event), never to the queue: one queue serves any number of
+loops and threads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import threading
+from collections.abc import Callable, Mapping
+
+__all__ = ["ALL", "Hub", "Wait", "Waiter"]
+
+#: "Every waiter of this kind".
+ALL = 1 << 30
+
+
+class Wait(enum.Enum):
+    """What a waiter waits for."""
+
+    GET = "get"  # an item to claim
+    PUT = "put"  # room to store
+    JOIN = "join"  # every task done
+
+
+#: Whom a change wakes: how many waiters of each kind.
+Rings = Mapping[Wait, int]
+EVERYONE: Rings = {Wait.GET: ALL, Wait.PUT: ALL, Wait.JOIN: ALL}
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Waiter:
+    """A task waiting on its loop (``future``), or a plain thread (``event``)."""
+
+    __slots__ = ("event", "future", "kind", "loop", "rings", "woken")
+
+    def __init__(self, kind: Wait, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.kind = kind
+        self.loop = loop
+        self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
+        self.event = threading.Event() if loop is None else None
+        self.woken = False  # rung since it last looked (under the hub's lock)
+        self.rings = 0  # rings received while in line
+
+    async def sleep(self, delay: float | None) -> None:
+        """Until rung, or ``delay`` seconds (None: no limit). On its loop."""
+        fut = self.future
+        assert fut is not None
+        assert self.loop is not None
+        if delay is None:
+            await fut
+            return
+        handle = self.loop.call_later(max(0.0, delay), _wake, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+
+    def block(self, delay: float | None) -> None:
+        """Until rung, or ``delay`` seconds. In its thread."""
+        assert self.event is not None
+        self.event.wait(delay)
+
+
+class Hub:
+    """The lines of one queue in this process.
+
+    ``on_waiting(+1 / -1)``, if given, hears of every waiter that gets in or
+    out of line (SQLite's thread watches the file only while someone waits).
+    """
+
+    __slots__ = ("_lines", "_lock", "_on_waiting")
+
+    def __init__(self, on_waiting: Callable[[int], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._lines: dict[Wait, dict[Waiter, None]] = {kind: {} for kind in Wait}
+        self._on_waiting = on_waiting
+
+    def add(self, kind: Wait, *, in_thread: bool) -> Waiter:
+        """Get in line (the calling task's loop, or the calling thread)."""
+        w = Waiter(kind, None if in_thread else asyncio.get_running_loop())
+        with self._lock:
+            self._lines[kind][w] = None
+        if self._on_waiting is not None:
+            self._on_waiting(1)
+        return w
+
+    def rearm(self, w: Waiter) -> None:
+        """A rung waiter looks again: it keeps its place in line."""
+        with self._lock:
+            w.woken = False
+            if w.event is not None:
+                w.event.clear()
+            else:
+                assert w.loop is not None
+                w.future = w.loop.create_future()
+
+    def remove(self, w: Waiter, *, used: int = 0, timer: bool = False) -> None:
+        """Leave the line, having used ``used`` of the rings it got.
+
+        A ring is meant for one item (or one free slot); one this waiter did
+        not use — it gave up, or a ring came while it was already taking
+        another item — goes on to the next in line, and so does the timer of
+        a waiter that was the one to wake when a lease or delay runs out.
+        A spare ring costs one look; a lost one, a waiter asleep for ever.
+        """
+        with self._lock:
+            if self._lines[w.kind].pop(w, 0) is None:
+                spare = max(w.rings - used, 1 if timer else 0)
+            else:
+                return  # not in line
+        if self._on_waiting is not None:
+            self._on_waiting(-1)
+        if spare and w.kind is not Wait.JOIN:
+            self.ring({w.kind: spare})
+
+    def waiting(self, kind: Wait) -> int:
+        return len(self._lines[kind])
+
+    def ring(self, rings: Rings = EVERYONE) -> None:
+        """Wake the oldest waiters of each kind, as many as ``rings`` says
+        (from any thread)."""
+        todo: list[Waiter] = []
+        with self._lock:
+            for kind, n in rings.items():
+                for w in self._lines[kind]:
+                    if n <= 0:
+                        break
+                    if not w.woken:
+                        w.woken = True
+                        w.rings += 1
+                        todo.append(w)
+                        n -= 1
+        for w in todo:
+            if w.event is not None:
+                w.event.set()
+                continue
+            assert w.loop is not None
+            assert w.future is not None
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                w.loop.call_soon_threadsafe(_wake, w.future)
