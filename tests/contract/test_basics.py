@@ -9,6 +9,7 @@ import pytest
 
 import chute
 from tests.conftest import wait_until
+from tests.contract._ordering import calls_answered
 
 
 async def test_fifo_order_and_sizes(make_queue):
@@ -193,7 +194,7 @@ async def test_a_waiting_batch_keeps_its_place(make_fair_queue):
     single = asyncio.create_task(q.put("s"))
     await wait_until(lambda: q.statistics().putters_waiting == 2)
     assert await q.get() == 1  # room for one: the single put must still wait its turn
-    await asyncio.sleep(0)
+    await calls_answered(q)
     assert not single.done()
     assert await q.get() == 2
     await asyncio.wait_for(batch, 10)

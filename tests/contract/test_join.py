@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from tests.conftest import wait_until
+from tests.contract._ordering import calls_answered
 
 
 async def test_join_waits_for_every_task_done(make_queue):
@@ -14,9 +15,10 @@ async def test_join_waits_for_every_task_done(make_queue):
     await q.join()  # nothing put: returns at once
     await q.put_batch([1, 2])
     joiner = asyncio.create_task(q.join())
+    await calls_answered(q)  # waiting before the first task_done(), which must not end it
     await q.get()
     q.task_done()
-    await asyncio.sleep(0)
+    await calls_answered(q)  # the joiner has looked, and was woken by the task_done()
     assert not joiner.done()
     await q.get()
     q.task_done()
@@ -37,7 +39,8 @@ async def test_cancelled_join_leaves_no_trace(make_queue):
     q = await make_queue()
     await q.put(1)
     joiner = asyncio.create_task(q.join())
-    await asyncio.sleep(0)
+    await calls_answered(q)  # the joiner is waiting, not on its way
+    assert not joiner.done()
     joiner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await joiner

@@ -9,6 +9,7 @@ import pytest
 
 import chute
 from tests.conftest import wait_until
+from tests.contract._ordering import calls_answered
 
 
 async def test_put_after_shutdown_carries_the_item(make_queue):
@@ -63,7 +64,7 @@ async def test_immediate_shutdown_returns_what_it_removed(make_volatile_queue):
     q = await make_volatile_queue()
     await q.put_batch(["a", "b", "c"])
     joiner = asyncio.create_task(q.join())
-    await asyncio.sleep(0)
+    await calls_answered(q)  # the joiner waits before the shutdown
     assert q.shutdown(immediate=True) == ["a", "b", "c"]
     with pytest.raises(chute.QueueShutDown):
         await q.get()
@@ -89,7 +90,7 @@ async def test_immediate_shutdown_keeps_join_waiting_for_items_in_hand(make_vola
     assert await q.get() == 1  # in hand, not yet done
     assert q.shutdown(immediate=True) == [2]
     joiner = asyncio.create_task(q.join())
-    await asyncio.sleep(0)
+    await calls_answered(q)
     assert not joiner.done()
     q.task_done()
     await asyncio.wait_for(joiner, 10)
