@@ -154,6 +154,12 @@ def make_volatile_queue(request: pytest.FixtureRequest) -> QueueFactory:
     return QueueFactory(request.param, TRANSPORTS[request.param])
 
 
+@pytest.fixture(params=sorted(set(TRANSPORTS) - IMMEDIATE_REMOVES))
+def make_durable_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports whose immediate shutdown keeps the stored items (for reopen())."""
+    return QueueFactory(request.param, TRANSPORTS[request.param])
+
+
 @pytest.fixture(params=sorted(DEAD_LETTERS))
 def make_dead_letter_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that offer max_deliveries and dead letters."""

@@ -96,6 +96,19 @@ async def test_immediate_shutdown_keeps_join_waiting_for_items_in_hand(make_vola
     await asyncio.wait_for(joiner, 10)
 
 
+async def test_immediate_shutdown_keeps_every_stored_item(make_durable_queue):
+    # Immediate stops the gets; it deletes nothing that was never delivered.
+    q = await make_durable_queue()
+    await q.put_batch(["a", "b", "c"])
+    assert q.shutdown(immediate=True) == []
+    with pytest.raises(chute.QueueShutDown):
+        await q.get()
+    assert q.qsize() == 3
+    assert q.statistics().unfinished_tasks == 3
+    q.reopen()
+    assert await q.get_batch(10) == ["a", "b", "c"]
+
+
 async def test_async_for_ends_when_shut_down_and_drained(make_queue):
     q = await make_queue()
     await q.put_batch([1, 2])
