@@ -1,8 +1,10 @@
 """The transport fixture of the contract suite.
 
 Every transport plugs in here with one entry in ``TRANSPORTS``: an async
-factory that makes an empty queue of the asked order and ``maxsize``. Every
-test in this folder then runs against it, on every loop kind.
+factory that makes an empty queue of the asked order and ``maxsize``, and
+the class that declares the transport's ``capabilities``. Every test in
+this folder then runs against it, on every loop kind, or, if it needs more
+than the FIFO core, against the transports that declare what it needs.
 
 ``process-peer`` is a ProcessQueue whose producing side (puts and shutdown)
 runs in another process (see ``_peer.py``): every item of every test crosses
@@ -11,15 +13,17 @@ a process boundary, and every wake-up is rung from the other process.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 import chute
+from chute._durable.backend import Capabilities
 
 Factory = Callable[..., Awaitable[Any]]
 
@@ -60,36 +64,75 @@ async def _redis(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
     return await chute.open(url, f"contract-{os.getpid()}-{next(_counter)}", maxsize, **options)
 
 
-TRANSPORTS: dict[str, Factory] = {
-    "memory": _memory,
-    "process": _process,
+class Transport(NamedTuple):
+    make: Factory
+    #: Where the transport declares what it can do (a ``capabilities`` class
+    #: attribute), as ``"module:Class"``, for each order ``make`` can make.
+    declared_by: dict[str, str]
+
+
+TRANSPORTS: dict[str, Transport] = {
+    "memory": Transport(
+        _memory,
+        {"fifo": "chute:Queue", "lifo": "chute:LifoQueue", "priority": "chute:PriorityQueue"},
+    ),
+    "process": Transport(_process, {"fifo": "chute._process:ProcessQueue"}),
     # The same ProcessQueue with its producing side in another process.
-    "process-peer": _process_peer,
-    "sqlite": _sqlite,
+    "process-peer": Transport(_process_peer, {"fifo": "chute._process:ProcessQueue"}),
+    "sqlite": Transport(_sqlite, {"fifo": "chute._backends.sqlite:SqliteBackend"}),
     # A real server on loopback, started for the test run.
-    "redis": _redis,
+    "redis": Transport(_redis, {"fifo": "chute._backends.redis:RedisBackend"}),
 }
 
-# What each transport declares it can do beyond the FIFO core of the contract;
-# a test that needs more asks for a fixture that only yields those transports.
-ORDERS = {"memory"}  # LIFO and priority orders
-RESERVE = {"memory", "process", "process-peer", "sqlite", "redis"}  # reserve()
-DEAD_LETTERS = {
-    "memory",
-    "process",
-    "process-peer",
-    "sqlite",
-    "redis",
-}  # max_deliveries and the dead letters
+# Until a transport declares its own capabilities, what it is known to do.
+# An entry here is read only while the transport's class has none: delete
+# it when it does.
+NOT_YET_DECLARED: dict[str, Capabilities] = {
+    "process": Capabilities(immediate_shutdown_removes=True),
+    "process-peer": Capabilities(immediate_shutdown_removes=True),
+    "sqlite": Capabilities(immediate_shutdown_removes=False),
+    "redis": Capabilities(immediate_shutdown_removes=False),
+}
+
+
+def capabilities(transport: str, kind: str = "fifo") -> Capabilities:
+    """What ``transport`` declares for its queues of order ``kind``."""
+    module, _, name = TRANSPORTS[transport].declared_by[kind].partition(":")
+    try:
+        declared = getattr(importlib.import_module(module), name).capabilities
+    except (ModuleNotFoundError, AttributeError):
+        return NOT_YET_DECLARED[transport]
+    assert isinstance(declared, Capabilities), f"{module}.{name}.capabilities"
+    return declared
+
+
+def _declaring(field: str, kind: str = "fifo") -> set[str]:
+    """The transports that make queues of order ``kind`` and declare ``field``."""
+    return {
+        name
+        for name, transport in TRANSPORTS.items()
+        if kind in transport.declared_by and getattr(capabilities(name, kind), field)
+    }
+
+
+# What each transport can do beyond the FIFO core of the contract, as it
+# declares it; a test that needs more asks for a fixture that only yields
+# those transports.
+# LIFO and priority orders: the transports whose priority queue orders.
+ORDERS = _declaring("priorities", kind="priority")
+# shutdown(immediate=True) removes the stored items and returns them. A
+# durable queue never deletes stored items on shutdown: they stay stored.
+IMMEDIATE_REMOVES = _declaring("immediate_shutdown_removes")
+
+# What no transport declares (yet), or what is about the test harness.
+RESERVE = set(TRANSPORTS)  # reserve(): every transport
+DEAD_LETTERS = set(TRANSPORTS)  # max_deliveries and the dead letters: every transport
 FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
 # A cancel lands before the cancelled call runs again. Not so when the call
 # runs in another process: cancelling it there is a message, which the call
 # may beat (process-peer covers the same paths in the tests that can be
 # ordered across processes).
-CANCEL_IN_STEP = {"memory", "process", "sqlite", "redis"}
-# shutdown(immediate=True) removes the stored items and returns them. A
-# durable queue never deletes stored items on shutdown: they stay in the file.
-IMMEDIATE_REMOVES = {"memory", "process", "process-peer"}
+CANCEL_IN_STEP = set(TRANSPORTS) - {"process-peer"}
 
 
 # How much slower a transport's round trip is than memory's, for the tests
@@ -121,46 +164,46 @@ class QueueFactory:
 
 @pytest.fixture(params=sorted(TRANSPORTS))
 def make_queue(request: pytest.FixtureRequest) -> QueueFactory:
-    return QueueFactory(request.param, TRANSPORTS[request.param])
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
 
 
 @pytest.fixture(params=sorted(ORDERS))
 def make_ordered_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that also offer LIFO and priority order."""
-    return QueueFactory(request.param, TRANSPORTS[request.param])
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
 
 
 @pytest.fixture(params=sorted(RESERVE))
 def make_reserving_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that offer reserve() and dead letters."""
-    return QueueFactory(request.param, TRANSPORTS[request.param])
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
 
 
 @pytest.fixture(params=sorted(FAIR))
 def make_fair_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that serve blocked callers in arrival order."""
-    return QueueFactory(request.param, TRANSPORTS[request.param])
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
 
 
 @pytest.fixture(params=sorted(CANCEL_IN_STEP))
 def make_local_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports whose calls run in the test's process, so a cancel is in step."""
-    return QueueFactory(request.param, TRANSPORTS[request.param])
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
 
 
 @pytest.fixture(params=sorted(IMMEDIATE_REMOVES))
 def make_volatile_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports whose immediate shutdown hands the stored items back."""
-    return QueueFactory(request.param, TRANSPORTS[request.param])
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
 
 
 @pytest.fixture(params=sorted(set(TRANSPORTS) - IMMEDIATE_REMOVES))
 def make_durable_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports whose immediate shutdown keeps the stored items (for reopen())."""
-    return QueueFactory(request.param, TRANSPORTS[request.param])
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
 
 
 @pytest.fixture(params=sorted(DEAD_LETTERS))
 def make_dead_letter_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that offer max_deliveries and dead letters."""
-    return QueueFactory(request.param, TRANSPORTS[request.param])
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
