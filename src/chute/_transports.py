@@ -37,12 +37,12 @@ class SqliteTransport:
     def open(
         self, where: str, name: str, maxsize: int | None, *, create: bool, **options: Any
     ) -> Any:
-        from ._sqlite import SqliteQueue
+        from ._backends.sqlite import SqliteQueue
 
         return SqliteQueue(where, name, maxsize, create=create, **options)
 
     def queue_names(self, where: str, **options: Any) -> list[str]:
-        from ._sqlite import SqliteQueue
+        from ._backends.sqlite import SqliteQueue
 
         return SqliteQueue.queue_names(where, **options)
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import chute
+from chute._backends.sqlite import SqliteQueue
 from chute._open import queue_names
-from chute._sqlite import SqliteQueue
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(120)

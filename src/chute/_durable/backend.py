@@ -20,7 +20,8 @@ primitive: when the caller is cancelled (a task's ``CancelledError``, a
 thread's ``KeyboardInterrupt``) the call either never took effect, or it
 took effect and then ``undo(result)``, if given, is run to its end before
 the cancellation goes on, so that the caller's next call cannot overtake
-the undoing. The core passes ``undo`` for the two changes a cancelled get
+the undoing (an ``undo`` answering None has nothing to undo: a put that
+found the queue full). The core passes ``undo`` for the two changes a cancelled get
 or put must not leave behind: ``store`` (undone by ``take_back``) and
 ``claim`` (undone by ``give_back``). ``settle`` is awaited shielded by the
 core: a settle that was sent is seen through.
@@ -68,7 +69,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from .._contract import ErrorInfo, Outcome, Unset
 
@@ -183,9 +184,12 @@ class DeadRecord(NamedTuple):
     error: ErrorInfo | None
 
 
-class Call(Protocol[R_co]):
-    """A primitive's description, for its backend's ``run``/``run_sync``
-    only: opaque to the core (no members are required)."""
+class Call(Generic[R_co]):
+    """A primitive's description, answering ``R_co`` when run: opaque to the
+    core. A backend's calls subclass it (SQLite's: a function of the
+    connection; Redis's: a script and its arguments)."""
+
+    __slots__ = ()
 
 
 class Backend(Protocol):
@@ -313,12 +317,12 @@ class Backend(Protocol):
 
     # -- running calls, and the end ----------------------------------------
 
-    async def run(self, call: Call[R], *, undo: Callable[[R], Call[Any]] | None = None) -> R:
+    async def run(self, call: Call[R], *, undo: Callable[[R], Call[Any] | None] | None = None) -> R:
         """Run ``call`` for a task on an event loop (never blocking that
         loop); see the module docstring for cancellation."""
         ...
 
-    def run_sync(self, call: Call[R], *, undo: Callable[[R], Call[Any]] | None = None) -> R:
+    def run_sync(self, call: Call[R], *, undo: Callable[[R], Call[Any] | None] | None = None) -> R:
         """Run ``call`` for a plain thread, blocking it; an interruption
         (``KeyboardInterrupt``) keeps the same promise as a cancellation."""
         ...

@@ -1,0 +1,676 @@
+"""The SQLite backend's file: its schema, its connection, and the thread
+that owns it.
+
+Every process has one connection per file, owned by one thread, which
+takes whatever calls are waiting and runs them in one transaction (group
+commit), each in a savepoint of its own so that one call failing leaves
+the others whole. The event loop never touches SQLite. After a commit the
+thread rings, in each queue's hub, as many waiters as the calls made room
+for; for commits of other processes it looks at ``PRAGMA data_version``
+every few milliseconds, and only while someone here is waiting, and then
+rings everyone. A call whose caller is cancelled is never run, rolled back,
+or undone (see ``Database.run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import contextlib
+import os
+import sqlite3
+import threading
+import urllib.parse
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+from .._durable.waiting import ALL, EVERYONE, Hub, Rings, Wait
+from .._exceptions import ChuteError, QueueNotFound
+
+R = TypeVar("R")
+
+SCHEMA_VERSION = 2
+APPLICATION_ID = 0x63687574  # "chut": marks a file as chute's
+POLL_INTERVAL = 0.005  # seconds between looks for other processes' commits
+MAX_GROUP = 512  # calls committed together at most
+SIGNAL_SLICE = 0.05  # seconds a blocking caller waits before it looks at signals
+DURABILITY = {"crash": "NORMAL", "power": "FULL"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chute_queue (
+    name TEXT PRIMARY KEY,
+    maxsize INTEGER NOT NULL DEFAULT 0,
+    state INTEGER NOT NULL DEFAULT 0,
+    max_deliveries INTEGER,
+    stored INTEGER NOT NULL DEFAULT 0,
+    unfinished INTEGER NOT NULL DEFAULT 0,
+    total_put INTEGER NOT NULL DEFAULT 0,
+    total_got INTEGER NOT NULL DEFAULT 0,
+    peak INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS chute_item (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    data BLOB NOT NULL,
+    leased INTEGER NOT NULL DEFAULT 0,
+    visible_at REAL NOT NULL DEFAULT 0,
+    token INTEGER NOT NULL DEFAULT 0,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS chute_item_ready ON chute_item (queue, id) WHERE leased = 0;
+CREATE INDEX IF NOT EXISTS chute_item_leased ON chute_item (queue, visible_at) WHERE leased = 1;
+CREATE INDEX IF NOT EXISTS chute_item_delayed ON chute_item (queue, visible_at) WHERE leased = 2;
+CREATE TABLE IF NOT EXISTS chute_dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    data BLOB NOT NULL,
+    deliveries INTEGER NOT NULL,
+    died_at REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT 'failed',
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS chute_dead_queue ON chute_dead (queue);
+"""
+
+#: How a file of each older schema is brought up to date, in place (one
+#: transaction, so a file is either migrated or left as it was). Schema 1
+#: kept no errors and no reasons: its dead letters list with
+#: reason "failed" and no error; its items given back with a delay look like
+#: leases until they come due.
+_MIGRATIONS = {
+    1: """
+ALTER TABLE chute_item ADD COLUMN last_error TEXT;
+ALTER TABLE chute_dead ADD COLUMN reason TEXT NOT NULL DEFAULT 'failed';
+ALTER TABLE chute_dead ADD COLUMN last_error TEXT;
+CREATE INDEX IF NOT EXISTS chute_item_delayed ON chute_item (queue, visible_at) WHERE leased = 2;
+""",
+}
+
+#: ``chute_item.leased``: claimable in id order; out on a lease until
+#: ``visible_at``; given back with a delay, claimable again at ``visible_at``.
+#: Until then a delayed item counts as in flight, as on every transport
+#: (``statistics().delayed`` says how many are), and when it comes due, no
+#: lease "ran out": it is not dead-lettered as one.
+_READY, _LEASED, _DELAYED = 0, 1, 2
+
+
+class _Call:
+    """One call for the database thread. Its answer goes to a concurrent
+    future (sync callers) or, in one batch per loop, to an asyncio future."""
+
+    __slots__ = (
+        "abandoned",
+        "finished",
+        "fn",
+        "future",
+        "loop",
+        "outcome",
+        "taken",
+        "touches",
+        "wakes",
+        "write",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        touches: str | None,
+        wakes: Rings | None,
+        write: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.fn = fn
+        self.touches = touches  # the queue whose waiters to ring after commit
+        self.wakes = EVERYONE if wakes is None else wakes
+        self.write = write
+        self.loop = loop
+        self.future: Any = concurrent.futures.Future() if loop is None else loop.create_future()
+        self.taken = False  # the thread has it (under the database's lock)
+        self.abandoned = False  # its caller left before the thread took it
+        self.outcome: tuple[Any, BaseException | None] | None = None
+        self.finished: asyncio.Future[None] | None = None  # for a caller that left
+
+    def settle(self, value: Any, exc: BaseException | None) -> None:
+        """On the database thread (sync callers) or the caller's loop."""
+        self.outcome = (value, exc)
+        if self.loop is None:
+            if not self.future.done():  # a waiter may have cancelled it
+                if exc is None:
+                    self.future.set_result(value)
+                else:
+                    self.future.set_exception(exc)
+            return
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+        if not self.future.done():
+            if exc is None:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(exc)
+
+
+class _Withdrawn(Exception):
+    """A call rolled back because its caller had been cancelled."""
+
+
+_WITHDRAWN = _Withdrawn()
+
+
+def _settle_all(answers: list[tuple[_Call, Any, BaseException | None]]) -> None:
+    for call, value, exc in answers:
+        call.settle(value, exc)
+
+
+class Database:
+    """One file's connection in this process, and the thread that owns it."""
+
+    _open: ClassVar[dict[tuple[int, str], Database]] = {}
+    _open_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def acquire(cls, path: str, durability: str, create: bool = True) -> Database:
+        """This process's connection to ``path``; with ``create=False``, only
+        to a file that exists (``QueueNotFound`` otherwise, and no file made)."""
+        key = (os.getpid(), os.path.realpath(path))
+        with cls._open_lock:
+            db = cls._open.get(key)
+            if db is None or db._closed:
+                db = cls._open[key] = Database(path, durability, create)
+            elif db.durability != durability:
+                raise ValueError(
+                    f"{path} is open in this process with durability={db.durability!r}; "
+                    "every queue of one file shares one setting"
+                )
+            db._users += 1
+            return db
+
+    def __init__(self, path: str, durability: str, create: bool = True) -> None:
+        self.path = path
+        self.durability = durability
+        self._pid = os.getpid()
+        #: Bumped by every commit seen (ours, or another process's): a caller
+        #: that found nothing at seq N and still sees N has missed nothing.
+        self.seq = 0
+        self._users = 0
+        self._closed = False
+        self._inbox: collections.deque[_Call] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._hubs: dict[str, Hub] = {}
+        self._waiting = 0  # waiters of every queue: poll for others' commits while > 0
+        self._stopping = False
+        opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._serve, args=(opened, create), name=f"chute-sqlite {path}", daemon=True
+        )
+        self._thread.start()
+        opened.result()  # raises what opening raised
+        _all.add(self)
+
+    # -- calls ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[[sqlite3.Connection], R],
+        touches: str | None = None,
+        write: bool = True,
+        wakes: Rings | None = None,
+    ) -> concurrent.futures.Future[R]:
+        if os.getpid() != self._pid:
+            raise ChuteError(
+                "a SQLite queue cannot be used across fork(): open it again in the child"
+            )
+        call = _Call(fn, touches, wakes, write)
+        self._enqueue(call)
+        return call.future  # type: ignore[no-any-return]
+
+    def _enqueue(self, call: _Call) -> None:
+        with self._cond:
+            if self._closed:
+                raise ChuteError(f"the queue file {self.path} was closed in this process")
+            self._inbox.append(call)
+            self._cond.notify()
+
+    def run_detached(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """Run ``fn`` in a transaction of a connection of its own, in the
+        caller's thread: for undoing what a cancelled call did when this
+        file was closed meanwhile (rare; it blocks the caller)."""
+        conn = _connect(self.path, self.durability)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                value = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return value
+        finally:
+            conn.close()
+
+    def call(
+        self,
+        fn: Callable[[sqlite3.Connection], R],
+        touches: str | None = None,
+        write: bool = True,
+        wakes: Rings | None = None,
+        on_cancel: Callable[[R], Any] | None = None,
+    ) -> R:
+        """Run ``fn`` on the database thread and wait for it (sync callers).
+
+        If the wait is interrupted (Ctrl-C's ``KeyboardInterrupt`` in the
+        main thread) before the thread took the call, it never runs; after,
+        the interruption waits for the call's end and ``on_cancel(result)``
+        undoes it, as for a cancelled async call."""
+        if threading.current_thread() is self._thread:  # pragma: no cover - a bug of ours
+            raise RuntimeError("a database call from the database thread")
+        if os.getpid() != self._pid:
+            raise ChuteError(
+                "a SQLite queue cannot be used across fork(): open it again in the child"
+            )
+        call = _Call(fn, touches, wakes, write)
+        self._enqueue(call)
+        try:
+            # In slices: a signal is handled by the main thread only, and one
+            # arriving while it waited in C would stay pending (and keep the
+            # other threads busy checking for it) until the call was over.
+            while not call.future.done():
+                with contextlib.suppress(TimeoutError):
+                    call.future.result(SIGNAL_SLICE)
+            return call.future.result()  # type: ignore[no-any-return]
+        except BaseException as interrupted:
+            if isinstance(interrupted, Exception) and call.future.done():
+                raise  # the call's own error
+            with self._cond:
+                if not call.taken:
+                    call.abandoned = True
+                    raise
+            try:
+                value = call.future.result()
+            except Exception:
+                raise interrupted from None
+            if on_cancel is not None:
+                on_cancel(value)
+            raise
+
+    async def run(
+        self,
+        fn: Callable[[sqlite3.Connection], R],
+        touches: str | None = None,
+        write: bool = True,
+        wakes: Rings | None = None,
+        on_cancel: Callable[[R], Any] | None = None,
+    ) -> R:
+        """Run ``fn`` on the database thread for an async caller.
+
+        If the caller is cancelled before the thread took the call, it never
+        runs. If after, the cancellation waits until the call is over and
+        then awaits ``on_cancel(result)`` (to undo what it did), so that the
+        caller's next call cannot overtake the undoing.
+        """
+        if os.getpid() != self._pid:
+            raise ChuteError(
+                "a SQLite queue cannot be used across fork(): open it again in the child"
+            )
+        call = _Call(fn, touches, wakes, write, asyncio.get_running_loop())
+        self._enqueue(call)
+        try:
+            return await call.future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            with self._cond:
+                if not call.taken:
+                    call.abandoned = True
+                    raise
+            if call.outcome is None:
+                call.finished = call.loop.create_future()  # type: ignore[union-attr]
+                await _uninterrupted(call.finished)
+            assert call.outcome is not None
+            value, exc = call.outcome
+            if exc is None and on_cancel is not None:  # it ran, and stands: undo it
+                await _uninterrupted(on_cancel(value))
+            raise
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def hub(self, queue: str) -> Hub:
+        """The line of this process's waiters for ``queue`` (one per name,
+        shared by every queue object of that name here)."""
+        with self._cond:
+            hub = self._hubs.get(queue)
+            if hub is None:
+                hub = self._hubs[queue] = Hub(self._count_waiters)
+            return hub
+
+    def _count_waiters(self, delta: int) -> None:
+        with self._cond:
+            self._waiting += delta
+            if delta > 0 and self._waiting == 1:
+                self._cond.notify()  # the thread starts polling for other processes
+
+    def _ring(self, plan: dict[str, dict[Wait, int]] | None) -> None:
+        """Ring waiters: ``plan`` maps a queue to how many of each kind;
+        None rings everyone (another process changed the file)."""
+        with self._cond:
+            hubs = dict(self._hubs)
+        if plan is None:
+            for hub in hubs.values():
+                hub.ring(EVERYONE)
+            return
+        for queue, rings in plan.items():
+            found = hubs.get(queue)
+            if found is not None:
+                found.ring(rings)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def release(self) -> None:
+        with Database._open_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            key = (os.getpid(), os.path.realpath(self.path))
+            if Database._open.get(key) is self:
+                del Database._open[key]
+        self.close()
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._stopping = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _serve(self, opened: concurrent.futures.Future[None], create: bool) -> None:
+        try:
+            conn = _connect(self.path, self.durability, create)
+        except BaseException as exc:
+            self._closed = True
+            opened.set_exception(exc)
+            return
+        opened.set_result(None)
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        try:
+            while True:
+                with self._cond:
+                    while not self._inbox and not self._stopping:
+                        if self._waiting:
+                            if not self._cond.wait(POLL_INTERVAL):
+                                break  # time to look at the file
+                        else:
+                            self._cond.wait()
+                    calls: list[_Call] = []
+                    while self._inbox and len(calls) < MAX_GROUP:
+                        call = self._inbox.popleft()
+                        if not call.abandoned:
+                            call.taken = True
+                            calls.append(call)
+                    if not calls and self._stopping and not self._inbox:
+                        break
+                try:
+                    if calls:
+                        self._run_group(conn, calls)
+                    now = conn.execute("PRAGMA data_version").fetchone()[0]
+                except Exception as exc:  # never let the thread die with callers waiting
+                    error = _translate(exc, self.path)
+                    self._deliver([(c, None, error) for c in calls if c.outcome is None])
+                    continue
+                if now != version:  # another process committed
+                    version = now
+                    self.seq += 1
+                    self._ring(None)
+        finally:
+            conn.close()
+            with self._cond:
+                self._closed = True
+                leftover = list(self._inbox)
+                self._inbox.clear()
+            closed = ChuteError("the queue file was closed")
+            self._deliver([(call, None, closed) for call in leftover if not call.abandoned])
+            self._ring(None)  # whoever still waits looks again, and finds it closed
+
+    def _deliver(self, answers: list[tuple[_Call, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Call, Any, BaseException | None]]]
+        by_loop = {}
+        for answer in answers:
+            call = answer[0]
+            if call.loop is None:
+                call.settle(answer[1], answer[2])
+            else:
+                by_loop.setdefault(call.loop, []).append(answer)
+        for loop, batch in by_loop.items():  # one wake-up per loop
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                loop.call_soon_threadsafe(_settle_all, batch)
+
+    @staticmethod
+    def _run_plain(
+        conn: sqlite3.Connection, calls: list[_Call]
+    ) -> list[tuple[_Call, Any, BaseException | None]]:
+        """Every call's answer, or [] if one failed (the transaction is
+        still open, with what the calls before it did)."""
+        results: list[tuple[_Call, Any, BaseException | None]] = []
+        for c in calls:
+            try:
+                value = c.fn(conn)
+            except Exception:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled it all back: the group fails, below
+                return []
+            if c.loop is not None and c.future.cancelled():
+                return []  # to be withdrawn: that takes a savepoint
+            results.append((c, value, None))
+        return results
+
+    def _run_group(self, conn: sqlite3.Connection, calls: list[_Call]) -> None:
+        begin = "BEGIN IMMEDIATE" if any(c.write for c in calls) else "BEGIN"
+        alone = len(calls) == 1  # no savepoint needed: the transaction is the call
+        results: list[tuple[_Call, Any, BaseException | None]] = []
+        try:
+            conn.execute(begin)
+            if not alone:
+                # Calls almost never fail: run them all without savepoints
+                # (two statements fewer per call), and only if one fails,
+                # roll back and run them again, each in a savepoint.
+                results = self._run_plain(conn, calls)
+                if not results:
+                    conn.execute("ROLLBACK")
+                    conn.execute(begin)
+            for c in calls if not results else ():
+                if not alone:
+                    conn.execute("SAVEPOINT call")
+                try:
+                    value = c.fn(conn)
+                    if c.loop is not None and c.future.cancelled():
+                        # Its caller was cancelled while it ran: undo it here,
+                        # before anyone can see it (and before a close).
+                        raise _Withdrawn
+                except BaseException as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (a full
+                        # disk, an I/O error): every call of the group fails
+                        # with this error, below.
+                        raise
+                    if alone:
+                        conn.execute("ROLLBACK")
+                        conn.execute("BEGIN")
+                    else:
+                        conn.execute("ROLLBACK TO call")
+                        conn.execute("RELEASE call")
+                    results.append((c, None, exc))
+                else:
+                    if not alone:
+                        conn.execute("RELEASE call")
+                    results.append((c, value, None))
+            conn.execute("COMMIT")
+            self.seq += 1
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            error = _translate(exc, self.path)
+            self._deliver([(c, None, error) for c in calls])
+            return
+        plan: dict[str, dict[Wait, int]] = {}
+        results = [(c, v, _WITHDRAWN if isinstance(e, _Withdrawn) else e) for c, v, e in results]
+        for c, _, err in results:
+            if c.touches is not None and err is None:
+                wakes = plan.setdefault(c.touches, {})
+                for kind, n in c.wakes.items():
+                    wakes[kind] = min(ALL, wakes.get(kind, 0) + n)
+        self._deliver(
+            [
+                (c, value, None if err is None else _translate(err, self.path))
+                for c, value, err in results
+            ]
+        )
+        if plan:
+            self._ring(plan)
+
+
+_all: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for db in list(_all):
+        db.close()
+
+
+def _translate(exc: BaseException, path: str) -> BaseException:
+    if isinstance(exc, _Withdrawn):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc)
+        if "disk is full" in text or "database or disk is full" in text:
+            return ChuteError(f"the disk holding {path} is full: nothing was stored")
+        if "readonly" in text or "read-only" in text:
+            return ChuteError(f"{path} is read-only here: nothing was stored")
+        return ChuteError(f"SQLite error on {path}: {text}")
+    return exc
+
+
+def _connect(path: str, durability: str, create: bool = True) -> sqlite3.Connection:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not create and not os.path.exists(path):
+        raise QueueNotFound(f"no file {path}")
+    if not os.path.isdir(folder):
+        raise ChuteError(f"cannot open {path}: the folder {folder} does not exist")
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            raise ChuteError(f"cannot open {path}: it is not a file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ChuteError(f"cannot open {path}: it is not readable and writable by this user")
+    elif not os.access(folder, os.W_OK):
+        raise ChuteError(f"cannot create {path}: the folder {folder} is read-only for this user")
+    try:
+        # Without create, mode=rw: a file removed since the look above is
+        # not made again.
+        conn = sqlite3.connect(
+            path if create else _uri(path, "rw"),
+            timeout=60.0,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=not create,
+        )
+    except sqlite3.Error as exc:
+        if not create and not os.path.exists(path):
+            raise QueueNotFound(f"no file {path}") from None
+        raise ChuteError(f"cannot open {path}: {exc}") from exc
+    try:
+        _prepare(conn, path, durability)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _uri(path: str, mode: str) -> str:
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
+
+
+def _check_file(conn: sqlite3.Connection, path: str) -> int:
+    """The schema version of a chute file (0: a new, empty file); refuses
+    what is not one, or what a newer chute wrote."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise ChuteError(f"{path} is not a SQLite database ({exc})") from exc
+    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+        raise ChuteError(f"{path} is a SQLite database, but not a chute queue file")
+    if version > SCHEMA_VERSION:
+        raise ChuteError(
+            f"{path} was written by a newer chute (schema {version}); "
+            f"this one reads schema {SCHEMA_VERSION} and older: upgrade chute"
+        )
+    return int(version)
+
+
+def _stored_names(path: str) -> list[str]:
+    """The queues in the file at ``path``, sorted, read on a read-only
+    connection of its own: looking creates nothing."""
+    if not os.path.isfile(path):
+        raise QueueNotFound(f"no file {path}")
+    try:
+        conn = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=60.0, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ChuteError(f"cannot open {path}: {exc}") from exc
+    try:
+        if not _check_file(conn, path):
+            return []
+        rows = conn.execute("SELECT name FROM chute_queue ORDER BY name").fetchall()
+        return [name for (name,) in rows]
+    except sqlite3.Error as exc:
+        raise _translate(exc, path) from exc
+    finally:
+        conn.close()
+
+
+def _prepare(conn: sqlite3.Connection, path: str, durability: str) -> None:
+    version = _check_file(conn, path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
+        if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Looked at again under the write lock: another process may
+                # have brought the file up to date meanwhile.
+                found = conn.execute("PRAGMA user_version").fetchone()[0]
+                if found < SCHEMA_VERSION:
+                    scripts = (
+                        [_SCHEMA]
+                        if found == 0
+                        else [_MIGRATIONS[v] for v in range(found, SCHEMA_VERSION)]
+                    )
+                    for script in scripts:
+                        for statement in script.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+    except sqlite3.Error as exc:
+        raise _translate(exc, path) from exc
+
+
+async def _uninterrupted(aw: Any) -> None:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile
+    (the caller is already on its way out with a cancellation)."""
+    task = asyncio.ensure_future(aw)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
