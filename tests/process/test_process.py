@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 import chute
-from chute._process import ProcessQueue, _shm_dir
+from chute._process import ProcessQueue
+from chute._process.layout import shm_dir as _shm_dir
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -457,7 +458,7 @@ def get_and_die_after(q, cell):
 
 @pytest.mark.parametrize("cell", ["H_HEAD", "H_COUNT", "H_TAIL"])
 def test_a_getter_killed_while_emptying_the_ring_leaves_it_consistent(cell):
-    from chute import _process
+    from chute._process import layout as _process
 
     ctx = mp.get_context("fork")
     with ProcessQueue(capacity=4096) as q:

@@ -1,0 +1,154 @@
+"""The shared file's layout: the header, the bell table, the holders, the ring.
+
+Every process maps the same file; this module is the one place that says
+where each thing is in it. A file of another layout is refused at attach
+(``MAGIC`` and ``VERSION``).
+
+- The *header*: 64-bit cells, one per field of :class:`Header`, in order.
+- The *bell table*: a row per bell (a loop or a thread of some process
+  waiting here): ``BellRow``'s cells.
+- The *holders*: the pids of the processes holding reservations, so that
+  the living can give back what the dead held.
+- The *ring*, from the first page boundary after those: records
+  ``[length word][pickle, padded to 8]``; positions grow for ever.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from typing import NamedTuple
+
+from .._contract import check_maxsize
+
+MAGIC = 0x65747568_63000002  # "chute", layout 2
+VERSION = 2  # 2: records carry their last error; dead letters say why
+
+# The queue's state (the header's ``state`` cell).
+OPEN, SHUTDOWN, IMMEDIATE = 0, 1, 2
+
+
+class Header(NamedTuple):
+    """The header's cells in order: a snapshot of them (``Header.read``), and
+    through the ``H_*`` constants below, the index of each cell."""
+
+    magic: int
+    version: int
+    capacity: int  # the ring's size in bytes
+    maxsize: int
+    head: int  # ring positions: they grow for ever (mod capacity: where)
+    tail: int  # stored last: a record up to it is complete
+    size: int  # items in the ring (cell H_COUNT: a tuple has a count() already)
+    unfinished: int  # put and not yet done (join() waits on it)
+    state: int  # OPEN, SHUTDOWN or IMMEDIATE
+    total_put: int
+    total_got: int
+    peak: int
+    holder: int  # the pid holding the lock (0: nobody, or not yet written)
+    peers: int  # unused since the peers file (layout 2 keeps the cell)
+    get_waiters: int  # three cells in WaitKind's order: H_GET_WAITERS + kind
+    put_waiters: int
+    join_waiters: int
+    in_flight: int  # reserved and not yet settled, delayed ones included
+    rows: int  # bell rows ever used: rings scan only these
+    max_deliveries: int  # 0: no limit
+    dead: int  # dead letters kept
+    batch_putters: int  # putters waiting to put more than one item
+    delayed: int  # nacked with a delay, not yet back
+
+    @classmethod
+    def read(cls, cells: memoryview) -> Header:
+        return cls._make(cells[: len(cls._fields)].tolist())
+
+
+(
+    H_MAGIC,
+    H_VERSION,
+    H_CAPACITY,
+    H_MAXSIZE,
+    H_HEAD,
+    H_TAIL,
+    H_COUNT,
+    H_UNFINISHED,
+    H_STATE,
+    H_TOTAL_PUT,
+    H_TOTAL_GOT,
+    H_PEAK,
+    H_HOLDER,
+    H_PEERS,
+    H_GET_WAITERS,
+    H_PUT_WAITERS,
+    H_JOIN_WAITERS,
+    H_IN_FLIGHT,
+    H_ROWS,
+    H_MAX_DELIVERIES,
+    H_DEAD,
+    H_BATCH_PUTTERS,
+    H_DELAYED,
+) = range(len(Header._fields))
+HEADER_CELLS = 32  # room to grow
+
+
+class BellRow(NamedTuple):
+    """A row of the bell table, cell by cell (the B_* constants below)."""
+
+    pid: int  # 0: a free row
+    bell: int  # the bell's number: its pipe is ``{base}.{pid}.{bell}.bell``
+    get: int  # waiters registered, three cells in WaitKind's order
+    put: int
+    join: int
+    get_epoch: int  # bumped by each ring that consumes the registrations
+    put_epoch: int
+    join_epoch: int
+    batch: int  # how many of the row's putters wait to put more than one item
+
+
+B_PID = BellRow._fields.index("pid")
+B_BELL = BellRow._fields.index("bell")
+B_WAITING = BellRow._fields.index("get")
+B_EPOCH = BellRow._fields.index("get_epoch")
+B_BATCH = BellRow._fields.index("batch")
+# A kind's cells: ``B_WAITING + kind``, ``B_EPOCH + kind``, ``H_GET_WAITERS + kind``.
+BELL_CELLS = len(BellRow._fields)
+MAX_BELLS = 256
+HOLDERS_AT = HEADER_CELLS + MAX_BELLS * BELL_CELLS
+MAX_HOLDERS = 256
+# The ring starts on the first page boundary after the header and the tables.
+RING_OFFSET = -(-(HOLDERS_AT + MAX_HOLDERS) * 8 // 4096) * 4096
+
+# A record's length word: the pickle's length, and in the high bits how many
+# times the item has been handed out by reserve(). A negative word is no
+# record: WRAP (go on at the ring's start), or a gap to step over, -(bytes) - 1,
+# left where an item given back to the front could not end right at the head.
+WRAP = -1
+LEN_BITS = 40
+LEN_MASK = (1 << LEN_BITS) - 1
+# A flag beside the delivery count (in a record's length word and a held
+# entry): the payload is an envelope that carries the item's last error (see
+# held.py). Only given-back items have it: a plain put's record never does.
+CARRIES = 1 << 21
+DELIVERIES = CARRIES - 1
+# A dead letter's payload: died_at, the length of a JSON of why, that JSON,
+# then the item's pickle.
+DEAD_HEAD = struct.Struct("<dQ")
+MAX_MAXSIZE = (1 << 63) - 1  # a header cell is an int64
+
+
+def pad(n: int) -> int:
+    """``n`` bytes rounded up to a whole 8-byte cell."""
+    return (n + 7) & ~7
+
+
+def shm_dir() -> str:
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def check_shared_maxsize(maxsize: object) -> int:
+    value = check_maxsize(maxsize)
+    if value > MAX_MAXSIZE:
+        raise ValueError(
+            f"a ProcessQueue's maxsize must be at most 2**63 - 1 (a shared 64-bit cell), "
+            f"not {value}; 0 means unbounded"
+        )
+    return value
