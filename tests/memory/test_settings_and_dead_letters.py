@@ -119,7 +119,9 @@ async def test_configure_checks_both_values_before_changing_either():
 async def test_delayed_items_are_counted_until_they_come_back():
     q = chute.Queue()
     await q.put_batch(["soon", "later"])
-    (await q.reserve()).nack(delay=0.01)
+    # Long enough that the look below always comes before "soon" is back,
+    # however loaded the machine (the reserve below waits for it anyway).
+    (await q.reserve()).nack(delay=0.2)
     job = await q.reserve()
     job.nack(delay=60)
     assert job.outcome == "retried"

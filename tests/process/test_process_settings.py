@@ -188,7 +188,9 @@ async def test_a_delayed_nack_comes_back_uncounted():
     with ProcessQueue(max_deliveries=3) as q:
         await q.put("x")
         job = await q.reserve()
-        job.nack(delay=0.01, error=OSError("disk"))
+        # Long enough that the look below always comes before the item does,
+        # however loaded the machine (the reserve below waits for it anyway).
+        job.nack(delay=0.2, error=OSError("disk"))
         assert q.statistics().delayed == 1
         again = await q.reserve(timeout=10)
         assert q.statistics().delayed == 0
