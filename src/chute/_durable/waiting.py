@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import threading
 from collections.abc import Callable, Mapping
 
-__all__ = ["ALL", "Hub", "Wait", "Waiter"]
+from .._waiters import WaitKind
+
+__all__ = ["ALL", "EVERYONE", "Hub", "Wait", "WaitKind", "Waiter"]
 
 #: "Every waiter of this kind".
 ALL = 1 << 30
 
 
-class Wait(enum.Enum):
-    """What a waiter waits for."""
-
-    GET = "get"  # an item to claim
-    PUT = "put"  # room to store
-    JOIN = "join"  # every task done
+#: What a waiter waits for: the one enum of every transport.
+Wait = WaitKind
 
 
 #: Whom a change wakes: how many waiters of each kind.
