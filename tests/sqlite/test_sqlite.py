@@ -307,6 +307,13 @@ def _numbers(path: str) -> set[int]:
         return set()
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
 def test_producers_and_consumers_killed_at_random_lose_nothing(tmp_path):
     rng = random.Random(11)
     path = str(tmp_path / "q.db")
@@ -318,9 +325,16 @@ def test_producers_and_consumers_killed_at_random_lose_nothing(tmp_path):
             ctx.Process(target=_produce, args=(path, stored, round_ * 1_000_000 + 500_000)),
             ctx.Process(target=_consume, args=(path, handled)),
         ]
+        before = _size(stored)
         for p in procs:
             p.start()
-        time.sleep(rng.uniform(0.3, 0.8))
+        # Kill them while they work, not before they start (a loaded machine
+        # can take a second to start a process): once a put has returned.
+        deadline = time.monotonic() + 60
+        while _size(stored) == before:
+            assert time.monotonic() < deadline, "the producers never got going"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.5))
         for p in rng.sample(procs, len(procs)):
             os.kill(p.pid, signal.SIGKILL)
             time.sleep(rng.uniform(0, 0.05))
