@@ -111,15 +111,13 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 async def _settle(
     job: Any, how: str, delay: float | None = None, error: BaseException | None = None
 ) -> None:
-    """Settle ``job`` without blocking the loop where the transport can;
-    a nack keeps ``error`` as the item's last error (its dead letter's why)."""
-    settle_async = getattr(job, "_settle_async", None)
-    if settle_async is not None:
-        await settle_async(how, delay, error=error)
-    elif how == "ack":
-        job.ack()
+    """Settle ``job`` without blocking the loop (a stored queue's settle is
+    a round trip); a nack keeps ``error`` as the item's last error (its
+    dead letter's why)."""
+    if how == "ack":
+        await job.aack()
     else:
-        job.nack(delay, error=error)
+        await job.anack(delay, error=error)
 
 
 def _where(exc: BaseException) -> list[traceback.FrameSummary]:
@@ -395,7 +393,7 @@ class Workers(Generic[T]):
             try:
                 job = await reserve()
             except QueueShutDown:
-                if self._out_there():
+                if await self._out_there():
                     # Shut down, but items given back for a retry (or held
                     # by other consumers) may return: look again shortly.
                     await asyncio.sleep(DRAIN_POLL)
@@ -407,9 +405,9 @@ class Workers(Generic[T]):
                 self.shutdown()  # every other worker ends too
                 return
             except Exception as exc:
-                # No public "closed" on the queues yet (is_shutdown is another
-                # state, and on a closed SQLite queue it raises).
-                if getattr(self._queue, "_closed", False):
+                # Closed, not shut down: is_shutdown is another state (and
+                # on a closed stored queue it raises).
+                if self._queue.closed:
                     waiting.pop(me, None)
                     if not self._stopping:
                         logger.warning("the queue was closed under the pool: stopping")
@@ -452,10 +450,7 @@ class Workers(Generic[T]):
             else:
                 latencies.append(clock() - t0)
                 try:
-                    if hasattr(job, "_settle_async"):  # settled off the loop's thread
-                        await job._settle_async("ack", None)
-                    else:
-                        job.ack()
+                    await job.aack()  # settled off the loop's thread
                 except asyncio.CancelledError:
                     self._processed += 1  # the acknowledgement was sent: it stands
                     raise
@@ -501,10 +496,10 @@ class Workers(Generic[T]):
             _message(exc),
         )
 
-    def _out_there(self) -> bool:
+    async def _out_there(self) -> bool:
         """Items of a shut-down queue that may yet come back to it."""
         try:
-            s = self._queue.statistics()
+            s = await self._queue.astatistics()
             # Out on a lease, or given back with a delay (counted apart by some stores).
             return bool(s.in_flight or getattr(s, "delayed", 0))
         except Exception:  # closed or unreachable: nothing will come back
@@ -518,17 +513,25 @@ class Workers(Generic[T]):
     async def _supervise(self, every: float) -> None:
         while not self._stopping:
             await asyncio.sleep(every)
-            self.rescale()
+            try:
+                # A stored queue's size is a round trip: never made
+                # synchronously on the loop the workers share.
+                depth = await self._queue.aqsize()
+            except Exception:  # the queue is unreachable or closed: keep the pool
+                continue
+            self.rescale(depth)
 
-    def rescale(self) -> int:
-        """One look at the backlog: grow or shrink the pool as the policy
-        in the module docstring says. Returns the number of workers now."""
+    def rescale(self, depth: int | None = None) -> int:
+        """One look at the backlog (``depth``, or ``qsize()`` now: one round
+        trip on a stored queue): grow or shrink the pool as the policy in
+        the module docstring says. Returns the number of workers now."""
         if self._stopping or not self._started:
             return self.workers
-        try:
-            depth = self._queue.qsize()
-        except Exception:  # the queue is unreachable or closed: keep the pool
-            return self.workers
+        if depth is None:
+            try:
+                depth = self._queue.qsize()
+            except Exception:  # the queue is unreachable or closed: keep the pool
+                return self.workers
         n, idle = self.workers, len(self._waiting)
         look = self._scale_every or 0.5
         backlog = depth > 0 and idle == 0
