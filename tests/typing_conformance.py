@@ -5,8 +5,8 @@ can be passed where code expects ``chute.AsyncQueue`` or ``chute.SyncQueue``."""
 from __future__ import annotations
 
 import chute
+from chute._backends.redis import RedisQueue
 from chute._backends.sqlite import SqliteQueue
-from chute._redis import RedisQueue
 
 
 def every_transport_conforms(

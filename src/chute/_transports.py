@@ -57,12 +57,12 @@ class RedisTransport:
     def open(
         self, where: str, name: str, maxsize: int | None, *, create: bool, **options: Any
     ) -> Any:
-        from ._redis import RedisQueue
+        from ._backends.redis import RedisQueue
 
         return RedisQueue(where, name, maxsize, create=create, **options)
 
     def queue_names(self, where: str, **options: Any) -> list[str]:
-        from ._redis import RedisQueue
+        from ._backends.redis import RedisQueue
 
         return RedisQueue.queue_names(where, **options)
 

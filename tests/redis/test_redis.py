@@ -393,7 +393,7 @@ async def test_what_a_get_took_is_deleted_even_if_its_deletion_is_cancelled(serv
     async with chute.open(server.url, name) as q:
         await q.put("once")
         assert await q.get() == "once"
-        finisher = q._finisher
+        finisher = q._backend._finisher
         assert finisher is not None
         finisher.cancel()  # as asyncio.run does with the tasks left at its end
         await asyncio.gather(finisher, return_exceptions=True)
@@ -534,20 +534,23 @@ async def test_a_server_lost_before_the_blocked_read_connects_is_a_chute_error(o
     """The server stops right after a claim found nothing, before the wait
     on the server takes its connection: an explicit step, not a race."""
     async with chute.open(own_server.url, "lost", connect_timeout=2) as q:
-        claim = q._claim
+        backend = q._backend
+        script = backend._script
 
-        async def claim_then_stop(max_items: int) -> Any:
-            found = await claim(max_items)
-            assert not isinstance(found, list)  # nothing there: a blocked read is next
+        async def claim_then_stop(name: str, args: list[Any], *more: Any) -> Any:
+            reply = await script(name, args, *more)
+            if name != "claim" or reply[0] != b"empty":
+                return reply
+            # Nothing there: a blocked read is next.
             own_server.stop()
             # ...and the pooled connection has seen it go: taking it reconnects.
             from tests.conftest import wait_until
 
-            idle = list(q._client()[0].connection_pool._available_connections)
+            idle = list(backend._client()[0].connection_pool._available_connections)
             await wait_until(lambda: all(c._reader is None or c._reader.at_eof() for c in idle))
-            return found
+            return reply
 
-        q._claim = claim_then_stop
+        backend._script = claim_then_stop
         with pytest.raises(chute.ChuteError, match="unreachable") as caught:
             if call == "get":
                 await q.get(timeout=10)
@@ -557,7 +560,7 @@ async def test_a_server_lost_before_the_blocked_read_connects_is_a_chute_error(o
         assert not isinstance(caught.value.__cause__, chute.ChuteError)
         with pytest.raises(chute.ChuteError, match="retrying in"):  # the backoff holds
             q.put_nowait("x")
-        del q._claim
+        del backend._script
         own_server.start()
         await _retrying(lambda: q.put("back"))
         assert await q.get(timeout=10) == "back"
@@ -565,7 +568,7 @@ async def test_a_server_lost_before_the_blocked_read_connects_is_a_chute_error(o
 
 def test_a_server_lost_before_a_blocking_read_is_a_chute_error(own_server):
     with chute.open(own_server.url, "lost-sync", connect_timeout=2) as q:
-        run = q._run_sync
+        run = q._backend._script_sync
 
         def run_then_stop(script: str, args: list[Any], **kw: Any) -> Any:
             reply = run(script, args, **kw)
@@ -573,7 +576,7 @@ def test_a_server_lost_before_a_blocking_read_is_a_chute_error(own_server):
                 own_server.stop()  # before the blocking XREADGROUP
             return reply
 
-        q._run_sync = run_then_stop
+        q._backend._script_sync = run_then_stop
         with pytest.raises(chute.ChuteError, match="unreachable") as caught:
             q.sync.get(timeout=10)
         assert _public(caught.value)
@@ -586,10 +589,10 @@ async def test_the_event_loops_connections_are_bounded_the_same_way(silent_liste
     # behind a proxy that accepts and never answers).
     import redis.asyncio as aioredis
 
-    from chute._redis import _bounded, _client_options
+    from chute._backends.redis_client import bounded, client_options
 
-    client = _bounded(
-        aioredis.Redis.from_url(f"redis://127.0.0.1:{silent_listener}/0", **_client_options(0.5))
+    client = bounded(
+        aioredis.Redis.from_url(f"redis://127.0.0.1:{silent_listener}/0", **client_options(0.5))
     )
     loop = asyncio.get_running_loop()
     t0 = loop.time()

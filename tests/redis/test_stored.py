@@ -20,7 +20,7 @@ import pytest
 import redis
 
 import chute
-from chute._redis import RedisQueue
+from chute._backends.redis import RedisQueue
 from tests.conftest import wait_until
 from tests.redis_server import RedisServer, shared_server
 

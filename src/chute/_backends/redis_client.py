@@ -1,0 +1,224 @@
+"""The Redis backend's dealings with redis-py: connections whose whole
+set-up is bounded, errors translated into chute's at the boundary, a
+backoff after a lost connection, and what the read script answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from .._contract import ErrorInfo, check_timeout
+from .._exceptions import ChuteError
+from .._open import parse_redis_url
+
+try:
+    import redis
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the redis:// transport needs the Redis client: pip install 'chute[redis]'"
+    ) from exc
+
+#: What marks a queue on a server: its meta hash.
+META_PATTERN = "chute:{*}:meta"
+
+
+def text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def failure(exc: BaseException, where: str) -> ChuteError:
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+        return ChuteError(f"Redis at {where} refused the credentials: {exc}")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return ChuteError(f"Redis at {where} is unreachable: {exc}")
+    return ChuteError(f"Redis at {where} failed: {exc}")
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a ``ChuteError`` raised by the backend is the server refusing
+    a script (say, the queue's keys were deleted), rather than a lost
+    connection."""
+    return isinstance(exc.__cause__, redis.ResponseError)
+
+
+class _BoundedConnection(redis.Connection):
+    """A connection whose whole set-up (TCP, TLS handshake, and the replies
+    to the commands redis-py sends on connecting) waits at most
+    ``socket_connect_timeout`` per step, where redis-py would wait for the
+    (much longer) reply timeout after the TCP connect: a server that
+    accepts and never answers, or plain text where TLS was asked for,
+    fails within ``connect_timeout``."""
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        me: Any = self
+        if me._sock:
+            return
+        replies = me.socket_timeout
+        me.socket_timeout = me.socket_connect_timeout
+        try:
+            super().connect_check_health(check_health, retry_socket_connect)
+        finally:
+            me.socket_timeout = replies
+            if me._sock is not None:
+                me._sock.settimeout(replies)
+                buffer = getattr(me._parser, "_buffer", None)
+                if buffer is not None and hasattr(buffer, "socket_timeout"):
+                    buffer.socket_timeout = replies
+
+
+class _BoundedSSLConnection(_BoundedConnection, redis.SSLConnection):
+    pass
+
+
+class _BoundedAsyncConnection(aioredis.Connection):
+    """The same bound on the event loop: the whole connect, at most
+    ``socket_connect_timeout``."""
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self.is_connected:
+            return
+        try:
+            async with asyncio.timeout(self.socket_connect_timeout):
+                await super().connect_check_health(check_health, retry_socket_connect)
+        except TimeoutError as exc:
+            with contextlib.suppress(Exception):
+                await self.disconnect()
+            if isinstance(exc, redis.RedisError):
+                raise
+            raise redis.TimeoutError("Timeout connecting to server") from exc
+
+
+class _BoundedAsyncSSLConnection(_BoundedAsyncConnection, aioredis.SSLConnection):
+    pass
+
+
+_BOUNDED: dict[type, type] = {
+    redis.Connection: _BoundedConnection,
+    redis.SSLConnection: _BoundedSSLConnection,
+    aioredis.Connection: _BoundedAsyncConnection,
+    aioredis.SSLConnection: _BoundedAsyncSSLConnection,
+}
+
+
+def bounded(client: Any) -> Any:
+    """``client`` with its connections' set-up bounded (see above)."""
+    pool = client.connection_pool
+    pool.connection_class = _BOUNDED.get(pool.connection_class, pool.connection_class)
+    return client
+
+
+def client_options(connect_timeout: float) -> dict[str, Any]:
+    return {
+        "socket_connect_timeout": connect_timeout,
+        # No reply takes this long (waits block for a quarter second at
+        # most): a connection that stops answering fails instead of hanging.
+        "socket_timeout": 30.0,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "protocol": 2,  # the replies parsed here are RESP2's
+    }
+
+
+def check_connect_timeout(connect_timeout: object) -> float:
+    checked = check_timeout(connect_timeout)
+    if checked is None or checked <= 0:
+        raise ValueError(
+            f"connect_timeout must be a positive number of seconds, not {connect_timeout!r}"
+        )
+    return checked
+
+
+def display(url: str) -> str:
+    """The server as users name it, without its password."""
+    where = parse_redis_url(url)
+    scheme = urlsplit(url).scheme.lower()
+    return f"{scheme}://{where['host']}:{where['port']}/{where['db']}"
+
+
+def scan_names(client: Any) -> list[str]:
+    """The queues on a server, by their meta hashes (``SCAN``, which never
+    blocks the server the way ``KEYS`` does); a hash that only looks like
+    one, without chute's schema field, is not a queue."""
+    prefix, suffix = "chute:{", "}:meta"
+    keys = [text(k) for k in client.scan_iter(match=META_PATTERN, count=1000, _type="HASH")]
+    if not keys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hexists(key, "v")
+    marked = pipe.execute()
+    return sorted({k[len(prefix) : -len(suffix)] for k, ok in zip(keys, marked, strict=True) if ok})
+
+
+def error_json(info: ErrorInfo) -> str:
+    return json.dumps(info.to_dict())
+
+
+def error_info(stored: Any) -> ErrorInfo | None:
+    if not stored:
+        return None
+    try:
+        d = json.loads(text(stored))
+    except ValueError:  # not written by chute: shown as the message
+        return ErrorInfo("", text(stored), "")
+    return ErrorInfo.from_dict(d if isinstance(d, dict) else None)
+
+
+class Meta(NamedTuple):
+    """What the read script answers: the meta hash and the counts."""
+
+    version: int
+    state: int  # 0 open, 1 shut down, 2 shut down at once
+    maxsize: int
+    max_deliveries: int | None
+    total_put: int
+    total_got: int
+    peak: int
+    dead: int
+    unfinished: int
+    ready: int  # waiting: claimable now
+    held: int  # on a lease (or whose lease ran out, not yet claimed again)
+    delayed: int  # given back with a delay, not claimable yet
+
+    @classmethod
+    def of(cls, reply: Any) -> Meta:
+        v = [None if x in (None, b"") else int(text(x)) for x in reply]
+        n = [0 if x is None else x for x in v]
+        return cls(n[0], n[1], n[2], v[3], n[4], n[5], n[6], n[7], n[8], n[9], n[10], n[11])
+
+
+class Backoff:
+    """After a connection failure, calls fail at once (with the same error)
+    for a while that doubles on each failure, up to ``cap`` seconds; a call
+    after it tries the server again. Success resets it."""
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        self.base, self.cap = base, cap
+        self.delay = 0.0
+        self.until = 0.0
+        self.error: ChuteError | None = None
+
+    def check(self) -> None:
+        if self.error is not None and time.monotonic() < self.until:
+            raise ChuteError(f"{self.error} (retrying in {self.until - time.monotonic():.2f} s)")
+
+    def failed(self, error: ChuteError) -> None:
+        self.delay = min(self.cap, max(self.base, self.delay * 2))
+        self.until = time.monotonic() + self.delay
+        self.error = error
+
+    def ok(self) -> None:
+        if self.error is not None:
+            self.error, self.delay = None, 0.0

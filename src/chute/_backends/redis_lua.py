@@ -1,0 +1,425 @@
+"""The Lua scripts of the Redis backend: every change is one of them,
+atomic on the server (see ``redis.py`` for the keys and why).
+
+Kept as module constants rather than ``.lua`` files in the package: they
+share one library prefix (``LIB``), need no package data or
+``importlib.resources`` to load, and travel with the module wherever it is
+imported from (a zip app, a frozen build). Each script's comment says its
+ARGV and what it answers.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCRIPTS"]
+
+LIB = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function pel_count(stream)
+  return tonumber(redis.call('XPENDING', stream, 'chute')[1])
+end
+-- Items waiting: stored, minus those pending, plus those given back.
+local function ready(K)
+  return redis.call('XLEN', K[1]) - pel_count(K[1]) + redis.call('SCARD', K[5])
+end
+local function fields(kv)
+  local d, n = nil, 0
+  for i = 1, #kv, 2 do
+    if kv[i] == 'd' then d = kv[i + 1] elseif kv[i] == 'n' then n = tonumber(kv[i + 1]) end
+  end
+  return d, n
+end
+-- The entry's holder and delivery count, or nil if nobody holds it (an
+-- entry given back is pending, but held by no one).
+local function pending(K, id)
+  local p = redis.call('XPENDING', K[1], 'chute', id, id, 1)
+  if #p == 0 or redis.call('SISMEMBER', K[5], id) == 1 then return nil end
+  return p[1][2], tonumber(p[1][4])
+end
+-- Give an entry back in place: still pending, but held by no one (so
+-- claimable at once, and counted as waiting). retrycount: its delivery
+-- count from now on (nil: unchanged).
+local function release(K, consumer, id, retrycount)
+  if retrycount then
+    redis.call('XCLAIM', K[1], 'chute', consumer, 0, id, 'IDLE', 1000000000000,
+               'RETRYCOUNT', retrycount, 'JUSTID')
+  else
+    redis.call('XCLAIM', K[1], 'chute', consumer, 0, id, 'IDLE', 1000000000000, 'JUSTID')
+  end
+  redis.call('SADD', K[5], id)
+end
+-- Delete a taken entry for good (and the last error kept for it).
+local function remove(K, id)
+  redis.call('XACK', K[1], 'chute', id)
+  redis.call('XDEL', K[1], id)
+  redis.call('SREM', K[5], id)
+  redis.call('HDEL', K[6], id)
+end
+-- Delete the entries plain gets returned, from ARGV[first] on (id, count,
+-- ...), those still this consumer's with that count; how many.
+local function finish(K, consumer, first)
+  local done = 0
+  for i = first, #ARGV, 2 do
+    local owner, count = pending(K, ARGV[i])
+    if owner == consumer and count == tonumber(ARGV[i + 1]) then
+      remove(K, ARGV[i])
+      done = done + 1
+    end
+  end
+  return done
+end
+-- To the dead letters, with why: reason, and the error given (or else the
+-- last one the item failed with). The dead entry's id tells when.
+local function bury(K, id, data, deliveries, reason, err)
+  if not err or err == '' then err = redis.call('HGET', K[6], id) end
+  if err then
+    redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries, 'r', reason, 'e', err)
+  else
+    redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries, 'r', reason)
+  end
+  remove(K, id)
+  redis.call('HINCRBY', K[2], 'dead', 1)
+  if tonumber(redis.call('HGET', K[2], 'unfinished')) > 0 then
+    redis.call('HINCRBY', K[2], 'unfinished', -1)
+  end
+end
+"""
+
+# KEYS: the queue's. ARGV: maxsize ("": keep), max_deliveries ("": keep,
+# "none": no limit), schema, create (1 | 0).
+# -> {'ok', maxsize, max_deliveries ("" for none)} | {'missing'} | {'alien', type}
+#    | {'newer', schema}
+# With create=0 it is ``configure``: it changes what is passed, on a queue
+# that exists, and creates nothing.
+DECLARE = (
+    LIB
+    + r"""
+local kind = redis.call('TYPE', KEYS[1])['ok']
+local v = redis.call('HGET', KEYS[2], 'v')
+if kind ~= 'none' and kind ~= 'stream' then return {'alien', kind} end
+if redis.call('EXISTS', KEYS[2]) == 1 and not v then return {'alien', 'hash'} end
+if not v and kind == 'stream' then return {'alien', 'stream'} end
+if v and tonumber(v) > tonumber(ARGV[3]) then return {'newer', v} end
+if not v then
+  if ARGV[4] ~= '1' then return {'missing'} end
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'chute', '0', 'MKSTREAM')
+  redis.call('HSET', KEYS[2], 'v', ARGV[3], 'state', 0, 'total_put', 0, 'total_got', 0,
+             'peak', 0, 'dead', 0, 'unfinished', 0, 'maxsize', 0, 'maxdel', '')
+elseif tonumber(v) < tonumber(ARGV[3]) then
+  -- An older schema: what it stored still reads the same.
+  redis.call('HSET', KEYS[2], 'v', ARGV[3])
+end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], 'maxsize', ARGV[1]) end
+if ARGV[2] == 'none' then
+  redis.call('HSET', KEYS[2], 'maxdel', '')
+elseif ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], 'maxdel', ARGV[2])
+end
+local m = redis.call('HMGET', KEYS[2], 'maxsize', 'maxdel')
+return {'ok', m[1] or '0', m[2] or ''}
+"""
+)
+
+# ARGV: the records.
+# -> {'ok', id, ...} | {'full'} | {'never', maxsize} | {'shutdown'} | {'gone'}
+PUT = (
+    LIB
+    + r"""
+local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'peak')
+if not m[1] then return {'gone'} end
+if m[2] ~= '0' then return {'shutdown'} end
+local n = #ARGV
+local size = ready(KEYS)
+local maxsize = tonumber(m[3])
+if maxsize > 0 and n > maxsize then return {'never', maxsize} end
+if maxsize > 0 and size + n > maxsize then return {'full'} end
+local out = {'ok'}
+for i = 1, n do out[i + 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i]) end
+redis.call('HINCRBY', KEYS[2], 'total_put', n)
+redis.call('HINCRBY', KEYS[2], 'unfinished', n)
+if size + n > tonumber(m[4]) then redis.call('HSET', KEYS[2], 'peak', size + n) end
+return out
+"""
+)
+
+# ARGV: consumer, max items, visibility timeout (ms), then the entries
+# earlier plain gets returned, to delete first (id, count, ...: FINISH's),
+# so that a consumer taking one item after another makes one round trip each.
+# -> {'ok', id, data, deliveries, count, ...} | {'shutdown'} | {'gone'} | {'empty', ms to next}
+CLAIM = (
+    LIB
+    + r"""
+local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxdel')
+if not m[1] then return {'gone'} end
+finish(KEYS, ARGV[1], 4)
+if m[2] == '2' then return {'shutdown'} end
+local consumer, want, vt = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local maxdel = tonumber(m[3])
+local now = now_ms()
+local out = {'ok'}
+local got = 0
+-- Delayed items whose time came go back at the end of the stream (their
+-- last error follows them to their new id).
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, want)
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[4], member)
+  local a = string.find(member, ':', 1, true)
+  local b = string.find(member, ':', a + 1, true)
+  local old = string.sub(member, 1, a - 1)
+  local new = redis.call('XADD', KEYS[1], '*', 'd', string.sub(member, b + 1),
+                         'n', string.sub(member, a + 1, b - 1))
+  local err = redis.call('HGET', KEYS[6], old)
+  if err then
+    redis.call('HSET', KEYS[6], new, err)
+    redis.call('HDEL', KEYS[6], old)
+  end
+end
+-- Entries given back, or whose lease ran out: oldest first.
+local expired = redis.call('XPENDING', KEYS[1], 'chute', 'IDLE', vt, '-', '+', want)
+for _, p in ipairs(expired) do
+  local id = p[1]
+  local given_back = redis.call('SREM', KEYS[5], id) == 1
+  local claimed = redis.call('XCLAIM', KEYS[1], 'chute', consumer, vt, id)
+  if #claimed > 0 and claimed[1] and claimed[1][2] then
+    local data, base = fields(claimed[1][2])
+    local before = base + tonumber(p[4])
+    if maxdel and before >= maxdel then
+      bury(KEYS, id, data, before, given_back and 'failed' or 'lease expired', nil)
+    else
+      out[#out + 1] = id; out[#out + 1] = data; out[#out + 1] = before + 1
+      out[#out + 1] = tonumber(p[4]) + 1
+      got = got + 1
+    end
+  end
+end
+if got < want then
+  local r = redis.call('XREADGROUP', 'GROUP', 'chute', consumer, 'COUNT', want - got,
+                      'STREAMS', KEYS[1], '>')
+  if r then
+    for _, e in ipairs(r[1][2]) do
+      local data, base = fields(e[2])
+      out[#out + 1] = e[1]; out[#out + 1] = data; out[#out + 1] = base + 1
+      out[#out + 1] = 1
+      got = got + 1
+    end
+  end
+end
+if got == 0 then
+  if m[2] == '1' then return {'shutdown'} end
+  local nxt = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if #nxt > 0 then return {'empty', tonumber(nxt[2]) - now} end
+  return {'empty', -1}
+end
+redis.call('HINCRBY', KEYS[2], 'total_got', got)
+return out
+"""
+)
+
+# After a blocking XREADGROUP handed entries to ARGV[1]: count them, unless
+# an immediate shutdown came meanwhile (then give them back).
+# ARGV: consumer, id, ... -> {'ok'} | {'shutdown'}
+TOOK = (
+    LIB
+    + r"""
+local state = redis.call('HGET', KEYS[2], 'state')
+if state == '2' then
+  for i = 2, #ARGV do
+    release(KEYS, ARGV[1], ARGV[i], 0)
+  end
+  return {'shutdown'}
+end
+redis.call('HINCRBY', KEYS[2], 'total_got', #ARGV - 1)
+return {'ok'}
+"""
+)
+
+# A get's entries, deleted once it returned them. ARGV: consumer, id, count, ...
+FINISH = (
+    LIB
+    + r"""
+return finish(KEYS, ARGV[1], 2)
+"""
+)
+
+# A get cancelled after taking entries gives them back in place: claimable
+# at once, their delivery count as before. ARGV: consumer, counted (1 if
+# total_got counted them), id, count, ...
+GIVE_BACK = (
+    LIB
+    + r"""
+local n = 0
+for i = 3, #ARGV, 2 do
+  local owner, count = pending(KEYS, ARGV[i])
+  if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
+    release(KEYS, ARGV[1], ARGV[i], count - 1)
+    n = n + 1
+  end
+end
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[2], 'total_got', -n) end
+return n
+"""
+)
+
+# A put cancelled after it stored its items takes them back, if none has
+# been handed out yet (all or none: a batch stays whole). ARGV: ids.
+TAKE_BACK = r"""
+for _, id in ipairs(ARGV) do
+  if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 0 end
+  if #redis.call('XPENDING', KEYS[1], 'chute', id, id, 1) > 0 then return 0 end
+end
+for _, id in ipairs(ARGV) do
+  redis.call('XDEL', KEYS[1], id)
+  redis.call('SREM', KEYS[5], id)
+end
+redis.call('HINCRBY', KEYS[2], 'total_put', -#ARGV)
+redis.call('HINCRBY', KEYS[2], 'unfinished', -#ARGV)
+return #ARGV
+"""
+
+# ARGV: consumer, id, count, how ('ack' | 'nack' | 'extend'), delay or
+#       lease (ms), visibility timeout (ms), the error (ErrorInfo JSON, or "")
+# -> 'acked' | 'retried' | 'dead' | 'ok' (extended) | 'stale'
+#    | 'done' (task_done already called for every item)
+SETTLE = (
+    LIB
+    + r"""
+local consumer, id, count, how = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local ms, vt, err = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local owner, now_count = pending(KEYS, id)
+if owner ~= consumer or now_count ~= count then return 'stale' end
+if how == 'extend' then
+  redis.call('XCLAIM', KEYS[1], 'chute', consumer, 0, id, 'IDLE', math.max(vt - ms, 0), 'JUSTID')
+  return 'ok'
+end
+local m = redis.call('HMGET', KEYS[2], 'state', 'maxdel', 'unfinished')
+local e = redis.call('XRANGE', KEYS[1], id, id)
+local data, base = fields(e[1][2])
+local deliveries = base + count
+if how == 'nack' and (m[1] == '2' or ((m[2] or '') ~= '' and deliveries >= tonumber(m[2]))) then
+  how = 'dead'
+end
+if how == 'nack' then
+  -- Kept as the item's last error, for when it dies later.
+  if err ~= '' then redis.call('HSET', KEYS[6], id, err) end
+  if ms == 0 then
+    release(KEYS, consumer, id, nil)
+  else
+    -- Out of the stream until due: not held by anyone, not claimable.
+    local last = redis.call('HGET', KEYS[6], id)
+    remove(KEYS, id)
+    if last then redis.call('HSET', KEYS[6], id, last) end
+    redis.call('ZADD', KEYS[4], now_ms() + ms, id .. ':' .. deliveries .. ':' .. data)
+  end
+  return 'retried'
+end
+if tonumber(m[3]) <= 0 then return 'done' end
+if how == 'dead' then
+  bury(KEYS, id, data, deliveries, 'failed', err)
+  return 'dead'
+end
+remove(KEYS, id)
+redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
+return 'acked'
+"""
+)
+
+# Entries that cannot be decoded go to the dead letters.
+# ARGV: consumer, id, count, error (ErrorInfo JSON), ...
+BURY = (
+    LIB
+    + r"""
+for i = 2, #ARGV, 3 do
+  local owner, count = pending(KEYS, ARGV[i])
+  if owner == ARGV[1] and count == tonumber(ARGV[i + 1]) then
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    local data, base = fields(e[1][2])
+    bury(KEYS, ARGV[i], data, base + count, 'undecodable', ARGV[i + 2])
+  end
+end
+return 'ok'
+"""
+)
+
+# ARGV: consumer, then the entries plain gets returned, to delete first
+# (FINISH's), so that the counts never show them as held.
+# -> {v, state, maxsize, maxdel, total_put, total_got, peak, dead, unfinished,
+#     ready, held, delayed} | {'gone'}
+READ = (
+    LIB
+    + r"""
+local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'maxdel', 'total_put',
+                     'total_got', 'peak', 'dead', 'unfinished')
+if not m[1] then return {'gone'} end
+if #ARGV > 1 then
+  finish(KEYS, ARGV[1], 2)
+  m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'maxdel', 'total_put',
+                 'total_got', 'peak', 'dead', 'unfinished')
+end
+m[#m + 1] = ready(KEYS)
+m[#m + 1] = pel_count(KEYS[1]) - redis.call('SCARD', KEYS[5])
+m[#m + 1] = redis.call('ZCARD', KEYS[4])
+return m
+"""
+)
+
+# ARGV: 'task_done' | 'shutdown' (ARGV[2]: 1 or 2) | 'reopen' -> 'ok' | 'done' | 'gone'
+CONTROL = r"""
+if redis.call('HEXISTS', KEYS[2], 'v') == 0 then return 'gone' end
+if ARGV[1] == 'task_done' then
+  if tonumber(redis.call('HGET', KEYS[2], 'unfinished')) <= 0 then return 'done' end
+  redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
+elseif ARGV[1] == 'shutdown' then
+  if tonumber(redis.call('HGET', KEYS[2], 'state')) < tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[2], 'state', ARGV[2])
+  end
+else
+  redis.call('HSET', KEYS[2], 'state', 0)
+end
+return 'ok'
+"""
+
+# ARGV: 'list' | 'purge' | 'requeue'
+# -> id, data, deliveries, reason, error, ... (list, purge) | count | -1 (shut down)
+# A dead letter of schema 1 has no reason and no error: "" for each.
+DEAD = r"""
+local entries = redis.call('XRANGE', KEYS[3], '-', '+')
+local out = {}
+for _, e in ipairs(entries) do
+  local kv, f = e[2], {}
+  for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+  if f['d'] then
+    out[#out + 1] = e[1]; out[#out + 1] = f['d']; out[#out + 1] = f['n'] or '0'
+    out[#out + 1] = f['r'] or ''; out[#out + 1] = f['e'] or ''
+  end
+end
+if ARGV[1] == 'purge' then
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[2], 'dead', 0)
+elseif ARGV[1] == 'requeue' then
+  if redis.call('HGET', KEYS[2], 'state') ~= '0' then return -1 end
+  for i = 2, #out, 5 do redis.call('XADD', KEYS[1], '*', 'd', out[i]) end
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[2], 'dead', 0)
+  redis.call('HINCRBY', KEYS[2], 'unfinished', #out / 5)
+  return #out / 5
+end
+return out
+"""
+
+
+SCRIPTS = {
+    "declare": DECLARE,
+    "put": PUT,
+    "claim": CLAIM,
+    "took": TOOK,
+    "finish": FINISH,
+    "give_back": GIVE_BACK,
+    "take_back": TAKE_BACK,
+    "settle": SETTLE,
+    "bury": BURY,
+    "read": READ,
+    "control": CONTROL,
+    "dead": DEAD,
+}
