@@ -34,14 +34,7 @@ place, made claimable at once (``XCLAIM ... IDLE``).
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import os
-import socket
-import threading
 import time
-import uuid
-import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -59,10 +52,9 @@ from .._durable.backend import (
     never_fits,
 )
 from .._durable.queue import DurableQueue, check_visibility, stored_bounds
-from .._durable.waiting import ALL, EVERYONE, Hub, Rings, Wait
+from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
 from .redis_client import (
-    Backoff,
     Meta,
     bounded,
     check_connect_timeout,
@@ -71,11 +63,17 @@ from .redis_client import (
     error_info,
     error_json,
     failure,
-    refused,
     scan_names,
     text,
 )
-from .redis_lua import SCRIPTS
+from .redis_link import (
+    POLL,
+    Pair,
+    ServerLink,
+    finish_quietly,
+    pairs,
+    see_through,
+)
 
 try:
     import redis
@@ -97,13 +95,6 @@ Undo = Callable[[R], Call[Any] | None]
 #: is brought up to 2 when opened (nothing to rewrite: its dead letters list
 #: with reason "failed" and no error).
 SCHEMA_VERSION = 2
-GROUP = "chute"
-#: How often a full put or a join looks again for changes made elsewhere.
-POLL = 0.02
-#: The key parts of a queue, in the order the scripts see them as KEYS.
-KEY_PARTS = ("items", "meta", "dead", "later", "back", "errors")
-#: id, pending count: what the scripts check a plain get's entry against.
-Pair = tuple[bytes, int]
 
 
 class Script(Call[R]):
@@ -127,7 +118,7 @@ class Claim(Call[Claimed]):
         self.n, self.leased, self.wait = n, leased, wait
 
 
-class RedisBackend:
+class RedisBackend(ServerLink):
     """One named queue on one Redis server, for this process."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -152,29 +143,10 @@ class RedisBackend:
     ) -> None:
         place = parse_redis_url(url)
         connect_timeout = check_connect_timeout(connect_timeout)
-        self.name = name
-        self.where = f"{place['host']}:{place['port']}"
-        self.hub = Hub()
-        self._url = url
         self._visibility = check_visibility(visibility_timeout)
         self._vt_ms = max(1, round(self._visibility * 1000))
-        self._keys = [f"chute:{{{name}}}:{part}" for part in KEY_PARTS]
-        self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._options = client_options(connect_timeout)
-        self._sync = bounded(redis.Redis.from_url(url, **self._options))
-        self._sync_scripts = {k: self._sync.register_script(v) for k, v in SCRIPTS.items()}
-        #: A client per event loop, and its scripts.
-        self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]] = {}
-        self._backoff = Backoff()
-        self._closed = False
-        self._closing = False
-        self._seq = 0
-        self._lock = threading.Lock()
-        #: Entries plain gets returned, to delete: (id, pending count).
-        self._to_finish: list[Pair] = []
-        self._finisher: asyncio.Task[None] | None = None
-        #: Blocked reads of this queue in this process: (connection's client, its id).
-        self._blocked: set[tuple[Any, int]] = set()
+        where = f"{place['host']}:{place['port']}"
+        super().__init__(url, name, where, connect_timeout)
         try:
             self._declare(maxsize, max_deliveries, create)
         except BaseException:
@@ -251,93 +223,6 @@ class RedisBackend:
             f"queue {self.name!r} is no longer on Redis at {self.where} (its keys were deleted)"
         )
 
-    # -- sending scripts -----------------------------------------------------------------
-
-    def _lost(self, exc: BaseException) -> ChuteError:
-        """A call failed on the way to the server or back: the error users
-        see, and the backoff that spares the server the next calls."""
-        error = failure(exc, self.where)
-        self._backoff.failed(error)
-        return error
-
-    def _refusal(self, exc: redis.ResponseError) -> ChuteError:
-        if "NOGROUP" in str(exc):  # the stream was deleted under the queue
-            return self._gone()
-        return ChuteError(f"Redis at {self.where} refused a chute command: {exc}")
-
-    def _finishes_for(self, name: str) -> list[Pair]:
-        """A claim or a read deletes what earlier plain gets returned, in the
-        same script: no round trip of its own (taken when the call is made,
-        before the finisher task, scheduled earlier, runs)."""
-        if name not in ("claim", "read") or not self._to_finish:
-            return []
-        return self._take_finishes()
-
-    def _unsent(self, batch: list[Pair], exc: BaseException) -> None:
-        if batch and not refused(exc):  # else the queue's keys are gone
-            with self._lock:
-                self._to_finish[:0] = batch
-
-    def _script_sync(self, name: str, args: list[Any]) -> Any:
-        self._backoff.check()
-        batch = self._finishes_for(name)
-        try:
-            reply = self._sync_scripts[name](keys=self._keys, args=[*args, *_flat(batch)])
-        except redis.ResponseError as exc:
-            error = self._refusal(exc)
-            self._unsent(batch, error)
-            raise error from exc
-        except (redis.RedisError, OSError) as exc:
-            error = self._lost(exc)
-            self._unsent(batch, error)
-            # Idle connections may be as dead as this one (a restarted
-            # server): the next call connects anew instead of failing too.
-            with contextlib.suppress(Exception):
-                self._sync.connection_pool.disconnect(inuse_connections=False)
-            raise error from exc
-        self._backoff.ok()
-        return reply
-
-    def _client(self) -> tuple[Any, dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        made = self._aio.get(loop)
-        if made is None:
-            import redis.asyncio as aioredis
-
-            client = bounded(aioredis.Redis.from_url(self._url, **self._options))
-            made = self._aio[loop] = (
-                client,
-                {k: client.register_script(v) for k, v in SCRIPTS.items()},
-            )
-        return made
-
-    async def _script(self, name: str, args: list[Any], batch: list[Pair] | None = None) -> Any:
-        """Run a script (``batch``: finishes taken for it, see ``_finishes_for``)."""
-        if batch is None:
-            batch = self._finishes_for(name)
-        self._backoff.check()
-        client, scripts = self._client()
-        try:
-            reply = await scripts[name](keys=self._keys, args=[*args, *_flat(batch)])
-            if self._closed:  # a call that outlived aclose() left no connection open
-                with contextlib.suppress(Exception):
-                    await client.connection_pool.disconnect()
-        except redis.ResponseError as exc:
-            error = self._refusal(exc)
-            self._unsent(batch, error)
-            raise error from exc
-        except (redis.RedisError, OSError) as exc:
-            error = self._lost(exc)
-            self._unsent(batch, error)
-            with contextlib.suppress(Exception):  # as in _script_sync
-                await client.connection_pool.disconnect(inuse_connections=False)
-            raise error from exc
-        except BaseException:
-            self._unsent(batch, ChuteError())
-            raise
-        self._backoff.ok()
-        return reply
-
     # -- running calls -------------------------------------------------------------------
 
     async def _send(self, call: Call[R], batch: list[Pair] | None = None) -> R:
@@ -357,11 +242,11 @@ class RedisBackend:
         try:
             result = await asyncio.shield(task)
         except asyncio.CancelledError:
-            await _finish_quietly(task)
+            await finish_quietly(task)
             if undo is not None and not task.cancelled() and task.exception() is None:
                 back = undo(task.result())
                 if back is not None:
-                    await _see_through(self._send(back))
+                    await see_through(self._send(back))
             raise
         if type(call) is Claim and not call.leased:
             self._taken(cast(Claimed, result).records)
@@ -372,61 +257,10 @@ class RedisBackend:
             claimed = self._claim_sync(call)
             if not call.leased and claimed.records:
                 # No task here to delete them after: now (a second round trip).
-                self._script_sync("finish", [self._consumer, *_pairs(claimed.records)])
+                self._script_sync("finish", [self._consumer, *pairs(claimed.records)])
             return cast(R, claimed)
         script = cast(Script[R], call)
         return script.parse(self._script_sync(script.name, script.args))
-
-    # -- plain gets' entries, deleted once returned ----------------------------------------
-
-    def _taken(self, records: list[Record]) -> None:
-        if not records:
-            return
-        with self._lock:
-            self._to_finish.extend((r.key, r.token) for r in records)
-        if self._closing:  # no finisher any more: now
-            self._flush_sync()
-        elif self._finisher is None or self._finisher.done():
-            self._finisher = asyncio.ensure_future(self._finish())
-            _unfinished.add(self)
-
-    def _keep(self, records: list[Record]) -> None:
-        """Records a get took but will not return (buried, or given back):
-        not to be deleted as taken. Called before the call that settles
-        them is sent, so the finisher cannot delete them first."""
-        keys = {r.key for r in records}
-        with self._lock:
-            self._to_finish = [p for p in self._to_finish if p[0] not in keys]
-
-    async def _finish(self) -> None:
-        while self._to_finish:
-            with self._lock:
-                batch, self._to_finish = self._to_finish, []
-            try:
-                await self._script("finish", [self._consumer, *(x for p in batch for x in p)])
-            except ChuteError as exc:
-                if refused(exc):
-                    return  # the queue's keys are gone: nothing left to delete
-                # The server is away: the entries stay pending for this
-                # consumer, and are deleted on a later try, at close, or at
-                # exit (should this process die first: delivered again after
-                # the lease, at least once).
-                self._unsent(batch, exc)
-                if self._closing:
-                    return
-                await asyncio.sleep(max(self._backoff.delay, POLL))
-            except BaseException:
-                self._unsent(batch, ChuteError())  # for close(), or the exit
-                raise
-
-    def _flush_sync(self) -> None:
-        with self._lock:
-            batch, self._to_finish = self._to_finish, []
-        if batch:
-            try:
-                self._script_sync("finish", [self._consumer, *(x for p in batch for x in p)])
-            except ChuteError as exc:
-                self._unsent(batch, exc)
 
     # -- claiming, and waiting on the server -----------------------------------------------
 
@@ -491,161 +325,22 @@ class RedisBackend:
         try:
             status = text(await asyncio.shield(task))
         except asyncio.CancelledError:
-            await _finish_quietly(task)
+            await finish_quietly(task)
             counted = not task.cancelled() and task.exception() is None
             counted = counted and text(task.result()) == "ok"
-            await _see_through(self._give_back_entries(got, counted=counted))
+            await see_through(self._give_back_entries(got, counted=counted))
             raise
         claimed = self._took_status(status, got)
         if not leased:
             self._taken(got)
         return claimed
 
-    async def _blocked_read(self, n: int, seconds: float) -> list[Record]:
-        """Wait on the server (``XREADGROUP BLOCK``) up to ``seconds`` for new
-        entries, on a connection of its own; cancelled, the read is cut short
-        with ``CLIENT UNBLOCK`` and whatever it got is given back."""
-        client = self._client()[0]
-        pool = client.connection_pool
-        me = asyncio.current_task()
-        before = 0 if me is None else me.cancelling()
-        # Taking the connection connects (or checks a pooled one): the server
-        # may have gone since the claim that found nothing.
-        self._backoff.check()
-        try:
-            conn = await pool.get_connection()
-        except (redis.RedisError, OSError) as exc:
-            error = self._lost(exc)
-            with contextlib.suppress(Exception):  # as in _script
-                await pool.disconnect(inuse_connections=False)
-            raise error from exc
-        if me is not None and me.cancelling() > before:
-            # redis-py checks a pooled connection under asyncio.timeout(0),
-            # which on CPython 3.11 can swallow a cancellation meant for the
-            # caller: it goes on from here instead of being lost.
-            await pool.release(conn)
-            raise asyncio.CancelledError
-        known = asyncio.Event()  # the connection's client id, for CLIENT UNBLOCK
-        ids: list[tuple[Any, int]] = []
-
-        async def xread() -> Any:
-            # Its id and the read in one round trip.
-            await conn.send_packed_command(
-                conn.pack_commands(
-                    [
-                        ("CLIENT", "ID"),
-                        (
-                            "XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", n,
-                            "BLOCK", max(1, int(seconds * 1000)), "STREAMS", self._keys[0], ">",
-                        ),
-                    ]
-                )
-            )  # fmt: skip
-            ids.append((client, int(await conn.read_response())))
-            self._blocked.add(ids[0])
-            known.set()
-            return await conn.read_response()
-
-        read = asyncio.ensure_future(xread())
-        try:
-            try:
-                reply = await asyncio.shield(read)
-            except asyncio.CancelledError:
-                # Cut the wait short and give back what it got, to the end
-                # even if the caller is cancelled again meanwhile.
-                await _finish_quietly(asyncio.ensure_future(self._cut_short(read, known, ids)))
-                raise
-        except BaseException as exc:
-            # Whatever it was, the connection may hold an unread reply.
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-            if isinstance(exc, redis.RedisError | OSError):
-                raise self._lost(exc) from exc
-            raise
-        finally:
-            if ids:
-                self._blocked.discard(ids[0])
-            await pool.release(conn)
-            if self._closed:  # closed meanwhile: nothing may stay connected
-                with contextlib.suppress(Exception):
-                    await conn.disconnect()
-        return _read_entries(reply)
-
-    async def _cut_short(
-        self, read: asyncio.Task[Any], known: asyncio.Event, ids: list[tuple[Any, int]]
-    ) -> None:
-        id_known = asyncio.ensure_future(known.wait())
-        try:
-            while not read.done():  # unblocked before it blocked: again
-                await asyncio.wait([read, id_known], timeout=1, return_when=asyncio.FIRST_COMPLETED)
-                if ids and not read.done():
-                    with contextlib.suppress(Exception):
-                        await ids[0][0].client_unblock(ids[0][1])
-                    await asyncio.wait([read], timeout=0.01)
-        finally:
-            id_known.cancel()
-        if not read.cancelled() and read.exception() is None:
-            got = _read_entries(read.result())
-            if got:  # not yet counted in total_got
-                await self._give_back_entries(got, counted=False)
-
-    def _blocked_read_sync(self, n: int, seconds: float) -> list[Record]:
-        try:
-            raw = self._sync.xreadgroup(
-                GROUP, self._consumer, {self._keys[0]: ">"}, count=n,
-                block=max(1, int(seconds * 1000)),
-            )  # fmt: skip
-        except (redis.RedisError, OSError) as exc:
-            error = self._lost(exc)
-            with contextlib.suppress(Exception):  # as in _script_sync
-                self._sync.connection_pool.disconnect(inuse_connections=False)
-            raise error from exc
-        return _read_entries(raw)
-
-    def _unblock_all(self) -> None:
-        """Cut short this process's server-side waits: they look again, and
-        find what was given back in place (which wakes no ``XREADGROUP``)."""
-        for _client, cid in list(self._blocked):
-            with contextlib.suppress(Exception):
-                self._sync.client_unblock(cid)
-
-    def _wake_readers(self) -> None:
-        """After a change no ``XREADGROUP`` sees (an entry given back in
-        place, a shutdown): this process's waiting gets look again."""
-        if not self._blocked:
-            return
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            self._unblock_all()
-            return
-        task = asyncio.ensure_future(self._aunblock_all())
-        task.add_done_callback(_drop_outcome)
-
-    async def _aunblock_all(self) -> None:
-        """``_unblock_all`` without blocking the loop (any connection may
-        unblock any client: this loop's does, in one round trip)."""
-        if not self._blocked:
-            return
-        client = self._client()[0]
-        with contextlib.suppress(Exception):
-            async with client.pipeline(transaction=False) as pipe:
-                for _client, cid in list(self._blocked):
-                    pipe.client_unblock(cid)
-                await pipe.execute()
-
     # -- giving back, burying, settling ------------------------------------------------------
-
-    async def _give_back_entries(self, got: list[Record], *, counted: bool) -> None:
-        with contextlib.suppress(ChuteError):
-            await self._script("give_back", [self._consumer, int(counted), *_pairs(got)])
-        self.hub.ring({Wait.GET: len(got)})
-        await self._aunblock_all()
 
     def give_back(self, records: list[Record], *, leased: bool) -> Script[None]:
         if not leased:
             self._keep(records)
-        args = [self._consumer, 1, *_pairs(records)]
+        args = [self._consumer, 1, *pairs(records)]
         return self._changing("give_back", args, {Wait.GET: len(records)})
 
     def bury(self, records: list[tuple[Record, ErrorInfo]], *, leased: bool) -> Script[None]:
@@ -834,50 +529,6 @@ class RedisBackend:
 
         return Script("dead", ["requeue"], parse)
 
-    # -- the end ---------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the connections (what plain gets took is deleted first)."""
-        if self._closed:
-            return
-        self._closing = True
-        self._flush_sync()
-        self._end()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        for client_loop, (client, _scripts) in self._aio.items():
-            if client_loop is loop:  # closed by the loop, soon
-                loop.create_task(client.aclose())
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closing = True  # the finisher tries once more, then leaves it to us
-        if self._finisher is not None and not self._finisher.done():
-            await asyncio.wait([self._finisher])  # its own failure is no concern here
-        if self._to_finish:
-            with contextlib.suppress(ChuteError):
-                await self._script("finish", [self._consumer, *_flat(self._take_finishes())])
-        self._end()
-        loop = asyncio.get_running_loop()
-        for client_loop, (client, _scripts) in self._aio.items():
-            if client_loop is loop:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-
-    def _take_finishes(self) -> list[Pair]:
-        with self._lock:
-            batch, self._to_finish = self._to_finish, []
-        return batch
-
-    def _end(self) -> None:
-        self._closed = True
-        self._unblock_all()
-        self._sync.close()
-        self.hub.ring(EVERYONE)  # this queue's waiters wake, and find it closed
-
 
 class RedisQueue(DurableQueue[T]):
     """A queue on a Redis stream, shared by every client of the server;
@@ -919,60 +570,3 @@ class RedisQueue(DurableQueue[T]):
         """The names of the queues on the server at ``url``, sorted. Creates
         nothing. Blocking I/O: call it off the event loop."""
         return RedisBackend.queue_names(url, **options)
-
-
-#: Backends whose plain gets' entries may still wait to be deleted: done at exit.
-_unfinished: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
-
-
-@atexit.register
-def _finish_all() -> None:
-    for backend in list(_unfinished):
-        with contextlib.suppress(Exception):
-            backend._flush_sync()
-
-
-def _pairs(records: list[Record]) -> list[Any]:
-    """id, pending count, ...: what the scripts check an entry against."""
-    return [x for r in records for x in (r.key, r.token)]
-
-
-def _flat(batch: list[Pair]) -> list[Any]:
-    return [x for pair in batch for x in pair]
-
-
-def _read_entries(reply: Any) -> list[Record]:
-    """The entries of an ``XREADGROUP`` reply (delivered once more each)."""
-    if not reply:
-        return []
-    out: list[Record] = []
-    for id_, kv in reply[0][1]:
-        if isinstance(kv, dict):
-            data, base = kv.get(b"d"), int(kv.get(b"n", 0))
-        else:
-            pairs = dict(zip(kv[::2], kv[1::2], strict=True))
-            data, base = pairs.get(b"d"), int(pairs.get(b"n", 0))
-        if data is None:  # pragma: no cover - not an entry of chute's
-            continue
-        out.append(Record(id_, data, base + 1, 1))
-    return out
-
-
-def _drop_outcome(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: whoever awaited it has its own copy
-
-
-async def _finish_quietly(task: asyncio.Future[Any]) -> None:
-    """Wait for ``task`` to end even if the caller is cancelled meanwhile."""
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
-
-
-async def _see_through(aw: Any) -> None:
-    """Run ``aw`` to its end whatever happens to the caller; its failure is
-    dropped (an undo that cannot reach the server leaves the lease to expire)."""
-    task = asyncio.ensure_future(aw)
-    task.add_done_callback(_drop_outcome)
-    await _finish_quietly(task)
