@@ -136,6 +136,30 @@ def test_looking_at_a_queue_not_on_the_server_creates_nothing(name):
     assert name not in r.stdout
 
 
+def test_ls_skips_a_queue_deleted_under_it_and_lists_the_others(name):
+    import redis
+
+    from tests.redis_server import shared_server
+
+    url = shared_server().url
+    with chute.open(url, name) as q:
+        q.sync.put(1)
+    with chute.open(url, name + "-kept") as q:
+        q.sync.put(2)
+    # Half deleted, as a user's DEL of the stream leaves it: still listed.
+    client = redis.Redis.from_url(url)
+    try:
+        client.delete(f"chute:{{{name}}}:items")
+    finally:
+        client.close()
+    r = run("ls", url, "--json")
+    assert r.returncode == 0, r.stderr
+    assert f"skipped {name!r}" in r.stderr
+    listed = [json.loads(line)["queue"] for line in r.stdout.splitlines()]
+    assert name + "-kept" in listed
+    assert name not in listed
+
+
 def test_ls_shows_each_queue_and_its_numbers(tmp_path):
     url = f"sqlite:///{tmp_path}/q.db"
     assert run("put", url, "emails", "1", "2", "3").returncode == 0

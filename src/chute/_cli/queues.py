@@ -23,7 +23,7 @@ from typing import Any
 
 from .._codecs import encode_item, get_codec
 from .._contract import UNSET, DeadLetter
-from .._exceptions import QueueShutDown
+from .._exceptions import QueueNotFound, QueueShutDown
 from .._memory import Queue
 from .._open import open as open_queue
 from .._open import queue_names
@@ -209,8 +209,14 @@ LS_COLUMNS = ("depth", "in_flight", "delayed", "dead_letters", "maxsize")
 def ls(args: argparse.Namespace) -> int:
     rows = []
     for name in queue_names(args.url):
-        with open_queue(args.url, name, create=False) as q:
-            numbers = _numbers(q.statistics())
+        try:
+            with open_queue(args.url, name, create=False) as q:
+                numbers = _numbers(q.statistics())
+        except QueueNotFound as exc:
+            # Deleted between the listing and the look (or only a part of
+            # it left): say so, and list the others.
+            print(f"chute ls: skipped {name!r}: {exc}", file=sys.stderr)
+            continue
         rows.append({"queue": name, **{k: numbers[k] for k in LS_COLUMNS}})
     if args.json:
         for row in rows:
