@@ -11,7 +11,7 @@ import enum
 import math
 import threading
 import traceback
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
@@ -165,6 +165,12 @@ class Job(Protocol[T_co]):
 
     def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None: ...
 
+    async def aack(self) -> None: ...
+
+    async def anack(
+        self, delay: float | None = None, *, error: BaseException | None = None
+    ) -> None: ...
+
 
 class Reservation(Protocol[T_co]):
     """What ``reserve()`` returns: an async context manager, or awaitable."""
@@ -317,6 +323,18 @@ class JobBase(Generic[T]):
     def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         raise NotImplementedError
 
+    async def aack(self) -> None:
+        """``ack()`` for code on an event loop. Here it settles at once (an
+        in-process queue has no round trip to make); a stored queue's job
+        awaits its round trip instead of blocking the loop."""
+        self.ack()
+
+    async def anack(
+        self, delay: float | None = None, *, error: BaseException | None = None
+    ) -> None:
+        """``nack()`` for code on an event loop (see ``aack``)."""
+        self.nack(delay, error=error)
+
     def settle_on_exit(
         self, exc_type: type[BaseException] | None, exc: BaseException | None = None
     ) -> None:
@@ -429,99 +447,6 @@ class SyncReservationBase(Generic[T]):
     ) -> None:
         if self._job is not None:
             self._job.settle_on_exit(exc_type, exc)
-
-
-class BlockingFace(SyncFaceBase[T]):
-    """``q.sync`` for a queue that blocks in its own methods (SQLite, Redis):
-    ``_put_blocking(records, items, single, block, timeout)``,
-    ``_take_blocking(max_items, lease, block, timeout)``, ``_decode(rows,
-    lease)``, ``_job(rows)``, ``_batch(items)``, ``_join_blocking()``.
-    Blocking calls made from a thread that runs an event loop raise
-    ``RuntimeError`` instead of stalling it."""
-
-    __slots__ = ()
-
-    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        """Store ``item``, waiting while full (``QueueFull`` when ``timeout`` passes)."""
-        q = self._q
-        q._check_open()
-        q._put_blocking(q._encode_all([item]), [item], True, block, timeout)
-
-    def put_nowait(self, item: T) -> None:
-        self.put(item, block=False)
-
-    def put_batch(
-        self, items: Iterable[T], block: bool = True, timeout: float | None = None
-    ) -> None:
-        """Store all ``items`` at once, or none of them."""
-        batch, records = self._q._batch(items)
-        if batch:
-            self._q._put_blocking(records, batch, False, block, timeout)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> T:
-        """Take the oldest item, waiting while empty (``QueueEmpty`` when ``timeout`` passes)."""
-        q = self._q
-        q._check_open()
-        return q._decode(q._take_blocking(1, False, block, timeout), False)[0]  # type: ignore[no-any-return]
-
-    def get_nowait(self) -> T:
-        return self.get(block=False)
-
-    def get_batch(
-        self, max_items: int, block: bool = True, timeout: float | None = None
-    ) -> list[T]:
-        q = self._q
-        q._check_open()
-        max_items = check_max_items(max_items)
-        return q._decode(q._take_blocking(max_items, False, block, timeout), False)  # type: ignore[no-any-return]
-
-    def reserve(self, block: bool = True, timeout: float | None = None) -> BlockingReservation[T]:
-        """``with q.sync.reserve() as job``: at-least-once, as the async form."""
-        return BlockingReservation(self._q, block, timeout)
-
-    def join(self) -> None:
-        self._q._check_open()
-        self._q._join_blocking()
-
-
-class BlockingReservation(SyncReservationBase[T]):
-    """``with q.sync.reserve() as job`` on a ``BlockingFace``."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> JobBase[T]:
-        q = self._queue
-        job: JobBase[T] = q._job(q._take_blocking(1, True, self._block, self._timeout))
-        self._job = job
-        return job
-
-
-class SettlingReservation(ReservationBase[T]):
-    """``async with q.reserve() as job`` (or ``job = await q.reserve()``) for
-    a queue whose jobs settle asynchronously (``job._settle_async``) and that
-    takes one with ``await q._reserve(timeout)``."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._queue._reserve(self._timeout).__await__()  # type: ignore[no-any-return]
-
-    async def __aenter__(self) -> Any:
-        self._job = await self._queue._reserve(self._timeout)
-        return self._job
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        job: Any = self._job
-        if job is not None and not job.settled:
-            if exc_type is None:
-                await job._settle_async("ack", None)
-            else:
-                await job._settle_async("nack", None, error=exc)
 
 
 def check_delay(delay: object) -> float:

@@ -50,16 +50,6 @@ class MemoryJob(JobBase[T]):
             delay = check_delay(delay)
         self._queue._settle(self, ok=False, delay=delay, error=error)
 
-    async def aack(self) -> None:
-        """``ack()`` for code on a loop; settles at once (no round trip here)."""
-        self.ack()
-
-    async def anack(
-        self, delay: float | None = None, *, error: BaseException | None = None
-    ) -> None:
-        """``nack()`` for code on a loop; settles at once."""
-        self.nack(delay, error=error)
-
 
 class Reservation(ReservationBase[T]):
     """``async with queue.reserve() as job`` (or ``job = await queue.reserve()``)."""

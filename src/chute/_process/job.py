@@ -90,16 +90,6 @@ class ProcessJob(JobBase[T]):
             return
         self._settle(ok=False)
 
-    async def aack(self) -> None:
-        """``ack()`` for code on a loop: a few microseconds under the lock, no round trip."""
-        self.ack()
-
-    async def anack(
-        self, delay: float | None = None, *, error: BaseException | None = None
-    ) -> None:
-        """``nack()`` for code on a loop; settles at once."""
-        self.nack(delay, error=error)
-
     def _settle_later(self) -> None:
         self._settled = False
         with contextlib.suppress(ChuteError):  # the queue was closed: it gave it back
