@@ -84,24 +84,11 @@ TRANSPORTS: dict[str, Transport] = {
     "redis": Transport(_redis, {"fifo": "chute._backends.redis:RedisBackend"}),
 }
 
-# Until a transport declares its own capabilities, what it is known to do.
-# An entry here is read only while the transport's class has none: delete
-# it when it does.
-NOT_YET_DECLARED: dict[str, Capabilities] = {
-    "process": Capabilities(immediate_shutdown_removes=True),
-    "process-peer": Capabilities(immediate_shutdown_removes=True),
-    "sqlite": Capabilities(immediate_shutdown_removes=False),
-    "redis": Capabilities(immediate_shutdown_removes=False),
-}
-
 
 def capabilities(transport: str, kind: str = "fifo") -> Capabilities:
     """What ``transport`` declares for its queues of order ``kind``."""
     module, _, name = TRANSPORTS[transport].declared_by[kind].partition(":")
-    try:
-        declared = getattr(importlib.import_module(module), name).capabilities
-    except (ModuleNotFoundError, AttributeError):
-        return NOT_YET_DECLARED[transport]
+    declared = getattr(importlib.import_module(module), name).capabilities
     assert isinstance(declared, Capabilities), f"{module}.{name}.capabilities"
     return declared
 
@@ -124,7 +111,7 @@ ORDERS = _declaring("priorities", kind="priority")
 # durable queue never deletes stored items on shutdown: they stay stored.
 IMMEDIATE_REMOVES = _declaring("immediate_shutdown_removes")
 
-# What no transport declares (yet), or what is about the test harness.
+# What no capability says, or what is about the test harness.
 RESERVE = set(TRANSPORTS)  # reserve(): every transport
 DEAD_LETTERS = set(TRANSPORTS)  # max_deliveries and the dead letters: every transport
 FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
