@@ -226,12 +226,6 @@ OPENERS = min((os.cpu_count() or 1) + 2, 8)
 FILES = 150
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="opening a file another process is creating fails: _check_file reads the "
-    "application id and the tables in separate snapshots ('is a SQLite database, but not "
-    "a chute queue file'), and PRAGMA journal_mode=WAL answers 'database is locked' at once",
-)
 def test_processes_opening_one_new_file_at_once_all_open_it(tmp_path):
     openers = [
         subprocess.Popen(

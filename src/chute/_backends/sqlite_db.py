@@ -22,6 +22,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 import weakref
 from collections.abc import Callable
@@ -600,9 +601,14 @@ def _check_file(conn: sqlite3.Connection, path: str) -> int:
     """The schema version of a chute file (0: a new, empty file); refuses
     what is not one, or what a newer chute wrote."""
     try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One statement, so one snapshot: read apart, a process creating the
+        # file could commit in between (tables present, application id not
+        # yet read as set) and the file would be refused as someone else's.
+        app_id, version, tables = conn.execute(
+            "SELECT (SELECT application_id FROM pragma_application_id),"
+            " (SELECT user_version FROM pragma_user_version),"
+            " (SELECT count(*) FROM sqlite_master)"
+        ).fetchone()
     except sqlite3.DatabaseError as exc:
         raise ChuteError(f"{path} is not a SQLite database ({exc})") from exc
     if app_id != APPLICATION_ID and (app_id != 0 or tables):
@@ -635,10 +641,27 @@ def _stored_names(path: str) -> list[str]:
         conn.close()
 
 
+def _set_wal(conn: sqlite3.Connection, patience: float = 60.0) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting while another process holds the
+    file (it may be creating it): SQLite's busy timeout does not cover a
+    change of journal mode, which fails at once with "database is locked"."""
+    deadline = time.monotonic() + patience
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def _prepare(conn: sqlite3.Connection, path: str, durability: str) -> None:
     version = _check_file(conn, path)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _set_wal(conn)
         conn.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
