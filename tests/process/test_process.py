@@ -21,6 +21,7 @@ import pytest
 import chute
 from chute._process import ProcessQueue
 from chute._process.layout import shm_dir as _shm_dir
+from tests.conftest import wait_until
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -506,6 +507,8 @@ def test_a_closing_holder_rings_the_waiting_getter():
             if q.statistics().getters_waiting:
                 break
             threading.Event().wait(0.005)
+        else:
+            pytest.fail("the getter never waited")
         other.close()  # gives "x" back, and rings the sleeping getter
         t.join(5)
         assert got == ["x"]
@@ -518,8 +521,8 @@ async def test_a_sleeping_getter_recovers_what_a_dead_holder_held():
         holder = ctx.Process(target=reserve_and_die, args=(q, ready, 1))
         holder.start()
         assert await ready.get(timeout=30) == ["x"]
-        getter = asyncio.ensure_future(q.get(timeout=20))  # asleep before the death
-        await asyncio.sleep(0.05)
+        getter = asyncio.ensure_future(q.get(timeout=20))
+        await wait_until(lambda: q.statistics().getters_waiting == 1)  # asleep before the death
         os.kill(holder.pid, signal.SIGKILL)
         holder.join(30)
         assert await asyncio.wait_for(getter, 10) == "x"
@@ -617,6 +620,8 @@ def test_room_for_one_wakes_the_single_putter_behind_a_batch():
             if q.statistics().putters_waiting == 2:
                 break
             threading.Event().wait(0.005)
+        else:
+            pytest.fail("the two putters never waited")
         assert q.sync.get() == "a"  # room for one: the batch cannot use it, the single can
         threads[0].join(5)
         assert done == {"single": True}
