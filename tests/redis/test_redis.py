@@ -258,7 +258,7 @@ async def test_a_long_handler_extends_its_lease(server, name):
 async def test_a_put_in_another_process_wakes_a_waiting_get(server, name):
     async with chute.open(server.url, name) as q:
         getter = asyncio.create_task(q.get(timeout=30))
-        await asyncio.sleep(0)
+        await wait_for_getters(q, 1)  # waiting before the put lands, not finding it there
         code = f"""
             import chute
             with chute.open({server.url!r}, {name!r}) as q:
@@ -409,9 +409,26 @@ async def test_a_give_back_fences_off_the_late_holder(server, name):
         await q.put("a")
         job = await q.reserve()
         await asyncio.sleep(0.3)  # its lease runs out
+        backend = q._backend
+        script = backend._script
+        claimed, answer_read = asyncio.Event(), asyncio.Event()
+        replies: list[Any] = []
+
+        async def claim_then_hold(name: str, args: list[Any], *more: Any) -> Any:
+            reply = await script(name, args, *more)
+            if name == "claim" and not claimed.is_set():
+                # The server's answer is in: the getter has not seen it yet.
+                replies.append(reply)
+                claimed.set()
+                await answer_read.wait()
+            return reply
+
+        backend._script = claim_then_hold
         getter = asyncio.create_task(q.get())
-        await asyncio.sleep(0)  # the get claims the item...
-        getter.cancel()  # ...and, cancelled, gives it back
+        await claimed.wait()  # the get claimed the item on the server...
+        assert replies[0][0] == b"ok"
+        getter.cancel()  # ...and, cancelled before it had the answer, gives it back
+        answer_read.set()
         with pytest.raises(asyncio.CancelledError):
             await getter
         with pytest.raises(chute.ChuteError, match="lease ran out"):
