@@ -9,6 +9,7 @@ import pytest
 
 import chute
 from chute._backends.sqlite import SqliteBackend
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,7 +61,7 @@ async def test_closed_says_whether_the_queue_was_closed(tmp_path):
 async def test_a_getter_waiting_when_the_queue_is_closed_wakes_and_says_so(tmp_path):
     q = await chute.open(url(tmp_path), "q")
     getter = asyncio.ensure_future(q.get())
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: q.statistics().getters_waiting == 1)
     assert not getter.done()
     await q.aclose()
     with pytest.raises(chute.ChuteError, match="closed"):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import chute
-from tests.conftest import wait_until
+from tests.conftest import calls_answered, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -234,6 +234,9 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 async def test_a_put_in_another_process_wakes_a_waiting_get(tmp_path):
     async with chute.open(url(tmp_path), "q") as q:
         getter = asyncio.create_task(q.get(timeout=30))
+        # Waiting before the put lands: woken by another process's commit,
+        # not finding the item at its first look.
+        await wait_until(lambda: q.statistics().getters_waiting == 1)
         code = f"""
             import asyncio, chute
             async def main():
@@ -383,15 +386,56 @@ async def test_every_waiting_getter_is_served_one_item_each(tmp_path):
         assert sorted(got) == list(range(50))
 
 
+async def _hold_the_database_thread(q: Any) -> tuple[Any, threading.Event]:
+    """Keep ``q``'s database thread busy until the returned event is set:
+    the calls made meanwhile wait in its inbox, in order."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(c: Any) -> None:
+        holding.set()
+        release.wait(10)
+
+    held = q._db.submit(hold, write=False)
+    await asyncio.to_thread(holding.wait, 10)
+    return held, release
+
+
 async def test_a_get_cancelled_just_before_close_loses_nothing(tmp_path):
+    # Its claim ran and committed, the cancel came before the answer, and
+    # the file was closed before the give-back: given back all the same.
     q = await chute.open(url(tmp_path), "q")
     await q.put("precious")
+    held, release = await _hold_the_database_thread(q)
     getter = asyncio.create_task(q.get())
-    await asyncio.sleep(0)  # its claim is on its way to the database thread
+    await wait_until(lambda: len(q._db._inbox) == 1)  # its claim waits behind the hold
+    after_the_claim = q._db.submit(lambda c: None, write=False)
+    # From here this loop runs nothing until the cancel and the close: the
+    # thread runs the claim and commits it, and the getter cannot see the
+    # answer in between (the blocking calls on the loop are the point).
+    release.set()
+    after_the_claim.result(10)
     getter.cancel()
-    await q.aclose()
+    q.close()
     with pytest.raises(asyncio.CancelledError):
         await getter
+    assert held.done()
+    async with chute.open(url(tmp_path), "q") as again:
+        assert await again.get(timeout=10) == "precious"
+
+
+async def test_a_get_cancelled_before_the_thread_took_its_claim_loses_nothing(tmp_path):
+    q = await chute.open(url(tmp_path), "q")
+    await q.put("precious")
+    held, release = await _hold_the_database_thread(q)
+    getter = asyncio.create_task(q.get())
+    await wait_until(lambda: len(q._db._inbox) == 1)  # its claim waits behind the hold
+    getter.cancel()
+    closing = asyncio.ensure_future(q.aclose())  # the close waits for the thread too
+    with pytest.raises(asyncio.CancelledError):
+        await getter  # it left while the thread was held: the claim never runs
+    release.set()
+    await asyncio.wrap_future(held)
+    await asyncio.wait_for(closing, 10)
     async with chute.open(url(tmp_path), "q") as again:
         assert await again.get(timeout=10) == "precious"
 
@@ -431,7 +475,9 @@ async def test_join_returns_when_an_expired_lease_becomes_a_dead_letter(tmp_path
         await q.put("poison")
         await q.reserve()  # never settled
         joiner = asyncio.create_task(q.join())
-        await asyncio.sleep(0.1)
+        await calls_answered(q)  # the joiner waits before the lease runs out
+        assert not joiner.done()
+        await asyncio.sleep(0.1)  # the lease runs out
         with pytest.raises(TimeoutError):
             await q.get(timeout=0.05)  # finds the lease ran out: a dead letter
         await asyncio.wait_for(joiner, 10)
@@ -441,7 +487,8 @@ async def test_join_returns_after_an_immediate_shutdown(tmp_path):
     async with chute.open(url(tmp_path), "q") as q:
         await q.put_batch([1, 2])
         joiner = asyncio.create_task(q.join())
-        await asyncio.sleep(0.01)
+        await calls_answered(q)  # the joiner waits before the shutdown
+        assert not joiner.done()
         q.shutdown(immediate=True)
         await asyncio.wait_for(joiner, 10)
 

@@ -15,7 +15,7 @@ import pytest
 import chute
 from chute._backends.sqlite import SqliteQueue
 from chute._open import queue_names
-from tests.conftest import wait_until
+from tests.conftest import calls_answered, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,7 +108,7 @@ async def test_configure_wakes_a_putter_blocked_here_at_once(tmp_path):
         putter = asyncio.create_task(q.put("b"))
         await wait_until(lambda: q.statistics().putters_waiting == 1)
         q.configure(max_deliveries=3)  # not a bound on size: still waits
-        await asyncio.sleep(0.05)
+        await calls_answered(q)  # woken or not, the putter has looked again by now
         assert not putter.done()
         q.configure(maxsize=3)
         await asyncio.wait_for(putter, 10)
