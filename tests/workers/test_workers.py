@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import chute
-from tests.conftest import wait_until
+from tests.conftest import calls_answered, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,7 +114,7 @@ async def test_shutdown_lets_handlers_finish_and_leaves_the_rest(make):
     await asyncio.wait_for(started.wait(), 10)
     workers.shutdown()
     waiting = asyncio.ensure_future(workers.wait())
-    await asyncio.sleep(0)
+    await calls_answered(q)
     assert not waiting.done()  # the item in hand is being finished
     release.set()
     stats = await asyncio.wait_for(waiting, 10)
