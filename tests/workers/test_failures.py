@@ -14,6 +14,7 @@ import pytest
 
 import chute
 import chute._workers
+import chute._workers.failures
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -87,7 +88,7 @@ def test_chute_adds_no_log_handlers():
 async def test_a_thousand_identical_failures_are_logged_once_in_full_then_counted(
     caplog, monkeypatch
 ):
-    monkeypatch.setattr(chute._workers, "_clock", lambda: 1000.0)  # no time passes
+    monkeypatch.setattr(chute._workers.failures, "_clock", lambda: 1000.0)  # no time passes
     caplog.set_level(logging.INFO, logger="chute.workers")
     q = chute.Queue(max_deliveries=1)
 
@@ -124,7 +125,7 @@ async def test_a_thousand_identical_failures_are_logged_once_in_full_then_counte
 
 async def test_repeats_are_summed_up_at_most_every_repeat_every_seconds(caplog, monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr(chute._workers, "_clock", lambda: now[0])
+    monkeypatch.setattr(chute._workers.failures, "_clock", lambda: now[0])
     caplog.set_level(logging.ERROR, logger="chute.workers")
     q = chute.Queue(max_deliveries=1)
 

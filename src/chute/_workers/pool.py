@@ -37,24 +37,22 @@ import inspect
 import itertools
 import logging
 import math
-import os
 import pickle
-import reprlib
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._exceptions import ChuteError, QueueShutDown
+from .._exceptions import ChuteError, QueueShutDown
+from .failures import _count, _FailureLog, _message, _name_of, _short, logger
+from .processes import _ProcessPool
+from .scaling import plan
 
 T = TypeVar("T")
 
-#: Looks in a row that must find idle workers and no backlog before shrinking.
-QUIET_LOOKS = 3
 #: Handling times kept for the latency percentiles.
 LATENCY_WINDOW = 1024
 #: Seconds a worker waits before it tries a queue that failed it again.
@@ -63,16 +61,6 @@ RETRY_PAUSE = 0.5
 DRAIN_POLL = 0.05
 #: Seconds over which ``throughput`` is measured.
 RATE_WINDOW = 5.0
-#: A failure of a kind already logged is counted, and the count logged at
-#: most this often (seconds).
-REPEAT_EVERY = 10.0
-#: Kinds of failure remembered (the least recently seen is forgotten first).
-KINDS_KEPT = 256
-
-logger = logging.getLogger("chute.workers")
-_clock = time.monotonic  # the failure log's clock (tests move it)
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 80
 
 
 @dataclass(frozen=True)
@@ -120,100 +108,44 @@ async def _settle(
         await job.anack(delay, error=error)
 
 
-def _where(exc: BaseException) -> list[traceback.FrameSummary]:
-    """The frames ``exc`` was raised through (those of a worker process,
-    for a handler that failed in one)."""
-    frames: list[traceback.FrameSummary] | None = getattr(exc, "_chute_frames", None)
-    return frames if frames is not None else traceback.extract_tb(exc.__traceback__)
-
-
-class _Kind:
-    """One kind of failure: how often it came back since it was last logged."""
-
-    __slots__ = ("label", "last", "logged_at", "logged_wall", "repeats")
-
-    def __init__(self, label: str, now: float) -> None:
-        self.label = label
-        self.logged_at = now
-        self.logged_wall = time.time()
-        self.repeats = 0
-        self.last = ""
-
-
-class _FailureLog:
-    """Logs exceptions without flooding.
-
-    A failure's kind is its exception type and the lines it was raised
-    through (file and line of every frame): the same bug hit by a thousand
-    items is one kind, whatever their messages say (messages often carry the
-    item, and would defeat the bound); the same exception raised at another
-    place is another kind. The first of a kind is logged in full, with its
-    traceback; the next ones of that kind are counted, and the count is
-    logged (one line, the last message in it) once ``REPEAT_EVERY`` seconds
-    have passed since the kind was last logged, and by ``flush()``.
-    """
-
-    def __init__(self, log: logging.Logger) -> None:
-        self._log = log
-        self._kinds: collections.OrderedDict[tuple[object, ...], _Kind] = collections.OrderedDict()
-
-    def failed(self, level: int, exc: BaseException, msg: str, *args: object) -> None:
-        if not self._log.isEnabledFor(level):
-            return
-        frames = _where(exc)
-        name = type(exc).__qualname__
-        key = (level, name, *((f.filename, f.lineno) for f in frames))
-        now = _clock()
-        kind = self._kinds.get(key)
-        if kind is None:
-            if len(self._kinds) >= KINDS_KEPT:
-                self._summarise(level, self._kinds.popitem(last=False)[1])
-            at = frames[-1] if frames else None
-            where = f" at {os.path.basename(at.filename)}:{at.lineno} in {at.name}" if at else ""
-            self._kinds[key] = _Kind(f"{name}{where}", now)
-            self._log.log(level, msg, *args, exc_info=exc)
-            return
-        self._kinds.move_to_end(key)
-        kind.repeats += 1
-        kind.last = _message(exc)
-        if now - kind.logged_at >= REPEAT_EVERY:
-            self._summarise(level, kind)
-            kind.logged_at, kind.logged_wall = now, time.time()
-
-    def flush(self) -> None:
-        """Log the counts not logged yet."""
-        for (level, *_), kind in self._kinds.items():
-            assert isinstance(level, int)
-            self._summarise(level, kind)
-
-    def _summarise(self, level: int, kind: _Kind) -> None:
-        if kind.repeats:
-            self._log.log(
-                level,
-                "... and %s more %s since %s (the last: %s)",
-                f"{kind.repeats:,}",
-                kind.label,
-                time.strftime("%H:%M:%S", time.localtime(kind.logged_wall)),
-                kind.last,
-            )
-            kind.repeats = 0
-
-
-def _message(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _count(n: int, one: str, many: str = "") -> str:
-    return f"{n:,} {one if n == 1 else many or one + 's'}"
-
-
-def _name_of(fn: Callable[..., Any]) -> str:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    module = getattr(fn, "__module__", None)
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{module}:{name}" if module else name
+def _check_arguments(
+    queue: Any,
+    handler: Callable[..., Any],
+    *,
+    workers: tuple[int, int],
+    seconds: dict[str, float],
+    scale_every: float | None,
+    processes: int,
+) -> None:
+    """Every argument of ``Workers`` checked at the call: a clear error
+    naming it, and nothing started."""
+    min_workers, max_workers = workers
+    for label, value, low in (("min_workers", min_workers, 0), ("max_workers", max_workers, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{label} must be an int >= {low}, not {value!r}")
+    if min_workers > max_workers:
+        raise ValueError(f"min_workers ({min_workers}) is above max_workers ({max_workers})")
+    for label, number in seconds.items():
+        if isinstance(number, bool) or not isinstance(number, int | float) or not number >= 0:
+            raise ValueError(f"{label} must be a number of seconds >= 0, not {number!r}")
+    if scale_every is not None and not (isinstance(scale_every, int | float) and scale_every > 0):
+        raise ValueError(f"scale_every must be seconds > 0 or None, not {scale_every!r}")
+    if not callable(handler):
+        raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
+        raise ValueError(f"processes must be an int >= 0, not {processes!r}")
+    if processes and _is_async(handler):
+        raise ValueError("processes=N runs a plain function in other processes, not async def")
+    if processes:
+        try:
+            pickle.dumps(handler)
+        except Exception as exc:
+            raise ValueError(
+                "processes=N needs a handler other processes can import: a function "
+                f"defined at the top level of a module ({exc})"
+            ) from None
+    if not callable(getattr(queue, "reserve", None)):
+        raise TypeError(f"{type(queue).__name__} has no reserve(): not a chute queue")
 
 
 class Workers(Generic[T]):
@@ -241,38 +173,18 @@ class Workers(Generic[T]):
         scale_every: float | None = 0.5,
         processes: int = 0,
     ) -> None:
-        for label, value, low in (("min_workers", min_workers, 0), ("max_workers", max_workers, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{label} must be an int >= {low}, not {value!r}")
-        if min_workers > max_workers:
-            raise ValueError(f"min_workers ({min_workers}) is above max_workers ({max_workers})")
-        for label, number in (
-            ("retry_delay", retry_delay),
-            ("max_retry_delay", max_retry_delay),
-            ("grace", grace),
-        ):
-            if isinstance(number, bool) or not isinstance(number, int | float) or not number >= 0:
-                raise ValueError(f"{label} must be a number of seconds >= 0, not {number!r}")
-        if scale_every is not None and not (
-            isinstance(scale_every, int | float) and scale_every > 0
-        ):
-            raise ValueError(f"scale_every must be seconds > 0 or None, not {scale_every!r}")
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
-        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
-            raise ValueError(f"processes must be an int >= 0, not {processes!r}")
-        if processes and _is_async(handler):
-            raise ValueError("processes=N runs a plain function in other processes, not async def")
-        if processes:
-            try:
-                pickle.dumps(handler)
-            except Exception as exc:
-                raise ValueError(
-                    "processes=N needs a handler other processes can import: a function "
-                    f"defined at the top level of a module ({exc})"
-                ) from None
-        if not callable(getattr(queue, "reserve", None)):
-            raise TypeError(f"{type(queue).__name__} has no reserve(): not a chute queue")
+        _check_arguments(
+            queue,
+            handler,
+            workers=(min_workers, max_workers),
+            seconds={
+                "retry_delay": retry_delay,
+                "max_retry_delay": max_retry_delay,
+                "grace": grace,
+            },
+            scale_every=scale_every,
+            processes=processes,
+        )
         self._queue = queue
         self._handler = handler
         self._async = _is_async(handler)
@@ -533,41 +445,34 @@ class Workers(Generic[T]):
             except Exception:  # the queue is unreachable or closed: keep the pool
                 return self.workers
         n, idle = self.workers, len(self._waiting)
-        look = self._scale_every or 0.5
-        backlog = depth > 0 and idle == 0
-        pace = self._pace()
         stuck = self._processed == self._seen  # nothing finished since the last look
         self._seen = self._processed
-        slow = n == 0 or stuck or pace is None or depth * pace / n > look
-        if backlog and slow:
-            self._quiet = 0
-            grow = min(self.max_workers - n, max(1, min(n, depth)))
-            if grow > 0:
-                self._grow(grow)
-                logger.debug(
-                    "scaled up from %s to %d (%s waiting)",
-                    _count(n, "worker"),
-                    self.workers,
-                    _count(depth, "item"),
-                )
-        elif idle > 0 and depth == 0:
-            self._quiet += 1
-            if self._quiet >= QUIET_LOOKS:
-                self._quiet = 0
-                shrink = min(n - self.min_workers, max(1, idle // 2))
-                for task in list(self._waiting)[: max(0, shrink)]:
-                    task.cancel()  # idle in reserve(): cancelling takes nothing
-                    del self._waiting[task]
-                    del self._tasks[task]
-                if shrink > 0:
-                    logger.debug(
-                        "scaled down from %s to %d (%d idle)",
-                        _count(n, "worker"),
-                        self.workers,
-                        idle,
-                    )
-        else:
-            self._quiet = 0
+        change, self._quiet = plan(
+            workers=n,
+            idle=idle,
+            depth=depth,
+            pace=self._pace(),
+            stuck=stuck,
+            look=self._scale_every or 0.5,
+            quiet=self._quiet,
+            bounds=(self.min_workers, self.max_workers),
+        )
+        if change > 0:
+            self._grow(change)
+            logger.debug(
+                "scaled up from %s to %d (%s waiting)",
+                _count(n, "worker"),
+                self.workers,
+                _count(depth, "item"),
+            )
+        elif change < 0:
+            for task in list(self._waiting)[:-change]:
+                task.cancel()  # idle in reserve(): cancelling takes nothing
+                del self._waiting[task]
+                del self._tasks[task]
+            logger.debug(
+                "scaled down from %s to %d (%d idle)", _count(n, "worker"), self.workers, idle
+            )
         return self.workers
 
     def _pace(self) -> float | None:
@@ -736,182 +641,7 @@ class Workers(Generic[T]):
         return f"<chute.Workers {self.workers} workers ({busy} busy), {self._processed} processed>"
 
 
-class HandlerFailed(Exception):
-    """A handler in a worker process failed in a way that cannot be handed
-    back as its own exception: one that does not pickle (``str()`` is its
-    type and message, its traceback there the ``__cause__``), or the
-    process died."""
-
-
-class RemoteTraceback(Exception):
-    """The traceback of a handler's exception in a worker process, as text:
-    the ``__cause__`` of the exception raised in the pool."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-# How they read in a dead letter's traceback: no private module named.
-HandlerFailed.__module__ = RemoteTraceback.__module__ = "chute"
-
-#: What a worker process reports for an item: None (done), "start", or a
-#: failure: (the pickled exception or None, "Type: message", traceback text,
-#: its frames as (file, line, function)).
-_Report = None | str | tuple[bytes | None, str, str, list[tuple[str, int | None, str]]]
-
-
-def _report(exc: BaseException) -> _Report:
-    frames = traceback.extract_tb(exc.__traceback__)[1:]  # from the handler in
-    pickled: bytes | None = None
-    with contextlib.suppress(Exception):
-        data = pickle.dumps(exc)
-        pickle.loads(data)  # some pickle and do not come back
-        pickled = data
-    return (
-        pickled,
-        f"{type(exc).__name__}: {exc}",
-        "".join(traceback.format_exception(exc)),
-        [(f.filename, f.lineno, f.name) for f in frames],
-    )
-
-
-def _failure(report: _Report) -> BaseException | None:
-    """The exception a worker process reported, with its traceback there as
-    its cause (as ``concurrent.futures.ProcessPoolExecutor`` does)."""
-    if report is None or report == "start":
-        return None
-    if isinstance(report, str):
-        return HandlerFailed(report)
-    pickled, message, text, frames = report
-    exc: BaseException = HandlerFailed(message)
-    if pickled is not None:
-        with contextlib.suppress(Exception):
-            exc = pickle.loads(pickled)
-    exc.__cause__ = RemoteTraceback(f"\n(in the worker process)\n{text}")
-    with contextlib.suppress(AttributeError):  # for the failure log: where it was raised
-        exc._chute_frames = [  # type: ignore[attr-defined]
-            traceback.FrameSummary(file, line, name, line=None) for file, line, name in frames
-        ]
-    return exc
-
-
-def _serve(handler: Callable[[Any], Any], feed: Any, results: Any) -> None:
-    """A worker process: handle what the feed brings until it is shut down."""
-    # Ctrl-C reaches the whole process group: the parent stops the pool;
-    # a handler here finishes its item (or is terminated past the grace).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    pid = os.getpid()
-    try:
-        for token, item in feed.sync:
-            results.sync.put((token, pid, "start"))
-            try:
-                handler(item)
-            except BaseException as exc:  # reported, not raised: the pool decides
-                results.sync.put((token, pid, _report(exc)))
-            else:
-                results.sync.put((token, pid, None))
-    finally:
-        feed.close()
-        results.close()
-
-
-class _ProcessPool:
-    """``processes`` worker processes fed through a ProcessQueue; the
-    answers come back through another, read by one task, which also
-    replaces a process that died (failing the item it held)."""
-
-    def __init__(self, handler: Callable[[Any], Any], n: int) -> None:
-        import multiprocessing
-
-        from ._process import ProcessQueue
-
-        self._handler = handler
-        self._feed: ProcessQueue[Any] = ProcessQueue()
-        self._results: ProcessQueue[Any] = ProcessQueue()
-        self._ctx = multiprocessing.get_context("spawn")  # a clean process: no threads, no loop
-        self._procs = [self._spawn() for _ in range(n)]
-        self._tokens = itertools.count()
-        self._pending: dict[int, asyncio.Future[_Report]] = {}
-        self._holding: dict[int, int] = {}  # pid -> the token it is handling
-        self._closed = False
-        self._reader = asyncio.ensure_future(self._read())
-        self._watcher = asyncio.ensure_future(self._watch())
-
-    def _spawn(self) -> Any:
-        proc = self._ctx.Process(
-            target=_serve, args=(self._handler, self._feed, self._results), daemon=True
-        )
-        proc.start()
-        return proc
-
-    async def _read(self) -> None:
-        async for token, pid, outcome in self._results:
-            if outcome == "start":
-                self._holding[pid] = token
-                continue
-            self._holding.pop(pid, None)
-            self._answer(token, outcome)
-
-    def _answer(self, token: int, outcome: _Report) -> None:
-        fut = self._pending.pop(token, None)
-        if fut is not None and not fut.done():  # else: its caller gave up
-            fut.set_result(outcome)
-
-    async def _watch(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(0.2)
-            for i, proc in enumerate(self._procs):
-                if proc.exitcode is not None and not self._closed:
-                    token = self._holding.pop(proc.pid, None)
-                    logger.warning(
-                        "a worker process died (exit code %s)%s; another takes its place",
-                        proc.exitcode,
-                        "" if token is None else " while handling an item",
-                    )
-                    if token is not None:
-                        self._answer(token, f"the worker process died (exit code {proc.exitcode})")
-                    self._procs[i] = self._spawn()
-
-    async def run(self, item: Any) -> None:
-        token = next(self._tokens)
-        fut: asyncio.Future[_Report] = asyncio.get_running_loop().create_future()
-        self._pending[token] = fut
-        try:
-            await self._feed.put((token, item))
-            error = _failure(await fut)
-        finally:
-            self._pending.pop(token, None)
-        if error is not None:
-            raise error
-
-    async def close(self, deadline: Callable[[], float]) -> None:
-        """Stop the processes: they finish what they hold until ``deadline()``
-        (the loop's clock; it may come nearer meanwhile), then are
-        terminated (those items were given back)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._watcher.cancel()
-        # What is still in the feed belongs to jobs already given back.
-        self._feed.shutdown(immediate=True)
-        loop = asyncio.get_running_loop()
-        for proc in self._procs:
-            while proc.is_alive() and loop.time() < deadline():
-                await loop.run_in_executor(None, proc.join, min(0.1, deadline() - loop.time()))
-            if proc.is_alive():
-                proc.terminate()
-                await loop.run_in_executor(None, proc.join, 5)
-        self._results.shutdown()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-        self._feed.close()
-        self._results.close()
-
-
 def _percentile(ordered: list[float], q: float) -> float | None:
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-__all__ = ["WorkerStatistics", "Workers"]
