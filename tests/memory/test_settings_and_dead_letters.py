@@ -94,7 +94,8 @@ def test_a_blocked_sync_batch_that_a_lowered_bound_can_never_fit_raises():
     thread = threading.Thread(target=put_batch)
     thread.start()
     deadline = time.monotonic() + 10
-    while q.statistics().putters_waiting != 1 and time.monotonic() < deadline:
+    while q.statistics().putters_waiting != 1:
+        assert time.monotonic() < deadline, "the batch never started waiting"
         time.sleep(0.001)
     q.sync.maxsize = 1
     thread.join(10)
