@@ -674,7 +674,7 @@ def machine_for(kind: str) -> type[ModelMachine]:
 # -- the tests --------------------------------------------------------------------
 
 # Sized so that each transport runs in well under a minute on a loaded CI machine.
-EXAMPLES = {"memory": 500, "process": 300, "sqlite": 150, "redis": 60}
+EXAMPLES = {"memory": 500, "process": 300, "sqlite": 100, "redis": 60}
 
 
 def model_settings(kind: str) -> settings:
