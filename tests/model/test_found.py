@@ -1,8 +1,9 @@
 """What the model found: each divergence from the contract as a plain test.
 
-Marked ``xfail(strict=True)`` until the transport is fixed; a fix makes the
-test pass, which fails the run as a reminder to remove the mark here and
-the matching entry in test_model.py's ``Capabilities``.
+Each was marked ``xfail(strict=True)`` until its transport was fixed (a
+fix made the test pass, which failed the run as a reminder to remove the
+mark here and the matching entry in test_model.py's ``KNOWN_BUGS``); all
+three are fixed now, and stay as regression tests.
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ DURABLE = ["sqlite", "redis"]
 IN_PROCESS = ["memory", "process"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="put_batch([]) after shutdown() returns instead of raising QueueShutDown "
-    "(memory and process raise it)",
-)
 @pytest.mark.parametrize("kind", DURABLE)
 async def test_an_empty_batch_after_shutdown_is_refused(kind):
     q = await _open(kind, 0, None)
@@ -35,12 +31,6 @@ async def test_an_empty_batch_after_shutdown_is_refused(kind):
         await _close(q)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="join() returns after shutdown(immediate=True) while a reserved job is still "
-    "in hand and unfinished_tasks says 1 (memory and process wait for it; the model's "
-    "join_ends_at_immediate_shutdown)",
-)
 @pytest.mark.parametrize("kind", DURABLE)
 async def test_join_waits_for_a_job_in_hand_after_an_immediate_shutdown(kind):
     q = await _open(kind, 0, None)
@@ -60,12 +50,6 @@ async def test_join_waits_for_a_job_in_hand_after_an_immediate_shutdown(kind):
         await _close(q)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="put_batch([]) waits for room while the queue holds more items than maxsize "
-    "(after maxsize was lowered, or items were given back over the bound): an empty "
-    "batch needs none (SQLite and Redis return at once)",
-)
 @pytest.mark.parametrize("kind", IN_PROCESS)
 async def test_an_empty_batch_needs_no_room(kind):
     q = await _open(kind, 0, None)

@@ -81,9 +81,9 @@ class Capabilities:
     #: How long ``join()`` must go on waiting to count as "not returning":
     #: longer than a thread hop or a round trip to the store.
     join_patience: float
-    #: ``join()`` returns once the queue is shut down with ``immediate=True``,
-    #: though ``unfinished_tasks`` still counts the items the durable queues
-    #: keep (and jobs still in hand: see test_found.py).
+    #: ``join()`` returns once the queue is shut down with ``immediate=True``
+    #: and nothing is in hand, though ``unfinished_tasks`` still counts the
+    #: items the durable queues keep.
     join_ends_at_immediate_shutdown: bool = False
 
 
@@ -134,10 +134,10 @@ CAPABILITIES = {
 EMPTY_BATCH_AFTER_SHUTDOWN = "put_batch([]) after shutdown() returns instead of raising"
 EMPTY_BATCH_OVER_BOUND = "put_batch([]) waits while the queue holds more than maxsize"
 KNOWN_BUGS = {
-    "memory": {EMPTY_BATCH_OVER_BOUND},
-    "process": {EMPTY_BATCH_OVER_BOUND},
-    "sqlite": {EMPTY_BATCH_AFTER_SHUTDOWN},
-    "redis": {EMPTY_BATCH_AFTER_SHUTDOWN},
+    "memory": set(),
+    "process": set(),
+    "sqlite": set(),
+    "redis": set(),
 }
 
 
@@ -435,7 +435,9 @@ class ModelMachine(RuleBasedStateMachine):
     @rule()
     def join(self) -> None:
         immediate = self.m.shutdown == "immediate"
-        if self.m.unfinished == 0 or (immediate and self.caps.join_ends_at_immediate_shutdown):
+        in_hand = self.m.held + self.m.gotten_not_done
+        ends = immediate and self.caps.join_ends_at_immediate_shutdown and in_hand == 0
+        if self.m.unfinished == 0 or ends:
             self.run(asyncio.wait_for(self.q.join(), PROMPT))
         else:
             # Not a sleep(0): long enough for a thread hop and a round trip.

@@ -238,6 +238,13 @@ class DurableQueue(Generic[T]):
         if timeout is not None:
             timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not records:
+            # Nothing to store, but a put after shutdown is refused all the
+            # same (as by every transport): one look at the state.
+            counts: Counts = yield Run(backend.counts())
+            if counts.state is not QueueState.OPEN:
+                raise _shut(items, single)
+            return
         store = backend.store(records)
         waiter: Waiter | None = None
         stored = False
@@ -283,11 +290,10 @@ class DurableQueue(Generic[T]):
     async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
         """Store all ``items`` at once, or none of them."""
         batch, records = self._records(items)
-        if batch:
-            await drive(
-                self._backend,
-                self._put_steps(records, batch, timeout, single=False, block=True, in_thread=False),
-            )
+        await drive(
+            self._backend,
+            self._put_steps(records, batch, timeout, single=False, block=True, in_thread=False),
+        )
 
     def put_nowait(self, item: T) -> None:
         """Store ``item`` now or raise ``QueueFull`` (one round trip, waited for)."""
@@ -453,9 +459,14 @@ class DurableQueue(Generic[T]):
             while True:
                 self._check_open()
                 counts: Counts = yield Run(backend.counts())
-                # After an immediate shutdown nothing more will be taken: as
-                # with the stdlib's, join() returns.
-                if counts.unfinished == 0 or counts.state is QueueState.IMMEDIATE:
+                # After an immediate shutdown nothing more will be taken, and
+                # the stored items stay unfinished (a durable queue keeps
+                # them): as with the stdlib's, join() waits only for what is
+                # still in hand (reserved, or got and not yet marked done).
+                in_hand = counts.unfinished - counts.ready - counts.delayed
+                if counts.unfinished == 0 or (
+                    counts.state is QueueState.IMMEDIATE and in_hand <= 0
+                ):
                     return
                 if waiter is None:
                     if in_thread:

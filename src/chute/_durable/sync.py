@@ -53,9 +53,8 @@ class DurableSyncQueue(SyncFaceBase[T]):
         """Store all ``items`` at once, or none of them."""
         q = self._q
         batch, records = q._records(items)
-        if batch:
-            steps = q._put_steps(records, batch, timeout, single=False, block=block, in_thread=True)
-            drive_blocking(q._backend, steps)
+        steps = q._put_steps(records, batch, timeout, single=False, block=block, in_thread=True)
+        drive_blocking(q._backend, steps)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Take the oldest item, waiting while empty (``QueueEmpty`` when ``timeout`` passes)."""

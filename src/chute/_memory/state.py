@@ -328,6 +328,8 @@ class QueueState(Generic[T]):
             if len(batch) == 1:
                 raise QueueShutDown(item=batch[0])
             raise QueueShutDown(items=batch)
+        if not batch:
+            return []  # an empty batch needs no room, even over a lowered bound
         maxsize = self._maxsize
         # Room promised to notified putters is theirs, and a newcomer queues
         # behind the putters already waiting: one fair order.

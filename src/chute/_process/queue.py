@@ -235,6 +235,8 @@ class ProcessQueue(Settings[T]):
         """Lock held. Wake list if stored, None if there is no room yet."""
         if self._h[H_STATE] != OPEN:
             raise QueueShutDown()
+        if not records:
+            return []  # an empty batch needs no room, even over a lowered bound
         if not self._room(records):
             maxsize = self._h[H_MAXSIZE]
             if maxsize and len(records) > maxsize:  # the bound was lowered while it waited
