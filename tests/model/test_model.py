@@ -12,8 +12,8 @@ one the model predicts, and after each step ``qsize()``, ``empty()``,
 unique numbers, so a lost or duplicated item shows as a wrong result.
 
 Only the public API is used. Where transports are allowed to differ, the
-model reads what the transport declares (``type(q).capabilities`` where it
-exists) or the table ``CAPABILITIES`` below.
+model reads what the transport declares (``type(q).capabilities``, on every
+transport) or the table ``CAPABILITIES`` below.
 
 A run is reproducible (derandomized, no example database); a failure prints
 the shortest sequence of calls that shows it. ``CHUTE_MODEL_EXAMPLES=500``
@@ -142,15 +142,10 @@ KNOWN_BUGS = {
 
 
 def declared(kind: str, q: Any) -> Capabilities:
-    """The table's entry, with what the transport declares itself where it
-    does: ``type(q).capabilities`` (a durable queue: its backend's class)."""
-    caps = CAPABILITIES[kind]
-    own = getattr(type(q), "capabilities", None)
-    if own is None:  # a durable queue: the backend under it declares
-        own = getattr(type(getattr(q, "_backend", None)), "capabilities", None)
-    if own is not None:
-        caps = replace(caps, immediate_shutdown_removes=own.immediate_shutdown_removes)
-    return caps
+    """The table's entry, with what the transport declares itself
+    (``type(q).capabilities``, on every transport)."""
+    own = type(q).capabilities
+    return replace(CAPABILITIES[kind], immediate_shutdown_removes=own.immediate_shutdown_removes)
 
 
 def test_the_table_agrees_with_what_the_transports_declare() -> None:

@@ -541,6 +541,9 @@ class RedisQueue(DurableQueue[T]):
     created). ``connect_timeout`` bounds each connection's whole set-up,
     TLS handshake included."""
 
+    #: What this transport can do (its backend's declaration).
+    capabilities: ClassVar[Capabilities] = RedisBackend.capabilities
+
     def __init__(
         self,
         url: str,

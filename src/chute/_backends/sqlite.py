@@ -495,6 +495,9 @@ class SqliteQueue(DurableQueue[T]):
     ``durability="power"``, the machine) going down.
     """
 
+    #: What this transport can do (its backend's declaration).
+    capabilities: ClassVar[Capabilities] = SqliteBackend.capabilities
+
     def __init__(
         self,
         path: str,
