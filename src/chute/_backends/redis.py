@@ -273,8 +273,9 @@ class RedisBackend(ServerLink):
     def _claimed(self, reply: Any, leased: bool) -> Claimed:
         status = text(reply[0])
         if status == "ok":
+            new = tuple.__new__  # Record's own __new__ is a slow Python function
             records = [
-                Record(reply[i], reply[i + 1], int(reply[i + 2]), int(reply[i + 3]))
+                new(Record, (reply[i], reply[i + 1], int(reply[i + 2]), int(reply[i + 3])))
                 for i in range(1, len(reply), 4)
             ]
             self._seq += 1

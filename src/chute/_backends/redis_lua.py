@@ -57,18 +57,65 @@ local function remove(K, id)
   redis.call('SREM', K[5], id)
   redis.call('HDEL', K[6], id)
 end
--- Delete the entries plain gets returned, from ARGV[first] on (id, count,
--- ...), those still this consumer's with that count; how many.
-local function finish(K, consumer, first)
-  local done = 0
-  for i = first, #ARGV, 2 do
-    local owner, count = pending(K, ARGV[i])
-    if owner == consumer and count == tonumber(ARGV[i + 1]) then
-      remove(K, ARGV[i])
-      done = done + 1
-    end
+-- Stream ids in order: ms, then sequence (as numbers: "9-0" < "10-0").
+local function id_parts(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function id_less(a, b)
+  local am, as = id_parts(a)
+  local bm, bs = id_parts(b)
+  return am < bm or (am == bm and as < bs)
+end
+-- Run a command on ids in slices (unpack has a limit on its arguments).
+local function each_slice(ids, fn)
+  for i = 1, #ids, 1000 do
+    fn(unpack(ids, i, math.min(i + 999, #ids)))
   end
-  return done
+end
+-- Delete the entries plain gets returned, from ARGV[first] on (id, count,
+-- ...), those still this consumer's with that count; how many. The same
+-- check as pending() for each, in a few commands for the whole batch (one
+-- XPENDING over its range for this consumer, then XACK, XDEL, HDEL of all):
+-- a get of 100 items costs the server one call of each, not 600 calls.
+local function finish(K, consumer, first)
+  local want, lo, hi, n = {}, nil, nil, 0
+  for i = first, #ARGV, 2 do
+    local id = ARGV[i]
+    if not want[id] then n = n + 1 end
+    want[id] = tonumber(ARGV[i + 1])
+    if not lo or id_less(id, lo) then lo = id end
+    if not hi or id_less(hi, id) then hi = id end
+  end
+  if n == 0 then return 0 end
+  -- This consumer's pending entries in the range: the batch's, and perhaps
+  -- some held on a lease in between (then the rest are looked up one by one).
+  local limit = 2 * n
+  local seen = redis.call('XPENDING', K[1], 'chute', lo, hi, limit, consumer)
+  local count = {}
+  for _, p in ipairs(seen) do count[p[1]] = tonumber(p[4]) end
+  local partial = #seen >= limit
+  local given_back = redis.call('SCARD', K[5]) > 0
+  local ids = {}
+  for id, token in pairs(want) do
+    local c = count[id]
+    if c == nil and partial then
+      local owner
+      owner, c = pending(K, id)
+      if owner ~= consumer then c = nil end
+    elseif c ~= nil and given_back and redis.call('SISMEMBER', K[5], id) == 1 then
+      c = nil  -- given back in place: held by no one
+    end
+    if c == token then ids[#ids + 1] = id end
+  end
+  if #ids == 0 then return 0 end
+  -- None of them is in the given-back set (checked above): no SREM.
+  each_slice(ids, function(...) redis.call('XACK', K[1], 'chute', ...) end)
+  each_slice(ids, function(...) redis.call('XDEL', K[1], ...) end)
+  if redis.call('HLEN', K[6]) > 0 then
+    each_slice(ids, function(...) redis.call('HDEL', K[6], ...) end)
+  end
+  return #ids
 end
 -- To the dead letters, with why: reason, and the error given (or else the
 -- last one the item failed with). The dead entry's id tells when.
