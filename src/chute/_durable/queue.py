@@ -305,16 +305,19 @@ class DurableQueue(Generic[T]):
 
     # -- get -------------------------------------------------------------------------
 
-    def _delay(self, deadline: float | None, due: float | None) -> float | None:
+    def _delay(
+        self, deadline: float | None, due: float | None, *, poll: bool = True
+    ) -> float | None:
         """How long to sleep: until the deadline (monotonic), the moment a
-        lease or delay runs out (``due``, wall clock), or the next poll."""
+        lease or delay runs out (``due``, wall clock), or (``poll``) the
+        backend's next poll."""
         delay = None if deadline is None else max(0.0, deadline - time.monotonic())
         if due is not None:
             until_due = max(0.0, due - time.time())
             delay = until_due if delay is None else min(delay, until_due)
-        poll = self._backend.poll_interval
-        if poll is not None:
-            delay = poll if delay is None else min(delay, poll)
+        interval = self._backend.poll_interval if poll else None
+        if interval is not None:
+            delay = interval if delay is None else min(delay, interval)
         return delay
 
     def _take_steps(
@@ -354,8 +357,12 @@ class DurableQueue(Generic[T]):
                         check_not_on_loop("a blocking get")
                     counted = True
                     self._getters += 1
-                if on_store:  # the next claim waits on the store itself
-                    delay = self._delay(deadline, claimed.due)
+                if on_store:
+                    # The next claim waits on the store itself, which sees
+                    # other clients' puts: no poll interval (a Redis queue's
+                    # 20 ms made an idle getter look 2.4 times as often as
+                    # BLOCK_SLICE does), only the deadline and the next due.
+                    delay = self._delay(deadline, claimed.due, poll=False)
                     wait = BLOCK_SLICE if delay is None else min(delay, BLOCK_SLICE)
                     continue
                 if waiter is None:

@@ -128,6 +128,13 @@ class Hub:
     def ring(self, rings: Rings = EVERYONE) -> None:
         """Wake the oldest waiters of each kind, as many as ``rings`` says
         (from any thread)."""
+        lines = self._lines
+        # Nobody in these lines (a Redis getter waits on the server, not
+        # here): nothing to take the lock for, after every call. A waiter
+        # getting in line meanwhile looks once more after it did, and finds
+        # the change this rings for.
+        if not any(lines[kind] for kind in rings):
+            return
         todo: list[Waiter] = []
         with self._lock:
             for kind, n in rings.items():
