@@ -22,6 +22,8 @@ BUILTIN_TRANSPORTS: dict[str, str] = {
     "sqlite": "chute._transports:sqlite",
     "redis": "chute._transports:redis",
     "rediss": "chute._transports:redis",
+    "postgresql": "chute._transports:postgres",
+    "postgres": "chute._transports:postgres",
 }
 ENTRY_POINT_GROUP = "chute.transports"
 

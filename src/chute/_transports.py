@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from ._open import parse_redis_url
 
-__all__ = ["redis", "sqlite"]
+__all__ = ["postgres", "redis", "sqlite"]
 
 
 class SqliteTransport:
@@ -67,5 +67,36 @@ class RedisTransport:
         return RedisQueue.queue_names(where, **options)
 
 
+class PostgresTransport:
+    """``postgresql://[user[:password]@]host[:port]/database`` (or ``postgres://``)."""
+
+    def parse_url(self, url: str) -> str:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ValueError(f"{url!r}: no host (postgresql://user@host:port/database)")
+        try:
+            parts.port  # noqa: B018 - checked for its ValueError
+        except ValueError:
+            raise ValueError(f"{url!r}: the port is not a number from 1 to 65535") from None
+        if not parts.path.strip("/"):
+            raise ValueError(f"{url!r}: no database (postgresql://user@host:port/database)")
+        if parts.fragment:
+            raise ValueError(f"{url!r}: a URL fragment means nothing here")
+        return url
+
+    def open(
+        self, where: str, name: str, maxsize: int | None, *, create: bool, **options: Any
+    ) -> Any:
+        from ._backends.postgres import PostgresQueue
+
+        return PostgresQueue(where, name, maxsize, create=create, **options)
+
+    def queue_names(self, where: str, **options: Any) -> list[str]:
+        from ._backends.postgres import PostgresQueue
+
+        return PostgresQueue.queue_names(where, **options)
+
+
 sqlite = SqliteTransport()
+postgres = PostgresTransport()
 redis = RedisTransport()

@@ -64,6 +64,14 @@ async def _redis(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
     return await chute.open(url, f"contract-{os.getpid()}-{next(_counter)}", maxsize, **options)
 
 
+async def _postgres(kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
+    from tests.postgres_server import shared_server
+
+    assert kind == "fifo", "the contract tests ask for other orders only where declared"
+    url = os.environ.get("CHUTE_TEST_POSTGRES_URL") or shared_server().url
+    return await chute.open(url, f"contract-{os.getpid()}-{next(_counter)}", maxsize, **options)
+
+
 class Transport(NamedTuple):
     make: Factory
     #: Where the transport declares what it can do (a ``capabilities`` class
@@ -82,6 +90,7 @@ TRANSPORTS: dict[str, Transport] = {
     "sqlite": Transport(_sqlite, {"fifo": "chute._backends.sqlite:SqliteBackend"}),
     # A real server on loopback, started for the test run.
     "redis": Transport(_redis, {"fifo": "chute._backends.redis:RedisBackend"}),
+    "postgres": Transport(_postgres, {"fifo": "chute._backends.postgres:PostgresBackend"}),
 }
 
 
@@ -125,7 +134,7 @@ CANCEL_IN_STEP = set(TRANSPORTS) - {"process-peer"}
 # How much slower a transport's round trip is than memory's, for the tests
 # that race timeouts of a fraction of a millisecond against puts: a durable
 # queue's every call is a transaction on another thread.
-TIMESCALE = {"sqlite": 20.0, "redis": 20.0}
+TIMESCALE = {"sqlite": 20.0, "redis": 20.0, "postgres": 20.0}
 
 
 class QueueFactory:

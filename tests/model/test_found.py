@@ -16,7 +16,7 @@ import chute
 
 from .test_model import _close, _open
 
-DURABLE = ["sqlite", "redis"]
+DURABLE = ["sqlite", "redis", "postgres"]
 IN_PROCESS = ["memory", "process"]
 
 

@@ -126,6 +126,16 @@ CAPABILITIES = {
         join_patience=0.05,
         join_ends_at_immediate_shutdown=True,
     ),
+    "postgres": Capabilities(
+        give_back_to_front=False,
+        immediate_shutdown_removes=False,
+        immediate_shutdown_removes_delayed=False,
+        reopen=True,
+        requeue_within_maxsize=False,
+        tiny_timeout=0.01,
+        join_patience=0.1,
+        join_ends_at_immediate_shutdown=True,
+    ),
 }
 
 
@@ -138,6 +148,7 @@ KNOWN_BUGS = {
     "process": set(),
     "sqlite": set(),
     "redis": set(),
+    "postgres": set(),
 }
 
 
@@ -187,6 +198,13 @@ async def _open(kind: str, maxsize: int, max_deliveries: int | None) -> Any:
 
         name = f"model-{os.getpid()}-{next(_names)}"
         return await chute.open(shared_server().url, name, maxsize, max_deliveries=max_deliveries)
+    if kind == "postgres":
+        from tests.postgres_server import shared_server as shared_postgres
+
+        name = f"model-{os.getpid()}-{next(_names)}"
+        return await chute.open(
+            shared_postgres().url, name, maxsize, max_deliveries=max_deliveries
+        )
     raise AssertionError(kind)
 
 
@@ -671,7 +689,7 @@ def machine_for(kind: str) -> type[ModelMachine]:
 # -- the tests --------------------------------------------------------------------
 
 # Sized so that each transport runs in well under a minute on a loaded CI machine.
-EXAMPLES = {"memory": 500, "process": 300, "sqlite": 100, "redis": 60}
+EXAMPLES = {"memory": 500, "process": 300, "sqlite": 100, "redis": 60, "postgres": 60}
 
 
 def model_settings(kind: str) -> settings:

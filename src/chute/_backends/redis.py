@@ -52,6 +52,7 @@ from .._durable.backend import (
     never_fits,
 )
 from .._durable.queue import DurableQueue, check_visibility, stored_bounds
+from .._durable.steps import finish_quietly, see_through
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
 from .redis_client import (
@@ -66,14 +67,7 @@ from .redis_client import (
     scan_names,
     text,
 )
-from .redis_link import (
-    POLL,
-    Pair,
-    ServerLink,
-    finish_quietly,
-    pairs,
-    see_through,
-)
+from .redis_link import POLL, Pair, ServerLink, pairs
 
 try:
     import redis
@@ -129,6 +123,7 @@ class RedisBackend(ServerLink):
     )
     #: Other clients' changes are not seen: full puts and joins look again.
     poll_interval: float | None = POLL
+    idle_poll_interval: float | None = POLL  # unused: its getters wait on the server
 
     def __init__(
         self,

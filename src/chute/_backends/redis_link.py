@@ -18,6 +18,7 @@ import weakref
 from typing import Any
 
 from .._durable.backend import Record
+from .._durable.steps import drop_outcome, finish_quietly
 from .._durable.waiting import EVERYONE, Hub, Wait
 from .._exceptions import ChuteError, QueueNotFound
 from .redis_client import Backoff, bounded, client_options, failure, refused
@@ -35,10 +36,7 @@ __all__ = [
     "POLL",
     "Pair",
     "ServerLink",
-    "drop_outcome",
-    "finish_quietly",
     "pairs",
-    "see_through",
 ]
 
 GROUP = "chute"
@@ -451,23 +449,3 @@ def _read_entries(reply: Any) -> list[Record]:
             continue
         add(new(Record, (id_, data, base + 1, 1)))
     return out
-
-
-def drop_outcome(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: whoever awaited it has its own copy
-
-
-async def finish_quietly(task: asyncio.Future[Any]) -> None:
-    """Wait for ``task`` to end even if the caller is cancelled meanwhile."""
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
-
-
-async def see_through(aw: Any) -> None:
-    """Run ``aw`` to its end whatever happens to the caller; its failure is
-    dropped (an undo that cannot reach the server leaves the lease to expire)."""
-    task = asyncio.ensure_future(aw)
-    task.add_done_callback(drop_outcome)
-    await finish_quietly(task)

@@ -83,6 +83,7 @@ class SqliteBackend:
     )
     #: The file's thread watches other processes' commits and rings the hub.
     poll_interval: float | None = None
+    idle_poll_interval: float | None = None
 
     def __init__(
         self,

@@ -211,6 +211,11 @@ class Backend(Protocol):
     #: Seconds between the core's looks while it waits for a change made
     #: elsewhere, or None where the backend rings the hub for those itself.
     poll_interval: float | None
+    #: The same for a waiting getter, where a backend rings getters for
+    #: changes made elsewhere but not putters or joiners (PostgreSQL's
+    #: ``LISTEN``): its getters look again only this often, for leases of
+    #: other clients that ran out.
+    idle_poll_interval: float | None
 
     @property
     def seq(self) -> int:

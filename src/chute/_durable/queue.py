@@ -306,16 +306,19 @@ class DurableQueue(Generic[T]):
     # -- get -------------------------------------------------------------------------
 
     def _delay(
-        self, deadline: float | None, due: float | None, *, poll: bool = True
+        self, deadline: float | None, due: float | None, *, poll: bool = True, getter: bool = False
     ) -> float | None:
         """How long to sleep: until the deadline (monotonic), the moment a
         lease or delay runs out (``due``, wall clock), or (``poll``) the
-        backend's next poll."""
+        backend's next poll (a getter's: ``idle_poll_interval``)."""
         delay = None if deadline is None else max(0.0, deadline - time.monotonic())
         if due is not None:
             until_due = max(0.0, due - time.time())
             delay = until_due if delay is None else min(delay, until_due)
-        interval = self._backend.poll_interval if poll else None
+        backend = self._backend
+        interval = backend.idle_poll_interval if getter else backend.poll_interval
+        if not poll:
+            interval = None
         if interval is not None:
             delay = interval if delay is None else min(delay, interval)
         return delay
@@ -369,7 +372,7 @@ class DurableQueue(Generic[T]):
                     waiter = self._hub.add(Wait.GET, in_thread=in_thread)
                     if claimed.seq is None or backend.seq != claimed.seq:
                         continue  # something changed since that look: look again
-                yield Sleep(waiter, self._delay(deadline, claimed.due))
+                yield Sleep(waiter, self._delay(deadline, claimed.due, getter=True))
                 self._hub.rearm(waiter)
         finally:
             if counted:

@@ -19,6 +19,8 @@ once in the source, with nothing generated to keep in step.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple, TypeVar
 
@@ -86,3 +88,26 @@ def drive_blocking(backend: Backend, steps: Steps[R]) -> R:
             send = steps.send
         except BaseException as exc:  # Ctrl-C too: into the steps' finally
             value, send = exc, steps.throw
+
+
+# -- running a call to its end (the network backends' cancellation) ---------------
+
+
+def drop_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: whoever awaited it has its own copy
+
+
+async def finish_quietly(task: asyncio.Future[Any]) -> None:
+    """Wait for ``task`` to end even if the caller is cancelled meanwhile."""
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+
+
+async def see_through(aw: Any) -> None:
+    """Run ``aw`` to its end whatever happens to the caller; its failure is
+    dropped (an undo that cannot reach the server leaves the lease to expire)."""
+    task = asyncio.ensure_future(aw)
+    task.add_done_callback(drop_outcome)
+    await finish_quietly(task)

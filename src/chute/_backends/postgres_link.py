@@ -1,0 +1,371 @@
+"""The PostgreSQL backend's link to the server: one :class:`Store` per
+database and schema per process, shared by every queue opened there.
+
+A store holds:
+
+- a connection pool per event loop (asyncpg connections belong to the loop
+  that made them): a task's call runs on its own loop, without crossing to
+  another thread;
+- a private event loop in a thread of its own, for the blocking face
+  (``run_sync``: a plain thread's call runs there and the thread waits) and
+  for the listener;
+- the listener: one connection that ``LISTEN``\\s on the schema's channel
+  and rings the hub of the queue each notification names, so that a getter
+  waiting here wakes when a put commits anywhere. After losing the server it
+  connects again and rings everyone (what it missed meanwhile is looked at).
+
+Errors leave here as chute's: a driver exception never reaches users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from .._durable.waiting import ALL, EVERYONE, Hub, Rings, Wait
+from .._exceptions import ChuteError
+
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the postgresql:// transport needs asyncpg: pip install 'chute[postgres]'"
+    ) from exc
+
+__all__ = ["Store", "failure", "place", "wait_through"]
+
+R = TypeVar("R")
+Fn = Callable[[Any], Awaitable[R]]
+
+#: Connections a loop's pool opens at most: calls beyond wait for one.
+POOL_SIZE = 10
+#: How soon the listener tries again after losing the server (doubling, capped).
+RECONNECT = (0.05, 2.0)
+
+
+def place(url: str) -> dict[str, str]:
+    """What a URL names, for messages (never its password)."""
+    parts = urlsplit(url)
+    return {
+        "user": unquote(parts.username or "") or "(default user)",
+        "where": f"{parts.hostname or 'localhost'}:{parts.port or 5432}",
+        "database": unquote(parts.path.lstrip("/")) or "(default database)",
+    }
+
+
+def failure(exc: BaseException, url: str, schema: str = "chute") -> ChuteError:
+    """The error users see for a driver's exception, naming the problem."""
+    p = place(url)
+    at = f"PostgreSQL at {p['where']}"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # a wrong password too
+        return ChuteError(f"{at} refused user {p['user']!r}: {exc}")
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return ChuteError(f"{at} has no database {p['database']!r}: {exc}")
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return ChuteError(
+            f"{at}: user {p['user']!r} may not create or use chute's schema {schema!r} in "
+            f"database {p['database']!r} ({exc}); create it for them "
+            f"(CREATE SCHEMA {schema} AUTHORIZATION ...) or grant CREATE on the database"
+        )
+    if isinstance(exc, asyncpg.PostgresError) and not _is_lost(exc):
+        return ChuteError(f"{at} refused a chute call: {exc}")
+    why = str(exc) or type(exc).__name__
+    return ChuteError(f"{at}: the connection failed ({why})")
+
+
+def _is_lost(exc: BaseException) -> bool:
+    """The connection is gone (or never came): not an answer to the call."""
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError,
+    )
+
+
+class _Pool:
+    """The connections of one event loop: idle ones are reused, at most
+    ``size`` at once."""
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]], size: int) -> None:
+        self._connect = connect
+        self._idle: list[Any] = []
+        self._room = asyncio.Semaphore(size)
+        self.closed = False
+
+    async def call(self, fn: Fn[R]) -> R:
+        async with self._room:
+            conn = None
+            while self._idle and conn is None:
+                conn = self._idle.pop()
+                if conn.is_closed():
+                    conn = None
+            if conn is None:
+                conn = await self._connect()
+            try:
+                result = await fn(conn)
+            except BaseException as exc:
+                if _is_lost(exc) or not isinstance(exc, Exception):
+                    # Its state is unknown (or the server went away): drop it,
+                    # and the idle ones, which are likely as dead.
+                    conn.terminate()
+                    self.drop_idle()
+                    raise
+                self._idle.append(conn)
+                raise
+            if self.closed:
+                await _close(conn)
+            else:
+                self._idle.append(conn)
+            return result
+
+    def drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.terminate()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await _close(conn)
+
+
+async def _close(conn: Any) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), 1.0)
+    except BaseException:
+        conn.terminate()
+
+
+class Store:
+    """One database and schema, as this process sees it (shared by its queues)."""
+
+    _open: ClassVar[dict[tuple[str, str], Store]] = {}
+    _open_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def acquire(cls, url: str, schema: str, connect_timeout: float) -> Store:
+        with cls._open_lock:
+            store = cls._open.get((url, schema))
+            if store is None:
+                store = cls._open[(url, schema)] = cls(url, schema, connect_timeout)
+            store._users += 1
+        return store
+
+    def __init__(self, url: str, schema: str, connect_timeout: float) -> None:
+        self.url = url
+        self.schema = schema
+        self.where = place(url)["where"]
+        self.channel = "chute." + schema
+        #: Marks this process's notifications: its own changes rang its hubs already.
+        self.sender = uuid.uuid4().hex
+        self._timeout = connect_timeout
+        self._users = 0
+        self._hubs: dict[int, Hub] = {}
+        self._seqs: dict[int, int] = {}
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        self._pools_lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="chute-postgres", daemon=True
+        )
+        self._thread.start()
+        self._listener: asyncio.Task[None] | None = None
+        self._loop.call_soon_threadsafe(self._start_listening)
+
+    def _start_listening(self) -> None:
+        self._listener = self._loop.create_task(self._listen())
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def connect(self) -> Any:
+        try:
+            return await asyncpg.connect(
+                self.url,
+                timeout=self._timeout,
+                server_settings={"application_name": "chute"},
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise failure(exc, self.url, self.schema) from exc
+            raise
+
+    def _pool(self) -> _Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            with self._pools_lock:
+                pool = self._pools[loop] = _Pool(self.connect, POOL_SIZE)
+        return pool
+
+    async def call(self, fn: Fn[R]) -> R:
+        """``fn(connection)`` on a connection of the calling loop; a driver
+        exception comes out as chute's."""
+        try:
+            return await self._pool().call(fn)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise failure(exc, self.url, self.schema) from exc
+
+    def submit(self, fn: Fn[R]) -> concurrent.futures.Future[R]:
+        """``call`` for a plain thread: on the store's own loop."""
+        return asyncio.run_coroutine_threadsafe(self.call(fn), self._loop)
+
+    def call_sync(self, fn: Fn[R]) -> R:
+        """``call`` from a plain thread, which waits. Interrupted (Ctrl-C),
+        the call still runs to its end first."""
+        future = self.submit(fn)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                wait_through(future)
+            raise
+
+    # -- waking ----------------------------------------------------------------------------
+
+    def hub(self, queue: int) -> Hub:
+        with self._pools_lock:
+            hub = self._hubs.get(queue)
+            if hub is None:
+                hub = self._hubs[queue] = Hub()
+                self._seqs[queue] = 0
+            return hub
+
+    def seq(self, queue: int) -> int:
+        return self._seqs.get(queue, 0)
+
+    def rang(self, queue: int, rings: Rings) -> None:
+        """A change to ``queue`` committed here (or seen from elsewhere)."""
+        self._seqs[queue] = self._seqs.get(queue, 0) + 1
+        if rings:
+            hub = self._hubs.get(queue)
+            if hub is not None:
+                hub.ring(rings)
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        try:
+            queue_s, kind, n_s, sender = str(payload).split(" ", 3)
+            queue, n = int(queue_s), int(n_s)
+        except ValueError:  # not chute's: ignored
+            return
+        if sender == self.sender or queue not in self._hubs:
+            return
+        rings: Rings = {
+            "g": {Wait.GET: n},
+            "p": {Wait.PUT: n},
+            "j": {Wait.JOIN: ALL},
+        }.get(kind, EVERYONE)
+        self.rang(queue, rings)
+
+    async def _listen(self) -> None:
+        """Listen for as long as the store is open, connecting again after
+        losing the server (and then ringing everyone)."""
+        delay, cap = RECONNECT
+        first = True
+        while True:
+            try:
+                conn = await asyncpg.connect(self.url, timeout=self._timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
+                continue
+            delay = RECONNECT[0]
+            lost: asyncio.Future[None] = self._loop.create_future()
+            conn.add_termination_listener(functools.partial(_set, lost))
+            try:
+                await conn.add_listener(self.channel, self._notified)
+                if not first:
+                    for queue in list(self._hubs):
+                        self.rang(queue, EVERYONE)
+                first = False
+                await lost
+            except asyncio.CancelledError:
+                await _close(conn)
+                raise
+            except Exception:
+                conn.terminate()
+                await asyncio.sleep(delay)
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """One user fewer; the last one closes the store (from any thread)."""
+        with Store._open_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            Store._open.pop((self.url, self.schema), None)
+        for hub in self._hubs.values():
+            hub.ring(EVERYONE)
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, pool in list(self._pools.items()):
+            if loop is self._loop:
+                continue
+            if loop is here:
+                _closing.add(asyncio.ensure_future(pool.aclose()))
+            elif loop.is_running():
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
+            else:
+                pool.drop_idle()
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._wind_down(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    async def _wind_down(self) -> None:
+        """On the store's own loop: stop listening, close its connections."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
+        mine = self._pools.get(self._loop)
+        if mine is not None:
+            await mine.aclose()
+
+    async def aclose_here(self) -> None:
+        """Close the calling loop's connections (before ``release``)."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.aclose()
+
+
+#: Pools closing on a loop that did not wait for them (a ``close()`` from a task).
+_closing: set[asyncio.Future[None]] = set()
+
+
+def _set(future: asyncio.Future[None], *_: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def wait_through(future: concurrent.futures.Future[R]) -> R:
+    """Wait for ``future`` whatever interrupts the waiting thread."""
+    while True:
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            continue
