@@ -97,7 +97,7 @@ def test_transports_are_imported_only_when_a_url_asks_for_them():
         # coverage, measuring this subprocess, uses it.)
         loaded = [
             m for m in sys.modules
-            if m.startswith(("chute._backends", "chute._transports", "redis"))
+            if m.startswith(("chute._backends", "chute._transports", "redis", "asyncpg"))
         ]
         assert not loaded, loaded
         """
@@ -106,5 +106,5 @@ def test_transports_are_imported_only_when_a_url_asks_for_them():
 
 
 def test_every_built_in_scheme_is_listed():
-    assert {"sqlite", "redis", "rediss", "memory"} <= set(schemes())
-    assert set(BUILTIN_TRANSPORTS) == {"sqlite", "redis", "rediss"}
+    assert {"sqlite", "redis", "rediss", "postgresql", "postgres", "memory"} <= set(schemes())
+    assert set(BUILTIN_TRANSPORTS) == {"sqlite", "redis", "rediss", "postgresql", "postgres"}

@@ -5,6 +5,7 @@ can be passed where code expects ``chute.AsyncQueue`` or ``chute.SyncQueue``."""
 from __future__ import annotations
 
 import chute
+from chute._backends.postgres import PostgresQueue
 from chute._backends.redis import RedisQueue
 from chute._backends.sqlite import SqliteQueue
 
@@ -16,10 +17,13 @@ def every_transport_conforms(
     process: chute.ProcessQueue[int],
     sqlite: SqliteQueue[int],
     redis: RedisQueue[int],
+    postgres: PostgresQueue[int],
 ) -> None:
-    queues: list[chute.AsyncQueue[int]] = [memory, lifo, priority, process, sqlite, redis]
+    queues: list[chute.AsyncQueue[int]] = [
+        memory, lifo, priority, process, sqlite, redis, postgres,
+    ]  # fmt: skip
     faces: list[chute.SyncQueue[int]] = [q.sync for q in (memory, lifo, priority, process)]
-    faces += [sqlite.sync, redis.sync]
-    stored: list[chute.DurableQueue[int]] = [sqlite, redis]
+    faces += [sqlite.sync, redis.sync, postgres.sync]
+    stored: list[chute.DurableQueue[int]] = [sqlite, redis, postgres]
     jobs: list[chute.Job[int]] = []
     del queues, faces, stored, jobs

@@ -34,20 +34,23 @@ does the same for putters and everyone. The notification is sent when the
 transaction commits, so a put inside the caller's transaction wakes getters
 only if it commits.
 
-**The claim** (``chute_claim``), as ``EXPLAIN`` shows it for one item on a
-queue with a million ready items and four out on leases::
+**The claim** (``chute_claim``) is two indexed looks, as ``EXPLAIN`` shows
+them on a queue of 200,000 items, half of them out on leases::
 
-    Limit  (cost=0.42..0.47 rows=1 width=14)
+    Limit
       ->  LockRows
-            ->  Index Scan using chute_item_ready on chute_item
+            ->  Index Scan using chute_item_ready on chute_item i
                   Index Cond: (queue = $1)
-    Limit  (cost=0.42..2.64 rows=1 width=22)
+                  Filter: (visible_at IS NULL)
+
+    Limit
       ->  LockRows
-            ->  Index Scan using chute_item_due on chute_item
+            ->  Index Scan using chute_item_due on chute_item i
                   Index Cond: ((queue = $1) AND (visible_at <= $2))
 
 Ready items come from a partial index holding only them, in id order, so a
-claim never walks over items out on leases; leases and delays that ran out
+claim never walks over items out on leases (with none out, the planner may
+read the primary key instead: the same order, nothing to skip); leases and delays that ran out
 come from a second partial index ordered by when they run out, whose scan
 stops at the first that has not. ``FOR UPDATE SKIP LOCKED`` lets concurrent
 claims pass each other's rows instead of queueing on them.
