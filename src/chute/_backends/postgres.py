@@ -47,7 +47,7 @@ from .._durable.queue import DurableQueue, check_visibility, stored_bounds
 from .._durable.steps import drive, finish_quietly, see_through
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
-from .postgres_link import Store, failure, place, wait_through
+from .postgres_link import Store, failure, is_lost, place, result_of, wait_through
 from .postgres_sql import SCHEMA_VERSION, TABLES, install_sql, lock_key, quote
 
 try:
@@ -75,13 +75,21 @@ IDLE_LOOK = 1.0
 
 class Sql(Call[R]):
     """A PostgreSQL backend's call: a coroutine function of a connection,
-    and whom it rings once it committed (a function of its answer)."""
+    and whom it rings once it committed (a function of its answer);
+    ``through``: the same made on a caller's connection, where only the
+    commit's notification rings (this process's own included)."""
 
-    __slots__ = ("fn", "rings")
+    __slots__ = ("fn", "rings", "through")
 
-    def __init__(self, fn: Fn[R], rings: Callable[[R], Rings] | Rings | None = None) -> None:
+    def __init__(
+        self,
+        fn: Fn[R],
+        rings: Callable[[R], Rings] | Rings | None = None,
+        through: Fn[R] | None = None,
+    ) -> None:
         self.fn = fn
         self.rings = rings
+        self.through = through
 
 
 def _claimed_rings(n: int) -> Callable[[Claimed], Rings]:
@@ -172,7 +180,7 @@ class PostgresBackend:
         op = cast(Sql[R], call)
         future = self._store.submit(op.fn)
         try:
-            result = future.result()
+            result = result_of(future)
         except KeyboardInterrupt:
             # Interrupted (Ctrl-C): the call is seen through, and undone.
             try:
@@ -202,9 +210,13 @@ class PostgresBackend:
 
     # -- calls -----------------------------------------------------------------------
 
-    def _fn(self, name: str, *args: Any, fetch: str = "fetchval") -> Fn[Any]:
-        """A call of the schema's function ``chute_<name>`` on this queue."""
-        queue, sender = self._args
+    def _fn(
+        self, name: str, *args: Any, fetch: str = "fetchval", sender: str | None = None
+    ) -> Fn[Any]:
+        """A call of the schema's function ``chute_<name>`` on this queue
+        (``sender``: whom its notification says it comes from)."""
+        queue, own = self._args
+        sender = own if sender is None else sender
         full = (queue, *args, sender) if name in _SENDS else (queue, *args)
         sql = self._sql[name] + f"({', '.join(f'${i}' for i in range(1, len(full) + 1))})"
         lost = self._lost
@@ -213,6 +225,8 @@ class PostgresBackend:
             try:
                 return await getattr(conn, fetch)(sql, *full)
             except asyncpg.PostgresError as exc:
+                if is_lost(exc):  # the pool drops the connection, then says why
+                    raise
                 raise lost(exc) from exc
 
         return fn
@@ -236,7 +250,11 @@ class PostgresBackend:
     def store(self, records: list[bytes]) -> Sql[list[int] | None]:
         n = len(records)
         rings: Rings = {Wait.GET: n}
-        return Sql(self._fn("put", records), lambda ids: rings if ids is not None else {})
+        return Sql(
+            self._fn("put", records),
+            lambda ids: rings if ids is not None else {},
+            through=self._fn("put", records, sender=""),
+        )
 
     def take_back(self, receipt: list[int]) -> Sql[None]:
         return Sql(self._fn("take_back", receipt), {Wait.PUT: len(receipt), Wait.JOIN: ALL})
@@ -485,7 +503,8 @@ async def _declare(
         names = await _names(conn, store.schema)
         there = f"queues there: {', '.join(names)}" if names else "no queues there"
         p = place(store.url)
-        raise QueueNotFound(f"no queue {name!r} in {p['where']}/{p['database']}; {there}")
+        schema = "" if store.schema == "chute" else f" (schema {store.schema!r})"
+        raise QueueNotFound(f"no queue {name!r} in {p['where']}/{p['database']}{schema}; {there}")
     return int(found)
 
 
@@ -576,8 +595,14 @@ class _Through:
         self._conn = connection
 
     async def run(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
-        fn = cast(Sql[R], call).fn
+        op = cast(Sql[R], call)
+        fn = op.through or op.fn
         try:
-            return await fn(self._conn)
-        except (asyncpg.InterfaceError, OSError) as exc:
-            raise failure(exc, self._backend._store.url) from exc
+            # In a savepoint: a refusal (shut down, too big) leaves the
+            # caller's transaction as it was, usable, instead of aborted.
+            async with self._conn.transaction():
+                return await fn(self._conn)
+        except Exception as exc:
+            if is_lost(exc) or isinstance(exc, asyncpg.PostgresError):
+                raise failure(exc, self._backend._store.url) from exc
+            raise

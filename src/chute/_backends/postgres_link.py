@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from .._durable.backend import Unreachable
 from .._durable.waiting import ALL, EVERYONE, Hub, Rings, Wait
 from .._exceptions import ChuteError
 
@@ -39,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the postgresql:// transport needs asyncpg: pip install 'chute[postgres]'"
     ) from exc
 
-__all__ = ["Store", "failure", "place", "wait_through"]
+__all__ = ["Store", "failure", "is_lost", "place", "result_of", "wait_through"]
 
 R = TypeVar("R")
 Fn = Callable[[Any], Awaitable[R]]
@@ -74,19 +75,28 @@ def failure(exc: BaseException, url: str, schema: str = "chute") -> ChuteError:
             f"database {p['database']!r} ({exc}); create it for them "
             f"(CREATE SCHEMA {schema} AUTHORIZATION ...) or grant CREATE on the database"
         )
-    if isinstance(exc, asyncpg.PostgresError) and not _is_lost(exc):
+    if isinstance(exc, asyncpg.PostgresError) and not is_lost(exc):
         return ChuteError(f"{at} refused a chute call: {exc}")
     why = str(exc) or type(exc).__name__
+    if not isinstance(exc, asyncpg.ConnectionDoesNotExistError) or isinstance(
+        exc.__cause__, asyncpg.OperatorInterventionError
+    ):
+        # Nothing was done: no connection, a connection found closed before
+        # the call was sent, or a call the server aborted as it went down
+        # (or whose connection it had ended before the call came).
+        # (Lost in the middle of a call, it may have committed: not so.)
+        return Unreachable(f"{at} cannot be reached ({why})")
     return ChuteError(f"{at}: the connection failed ({why})")
 
 
-def _is_lost(exc: BaseException) -> bool:
+def is_lost(exc: BaseException) -> bool:
     """The connection is gone (or never came): not an answer to the call."""
     return isinstance(
         exc,
         OSError
         | TimeoutError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError  # a connection cut before the loop saw it close
         | asyncpg.PostgresConnectionError
         | asyncpg.CannotConnectNowError
         | asyncpg.AdminShutdownError
@@ -116,7 +126,7 @@ class _Pool:
             try:
                 result = await fn(conn)
             except BaseException as exc:
-                if _is_lost(exc) or not isinstance(exc, Exception):
+                if is_lost(exc) or not isinstance(exc, Exception):
                     # Its state is unknown (or the server went away): drop it,
                     # and the idle ones, which are likely as dead.
                     conn.terminate()
@@ -218,7 +228,13 @@ class Store:
         exception comes out as chute's."""
         try:
             return await self._pool().call(fn)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
             raise failure(exc, self.url, self.schema) from exc
 
     def submit(self, fn: Fn[R]) -> concurrent.futures.Future[R]:
@@ -230,7 +246,7 @@ class Store:
         the call still runs to its end first."""
         future = self.submit(fn)
         try:
-            return future.result()
+            return result_of(future)
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
                 wait_through(future)
@@ -250,8 +266,12 @@ class Store:
         return self._seqs.get(queue, 0)
 
     def rang(self, queue: int, rings: Rings) -> None:
-        """A change to ``queue`` committed here (or seen from elsewhere)."""
-        self._seqs[queue] = self._seqs.get(queue, 0) + 1
+        """A change to ``queue`` committed here (or seen from elsewhere).
+        Only one that getters wait for (items to take, a shutdown) counts
+        as a change for ``seq``: acks going on all the time would make
+        every getter look twice before it sleeps."""
+        if Wait.GET in rings:
+            self._seqs[queue] = self._seqs.get(queue, 0) + 1
         if rings:
             hub = self._hubs.get(queue)
             if hub is not None:
@@ -279,7 +299,11 @@ class Store:
         first = True
         while True:
             try:
-                conn = await asyncpg.connect(self.url, timeout=self._timeout)
+                conn = await asyncpg.connect(
+                    self.url,
+                    timeout=self._timeout,
+                    server_settings={"application_name": "chute listener"},
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -337,11 +361,12 @@ class Store:
             self._loop.close()
 
     async def _wind_down(self) -> None:
-        """On the store's own loop: stop listening, close its connections."""
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self._listener
+        """On the store's own loop: stop listening, end the calls of threads
+        still waiting on it (they raise ``ChuteError``), close its connections."""
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         mine = self._pools.get(self._loop)
         if mine is not None:
             await mine.aclose()
@@ -362,10 +387,18 @@ def _set(future: asyncio.Future[None], *_: Any) -> None:
         future.set_result(None)
 
 
+def result_of(future: concurrent.futures.Future[R]) -> R:
+    """A thread's call's answer; ``ChuteError`` if the store closed under it."""
+    try:
+        return future.result()
+    except concurrent.futures.CancelledError:
+        raise ChuteError("the queue was closed while this call was made") from None
+
+
 def wait_through(future: concurrent.futures.Future[R]) -> R:
     """Wait for ``future`` whatever interrupts the waiting thread."""
     while True:
         try:
-            return future.result()
+            return result_of(future)
         except KeyboardInterrupt:
             continue

@@ -177,6 +177,7 @@ DECLARE
     n int := cardinality(records);
     ready bigint;
     ids bigint[];
+    k int;
 BEGIN
     IF r.state <> 0 THEN RAISE EXCEPTION 'shut down' USING ERRCODE = 'CH001'; END IF;
     IF r.maxsize > 0 THEN
@@ -184,7 +185,15 @@ BEGIN
             RAISE EXCEPTION 'a batch of % items can never fit a queue of maxsize %', n, r.maxsize
                 USING ERRCODE = 'CH002';
         END IF;
-        PERFORM pg_advisory_xact_lock(@LOCK, q);
+        -- Held by another put until it commits. Wait up to about 50 ms for
+        -- it (another put's lock is that short); held longer (by a caller's
+        -- open transaction that put an item), the queue counts as full
+        -- until that transaction ends: it may be about to fill it.
+        FOR k IN 1 .. 50 LOOP
+            EXIT WHEN pg_try_advisory_xact_lock(@LOCK, q);
+            IF k = 50 THEN RETURN NULL; END IF;
+            PERFORM pg_sleep(0.001);
+        END LOOP;
         r := @S.chute_row(q);  -- as of the lock: a shutdown or a new bound meanwhile
         IF r.state <> 0 THEN RAISE EXCEPTION 'shut down' USING ERRCODE = 'CH001'; END IF;
         ready := @S.chute_ready(q);

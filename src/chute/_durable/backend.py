@@ -61,7 +61,10 @@ unbounded, no limit), a value replaces it for every client. With
 **Errors.** A backend raises chute's errors, never its client's:
 ``QueueShutDown`` (bare: the core adds the items), ``QueueNotFound`` (the
 queue vanished), ``ValueError`` (what can never succeed), ``ChuteError``
-(the store failed, with why: a full disk, a lost connection).
+(the store failed, with why: a full disk, a lost connection), or
+:class:`Unreachable` (a ``ChuteError``: the store could not be reached, so
+the call surely did nothing): a getter already waiting keeps waiting
+through it, and looks again at its next poll.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from .._contract import ErrorInfo, Outcome, Unset
+from .._exceptions import ChuteError
 
 if TYPE_CHECKING:
     from .waiting import Hub
@@ -86,6 +90,7 @@ __all__ = [
     "QueueState",
     "Record",
     "Settle",
+    "Unreachable",
 ]
 
 R = TypeVar("R")
@@ -110,6 +115,10 @@ class Capabilities:
     priorities: bool = False
     #: ``nack(delay=)`` keeps an item back for that long.
     delays: bool = True
+
+
+class Unreachable(ChuteError):
+    """The store could not be reached (no connection): the call did nothing."""
 
 
 class QueueState(enum.IntEnum):

@@ -33,7 +33,16 @@ from .._contract import (
 )
 from .._exceptions import ChuteError, QueueEmpty, QueueFull, QueueShutDown
 from .._waiters import check_not_on_loop
-from .backend import Backend, Call, Claimed, Counts, DeadRecord, QueueState, Record
+from .backend import (
+    Backend,
+    Call,
+    Claimed,
+    Counts,
+    DeadRecord,
+    QueueState,
+    Record,
+    Unreachable,
+)
 from .job import DurableJob, DurableReservation
 from .steps import Run, Sleep, Steps, drive, drive_blocking
 from .waiting import Wait, Waiter
@@ -347,7 +356,19 @@ class DurableQueue(Generic[T]):
         try:
             while True:
                 self._check_open()
-                claimed = yield Run(backend.claim(max_items, lease=vt, wait=wait), give_back)
+                try:
+                    claimed = yield Run(backend.claim(max_items, lease=vt, wait=wait), give_back)
+                except Unreachable:
+                    if waiter is None:
+                        raise
+                    # Already waiting: the store being away (a restart) is
+                    # not an answer. Look again at the next poll, or sooner
+                    # if rung (a ring meanwhile is kept for this sleep).
+                    yield Sleep(waiter, self._delay(deadline, None))
+                    self._hub.rearm(waiter)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise QueueEmpty() if in_thread else TimeoutError("timed out") from None
+                    continue
                 if claimed.records:
                     return claimed.records
                 if not block:
