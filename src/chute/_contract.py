@@ -8,6 +8,7 @@ SQLite, Redis) implement the same Protocols and pass the same test suite in
 from __future__ import annotations
 
 import enum
+import json
 import math
 import threading
 import traceback
@@ -106,6 +107,14 @@ class ErrorInfo:
         if not d:
             return None
         return cls(str(d.get("type", "")), str(d.get("message", "")), str(d.get("traceback", "")))
+
+    def to_json(self) -> str:
+        """As the stores keep it."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, stored: str | None) -> ErrorInfo | None:
+        return cls.from_dict(json.loads(stored)) if stored else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar, cast
 
 from .._codecs import get_codec
@@ -47,8 +46,8 @@ from .._durable.queue import DurableQueue, check_visibility, stored_bounds
 from .._durable.steps import drive, finish_quietly, see_through
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
-from .postgres_link import Store, failure, is_lost, place, result_of, wait_through
-from .postgres_sql import SCHEMA_VERSION, TABLES, install_sql, lock_key, quote
+from .postgres_link import Fn, Store, failure, is_lost, place, result_of, wait_through
+from .postgres_sql import declare, names_in, quote
 
 try:
     import asyncpg
@@ -62,7 +61,6 @@ __all__ = ["PostgresBackend", "PostgresQueue"]
 T = TypeVar("T")
 R = TypeVar("R")
 Undo = Callable[[R], Call[Any] | None]
-Fn = Callable[[Any], Awaitable[R]]
 
 #: How often a full put or a join looks again for changes made elsewhere
 #: (acks and claims notify no one: a NOTIFY at every commit would serialise
@@ -127,15 +125,13 @@ class PostgresBackend:
         self._store = store = Store.acquire(url, schema, connect_timeout)
         try:
             self._id: int = store.call_sync(
-                lambda c: _declare(c, store, name, create, maxsize, max_deliveries)
+                lambda c: declare(c, store, name, create, maxsize, max_deliveries)
             )
         except BaseException:
             store.release()
             raise
         self.hub = store.hub(self._id)
-        s = quote(schema)
-        self._sql = {f: f"SELECT * FROM {s}.chute_{f}" for f in _FUNCTIONS}
-        self._s = s
+        self._s = quote(schema)
         self._args = (self._id, store.sender)
 
     @classmethod
@@ -143,7 +139,7 @@ class PostgresBackend:
         schema = options.get("schema", "chute")
         store = Store.acquire(url, schema, options.get("connect_timeout", 5.0))
         try:
-            return store.call_sync(lambda c: _names(c, schema))
+            return store.call_sync(lambda c: names_in(c, schema))
         finally:
             store.release()
 
@@ -218,7 +214,8 @@ class PostgresBackend:
         queue, own = self._args
         sender = own if sender is None else sender
         full = (queue, *args, sender) if name in _SENDS else (queue, *args)
-        sql = self._sql[name] + f"({', '.join(f'${i}' for i in range(1, len(full) + 1))})"
+        marks = ", ".join(f"${i}" for i in range(1, len(full) + 1))
+        sql = f"SELECT * FROM {self._s}.chute_{name}({marks})"
         lost = self._lost
 
         async def fn(conn: Any) -> Any:
@@ -289,7 +286,7 @@ class PostgresBackend:
             [r.key for r, _ in records],
             [r.data for r, _ in records],
             [r.deliveries for r, _ in records],
-            [_json(info) for _, info in records],
+            [info.to_json() for _, info in records],
             leased,
         )
         return Sql(fn, {Wait.JOIN: ALL})
@@ -298,7 +295,7 @@ class PostgresBackend:
         self, record: Record, how: Settle, *, delay: float | None, error: ErrorInfo | None
     ) -> Sql[Outcome]:
         ack = how is Settle.ACK
-        why = None if error is None else _json(error)
+        why = None if error is None else error.to_json()
         fn = self._fn("settle", record.key, record.token, ack, delay, why)
         if ack:
             return Sql(fn, {Wait.PUT: 1, Wait.JOIN: ALL})
@@ -391,7 +388,7 @@ class PostgresBackend:
 
         async def listing(conn: Any) -> list[DeadRecord]:
             rows = await conn.fetch(sql, queue)
-            return [_dead_record(*row[1:]) for row in rows]
+            return [DeadRecord.from_row(*row[1:]) for row in rows]
 
         return Sql(listing)
 
@@ -399,113 +396,8 @@ class PostgresBackend:
         return Sql(self._fn("requeue_dead"), EVERYONE)
 
 
-#: The functions of the schema the backend calls (and which take the sender last).
-_FUNCTIONS = (
-    "put", "take_back", "claim", "give_back", "bury", "settle", "extend", "task_done",
-    "counts", "requeue_dead",
-)  # fmt: skip
+#: The schema's functions that take the sender last (their notification says who).
 _SENDS = {"put", "take_back", "claim", "give_back", "bury", "settle", "task_done", "requeue_dead"}
-
-
-def _json(info: ErrorInfo) -> str:
-    return json.dumps(info.to_dict())
-
-
-def _dead_record(
-    data: bytes, deliveries: int, died_at: float, reason: str, error: str | None
-) -> DeadRecord:
-    info = ErrorInfo.from_dict(json.loads(error)) if error else None
-    return DeadRecord(data, deliveries, died_at, reason, info)
-
-
-# -- opening ---------------------------------------------------------------------------
-
-
-async def _install(conn: Any, store: Store, create: bool) -> bool:
-    """Make sure chute's schema is there, of a version this chute reads;
-    False if it is not there and ``create`` is off (nothing made)."""
-    schema, s = store.schema, quote(store.schema)
-    version = f"{s}.chute_version"
-    if await conn.fetchval("SELECT to_regclass($1)", version) is not None:
-        try:
-            found = await conn.fetchval(f"SELECT max(version) FROM {version}")
-        except asyncpg.UndefinedColumnError:
-            found = None
-        if found is None:
-            raise ChuteError(
-                f"PostgreSQL at {store.where}: the table {schema}.chute_version was not made "
-                "by chute; choose another schema= for chute's tables"
-            )
-        if found > SCHEMA_VERSION:
-            raise ChuteError(
-                f"chute's schema {schema!r} on PostgreSQL at {store.where} was made by a newer "
-                f"chute (version {found}); this one reads version {SCHEMA_VERSION}: upgrade chute"
-            )
-        return True
-    alien = await conn.fetchval(
-        "SELECT min(tablename) FROM pg_tables WHERE schemaname = $1 AND tablename = ANY($2)",
-        schema,
-        list(TABLES),
-    )
-    if alien is not None:
-        raise ChuteError(
-            f"PostgreSQL at {store.where}: a table {schema}.{alien} exists that chute did not "
-            "make; choose another schema= for chute's tables"
-        )
-    if not create:
-        return False
-    async with conn.transaction():
-        # One client installs; the others wait here, then find it made.
-        await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", lock_key(schema))
-        if await conn.fetchval("SELECT to_regclass($1)", version) is not None:
-            return True
-        if await conn.fetchval("SELECT to_regnamespace($1)", schema) is None:
-            await conn.execute(f"CREATE SCHEMA {s}")
-        await conn.execute(install_sql(schema))
-        await conn.execute(f"INSERT INTO {version} VALUES ($1)", SCHEMA_VERSION)
-    return True
-
-
-async def _names(conn: Any, schema: str) -> list[str]:
-    table = f"{quote(schema)}.chute_queue"
-    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
-        return []
-    return [r[0] for r in await conn.fetch(f"SELECT name FROM {table} ORDER BY name")]
-
-
-async def _declare(
-    conn: Any,
-    store: Store,
-    name: str,
-    create: bool,
-    maxsize: int | Unset,
-    max_deliveries: int | Unset | None,
-) -> int:
-    """The queue's id, the bounds passed stored; ``QueueNotFound`` (nothing
-    created) if it is not there and ``create`` is off."""
-    table = f"{quote(store.schema)}.chute_queue"
-    if await _install(conn, store, create) and create:
-        await conn.execute(
-            f"INSERT INTO {table} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
-        )
-    found = None
-    if await conn.fetchval("SELECT to_regclass($1)", table) is not None:
-        found = await conn.fetchval(
-            f"UPDATE {table} SET maxsize = coalesce($2, maxsize), "
-            "max_deliveries = CASE WHEN $3 THEN $4::int ELSE max_deliveries END "
-            "WHERE name = $1 RETURNING id",
-            name,
-            None if isinstance(maxsize, Unset) else maxsize,
-            not isinstance(max_deliveries, Unset),
-            None if isinstance(max_deliveries, Unset) else max_deliveries,
-        )
-    if found is None:
-        names = await _names(conn, store.schema)
-        there = f"queues there: {', '.join(names)}" if names else "no queues there"
-        p = place(store.url)
-        schema = "" if store.schema == "chute" else f" (schema {store.schema!r})"
-        raise QueueNotFound(f"no queue {name!r} in {p['where']}/{p['database']}{schema}; {there}")
-    return int(found)
 
 
 # -- the queue -------------------------------------------------------------------------

@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the postgresql:// transport needs asyncpg: pip install 'chute[postgres]'"
     ) from exc
 
-__all__ = ["Store", "failure", "is_lost", "place", "result_of", "wait_through"]
+__all__ = ["Fn", "Store", "failure", "is_lost", "place", "result_of", "wait_through"]
 
 R = TypeVar("R")
 Fn = Callable[[Any], Awaitable[R]]

@@ -59,8 +59,23 @@ claims pass each other's rows instead of queueing on them.
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "install_sql", "lock_key"]
+from .._contract import Unset
+from .._exceptions import ChuteError, QueueNotFound
+from .postgres_link import place
+
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the postgresql:// transport needs asyncpg: pip install 'chute[postgres]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from .postgres_link import Store
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "declare", "install", "install_sql", "lock_key", "names_in"]
 
 #: The version of the tables and functions below.
 SCHEMA_VERSION = 1
@@ -87,6 +102,96 @@ def install_sql(schema: str) -> str:
         .replace("@CHANNEL", "'" + channel.replace("'", "''") + "'")
         .replace("@LOCK", str(lock_key(schema)))
     )
+
+
+# -- opening ---------------------------------------------------------------------------
+
+
+async def install(conn: Any, store: Store, create: bool) -> bool:
+    """Make sure chute's schema is there, of a version this chute reads;
+    False if it is not there and ``create`` is off (nothing made)."""
+    schema, s = store.schema, quote(store.schema)
+    version = f"{s}.chute_version"
+    if await conn.fetchval("SELECT to_regclass($1)", version) is not None:
+        try:
+            found = await conn.fetchval(f"SELECT max(version) FROM {version}")
+        except asyncpg.UndefinedColumnError:
+            found = None
+        if found is None:
+            raise ChuteError(
+                f"PostgreSQL at {store.where}: the table {schema}.chute_version was not made "
+                "by chute; choose another schema= for chute's tables"
+            )
+        if found > SCHEMA_VERSION:
+            raise ChuteError(
+                f"chute's schema {schema!r} on PostgreSQL at {store.where} was made by a newer "
+                f"chute (version {found}); this one reads version {SCHEMA_VERSION}: upgrade chute"
+            )
+        return True
+    alien = await conn.fetchval(
+        "SELECT min(tablename) FROM pg_tables WHERE schemaname = $1 AND tablename = ANY($2)",
+        schema,
+        list(TABLES),
+    )
+    if alien is not None:
+        raise ChuteError(
+            f"PostgreSQL at {store.where}: a table {schema}.{alien} exists that chute did not "
+            "make; choose another schema= for chute's tables"
+        )
+    if not create:
+        return False
+    async with conn.transaction():
+        # One client installs; the others wait here, then find it made.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", lock_key(schema))
+        if await conn.fetchval("SELECT to_regclass($1)", version) is not None:
+            return True
+        if await conn.fetchval("SELECT to_regnamespace($1)", schema) is None:
+            await conn.execute(f"CREATE SCHEMA {s}")
+        await conn.execute(install_sql(schema))
+        await conn.execute(f"INSERT INTO {version} VALUES ($1)", SCHEMA_VERSION)
+    return True
+
+
+async def names_in(conn: Any, schema: str) -> list[str]:
+    table = f"{quote(schema)}.chute_queue"
+    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        return []
+    return [r[0] for r in await conn.fetch(f"SELECT name FROM {table} ORDER BY name")]
+
+
+async def declare(
+    conn: Any,
+    store: Store,
+    name: str,
+    create: bool,
+    maxsize: int | Unset,
+    max_deliveries: int | Unset | None,
+) -> int:
+    """The queue's id, the bounds passed stored; ``QueueNotFound`` (nothing
+    created) if it is not there and ``create`` is off."""
+    table = f"{quote(store.schema)}.chute_queue"
+    if await install(conn, store, create) and create:
+        await conn.execute(
+            f"INSERT INTO {table} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
+        )
+    found = None
+    if await conn.fetchval("SELECT to_regclass($1)", table) is not None:
+        found = await conn.fetchval(
+            f"UPDATE {table} SET maxsize = coalesce($2, maxsize), "
+            "max_deliveries = CASE WHEN $3 THEN $4::int ELSE max_deliveries END "
+            "WHERE name = $1 RETURNING id",
+            name,
+            None if isinstance(maxsize, Unset) else maxsize,
+            not isinstance(max_deliveries, Unset),
+            None if isinstance(max_deliveries, Unset) else max_deliveries,
+        )
+    if found is None:
+        names = await names_in(conn, store.schema)
+        there = f"queues there: {', '.join(names)}" if names else "no queues there"
+        p = place(store.url)
+        schema = "" if store.schema == "chute" else f" (schema {store.schema!r})"
+        raise QueueNotFound(f"no queue {name!r} in {p['where']}/{p['database']}{schema}; {there}")
+    return int(found)
 
 
 _INSTALL = """

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -313,7 +312,7 @@ class SqliteBackend:
         def bury(c: sqlite3.Connection) -> None:
             now = time.time()
             for record, info in records:
-                why = _json(info)
+                why = info.to_json()
                 if leased:  # still stored, on our lease
                     _to_dead(c, name, record.key, now, "undecodable", why)
                     continue
@@ -334,7 +333,7 @@ class SqliteBackend:
         self, record: Record, how: Settle, *, delay: float | None, error: ErrorInfo | None
     ) -> Op[Outcome]:
         name, id_, token = self.name, record.key, record.token
-        why = None if error is None else _json(error)
+        why = None if error is None else error.to_json()
         lost = (
             f"queue {name!r}: this job's lease ran out and the item was delivered "
             "again; it is settled by whoever holds it now"
@@ -453,7 +452,7 @@ class SqliteBackend:
 
         def listing(c: sqlite3.Connection) -> list[DeadRecord]:
             rows = c.execute(_DEAD_LETTERS + " ORDER BY id", (name,)).fetchall()
-            return [_dead_record(*row[1:]) for row in rows]
+            return [DeadRecord.from_row(*row[1:]) for row in rows]
 
         def purging(c: sqlite3.Connection) -> list[DeadRecord]:
             rows = c.execute(
@@ -462,7 +461,7 @@ class SqliteBackend:
                 (name,),
             ).fetchall()
             c.execute("UPDATE chute_queue SET dead = dead - ? WHERE name = ?", (len(rows), name))
-            return [_dead_record(*row[1:]) for row in sorted(rows)]
+            return [DeadRecord.from_row(*row[1:]) for row in sorted(rows)]
 
         return Op(purging) if purge else Op(listing, write=False)
 
@@ -585,17 +584,6 @@ _CHUNK = 500  # ids per statement: far below any SQLite's limit on variables
 
 def _marks(chunk: list[int]) -> str:
     return ",".join("?" * len(chunk))
-
-
-def _json(info: ErrorInfo) -> str:
-    return json.dumps(info.to_dict())
-
-
-def _dead_record(
-    data: bytes, deliveries: int, died_at: float, reason: str, error: str | None
-) -> DeadRecord:
-    info = ErrorInfo.from_dict(json.loads(error)) if error else None
-    return DeadRecord(data, deliveries, died_at, reason, info)
 
 
 class _Stored(NamedTuple):

@@ -192,6 +192,13 @@ class DeadRecord(NamedTuple):
     reason: str  # "failed", "lease expired", "undecodable"
     error: ErrorInfo | None
 
+    @classmethod
+    def from_row(
+        cls, data: bytes, deliveries: int, died_at: float, reason: str, error: str | None
+    ) -> DeadRecord:
+        """As a SQL store keeps it: the error as JSON (``ErrorInfo.to_json``)."""
+        return cls(data, deliveries, died_at, reason, ErrorInfo.from_json(error))
+
 
 class Call(Generic[R_co]):
     """A primitive's description, answering ``R_co`` when run: opaque to the
