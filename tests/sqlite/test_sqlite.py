@@ -63,7 +63,7 @@ async def test_memory_url_gives_an_in_process_queue():
         ("sqlite://host/q.db", "no host"),
         ("sqlite:///", "no file name"),
         ("sqlite:///q.db?timeout=3", "keyword arguments"),
-        ("postgres://localhost/db", "unknown scheme"),
+        ("amqp://localhost/db", "unknown scheme"),
         ("just-a-path.db", "needs a scheme"),
         ("memory://somewhere", "just 'memory://'"),
     ],
