@@ -10,7 +10,7 @@ import asyncio
 import importlib
 from collections.abc import Generator
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import ChuteError
 
@@ -113,6 +113,16 @@ class Opening:
             aclose = getattr(q, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+def without_password(url: str) -> str:
+    """``url`` as it may be shown: a password in it becomes ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def parse_redis_url(url: str) -> dict[str, Any]:

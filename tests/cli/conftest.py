@@ -27,16 +27,23 @@ def chute(
     )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def url(request: Any, tmp_path: Any) -> str:
+    """A stored queue's URL. The servers are shared by the whole run (every
+    queue of PostgreSQL's in one database and schema ``chute``): a test
+    that uses them names its queues with ``name``."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/q.db"
-    from tests.redis_server import shared_server
+    if request.param == "redis":
+        from tests.redis_server import shared_server as redis_server
 
-    return shared_server().url
+        return redis_server().url
+    from tests.postgres_server import shared_server as postgres_server
+
+    return postgres_server().url
 
 
 @pytest.fixture
 def name() -> str:
-    """A queue name never used before on the shared server."""
+    """A queue name never used before on the shared servers."""
     return f"cli-{os.getpid()}-{next(_names)}"

@@ -47,6 +47,9 @@ Q = ["sqlite:///q.db", "q"]
         (["inspect", "jobs.db", "q"], "is not a URL: it needs a scheme"),
         (["inspect", "sqlite://host/q.db", "q"], "a sqlite URL has no host"),
         (["inspect", "redis://localhost:99999/0", "q"], "the port is not a number"),
+        (["inspect", "postgresql:///jobs", "q"], "no host (postgresql://user@host:port/database)"),
+        (["inspect", "postgresql://localhost", "q"], "no database (postgresql://"),
+        (["ls", "postgres://localhost:99999/jobs"], "the port is not a number"),
         (["inspect", "sqlite:///q.db"], "required: NAME"),
         (["inspect", "sqlite:///q.db", ""], "a queue name must not be empty"),
         (["ls"], "required: URL"),
@@ -82,6 +85,14 @@ def test_version_and_help(capsys):
     out = capsys.readouterr().out
     assert "usage: chute worker" in out
     assert "URL NAME module:function" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("command", ["worker", "put", "inspect", "ls", "dead", "configure"])
+def test_the_help_names_every_stored_transport(capsys, command):
+    assert main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for url in ("sqlite:///", "redis://", "postgresql://"):
+        assert url in out, (command, url)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import signal
@@ -18,10 +20,53 @@ from tests.cli.conftest import chute as run
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.sync_only]
 
+_databases = itertools.count()
+
 
 def stats(url: str, name: str) -> Any:
     with chute.open(url, name, create=False) as q:
         return q.statistics()
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def server_url(request: Any) -> str:
+    """The URL of a shared server (queue names from ``name``)."""
+    if request.param == "redis":
+        from tests.redis_server import shared_server as redis_server
+
+        return redis_server().url
+    from tests.postgres_server import shared_server as postgres_server
+
+    return postgres_server().url
+
+
+def new_postgres_database() -> str:
+    """The URL of a database of its own on the shared PostgreSQL server:
+    nothing of chute's in it yet, and no other test's queues."""
+    from tests.postgres_server import shared_server
+
+    server = shared_server()
+    database = f"cli_{os.getpid()}_{next(_databases)}"
+    server.create_database(database)
+    return server.url.rsplit("/", 1)[0] + "/" + database
+
+
+def postgres_schemas(url: str) -> list[str]:
+    """The schemas in the database at ``url``, but PostgreSQL's own."""
+    import asyncpg
+
+    async def look() -> list[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE nspname <> 'public'"
+                " AND nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"
+            )
+        finally:
+            await conn.close()
+        return sorted(r[0] for r in rows)
+
+    return asyncio.run(look())
 
 
 def write_handlers(folder: Any) -> None:
@@ -124,13 +169,12 @@ def test_looking_at_what_is_not_there_creates_nothing(tmp_path):
     assert [json.loads(line)["queue"] for line in r.stdout.splitlines()] == ["emails", "thumbnails"]
 
 
-def test_looking_at_a_queue_not_on_the_server_creates_nothing(name):
-    from tests.redis_server import shared_server
-
-    url = shared_server().url
+def test_looking_at_a_queue_not_on_the_server_creates_nothing(server_url, name):
+    url = server_url
     r = run("inspect", url, name)
     assert r.returncode == 1
-    assert f"no queue {name!r} on " in r.stderr
+    # Redis: "on 127.0.0.1:PORT/0"; PostgreSQL: "in 127.0.0.1:PORT/postgres".
+    assert f"no queue {name!r} {'in' if url.startswith('postgresql') else 'on'} " in r.stderr
     r = run("ls", url, "--json")
     assert r.returncode == 0, r.stderr
     assert name not in r.stdout
@@ -180,6 +224,65 @@ def test_ls_shows_each_queue_and_its_numbers(tmp_path):
         "dead_letters": 0,
         "maxsize": 10,
     }
+
+
+def test_looking_at_a_postgres_database_without_chute_creates_nothing(tmp_path):
+    url = new_postgres_database()
+    where = "127.0.0.1:" + url.split(":")[-1]  # host:port/database
+    for args in (
+        ["inspect", url, "q"],
+        ["dead", url, "q"],
+        ["configure", url, "q", "--maxsize", "3"],
+        ["worker", url, "q", "json:loads"],
+    ):
+        r = run(*args, cwd=tmp_path)
+        assert (r.returncode, r.stderr.strip()) == (
+            1,
+            f"chute {args[0]}: no queue 'q' in {where}; no queues there",
+        )
+    r = run("ls", url)
+    assert (r.returncode, r.stdout, r.stderr.strip()) == (0, "", f"no queues at {url}")
+    assert postgres_schemas(url) == []  # not even chute's schema
+
+    for queue in ("emails", "thumbnails"):
+        assert run("put", url, queue, "1").returncode == 0
+    assert postgres_schemas(url) == ["chute"]
+    for command in ("inspect", "dead"):
+        r = run(command, url, "emials")
+        assert r.returncode == 1
+        assert r.stderr.strip() == (
+            f"chute {command}: no queue 'emials' in {where}; queues there: emails, thumbnails"
+        )
+    r = run("ls", url, "--json")
+    assert [json.loads(line)["queue"] for line in r.stdout.splitlines()] == ["emails", "thumbnails"]
+
+
+def test_ls_shows_each_queue_of_a_postgres_database_and_its_numbers():
+    url = new_postgres_database()
+    assert run("put", url, "emails", "1", "2", "3").returncode == 0
+    assert run("put", url, "thumbnails", "--maxsize", "10", "1").returncode == 0
+    r = run("ls", url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "queue       depth  in flight  delayed  dead letters  maxsize",
+        "emails          3          0        0             0        0",
+        "thumbnails      1          0        0             0       10",
+    ]
+
+
+def test_the_command_never_shows_a_postgres_urls_password(tmp_path):
+    # The test server trusts its clients: the password is sent, and ignored.
+    url = new_postgres_database().replace("//postgres@", "//postgres:s3cret@")
+    for args in (
+        ["ls", url],
+        ["inspect", url, "q"],
+        ["put", url, "q", "1"],
+        ["ls", url],
+        ["inspect", url, "nope"],
+        ["dead", url, "q"],
+    ):
+        r = run(*args, cwd=tmp_path)
+        assert "s3cret" not in r.stdout + r.stderr, (args, r.stdout + r.stderr)
 
 
 def test_the_command_keeps_a_queues_bounds(url, name, tmp_path, monkeypatch):
@@ -339,12 +442,15 @@ def test_a_handler_module_that_fails_to_load_is_one_line(tmp_path):
     assert os.listdir(tmp_path) == ["broken.py"]
 
 
-def test_a_server_that_is_not_there_is_one_line():
+@pytest.mark.parametrize("scheme", ["redis", "postgresql"])
+def test_a_server_that_is_not_there_is_one_line(scheme):
     from tests.redis_server import free_port
 
-    r = run("inspect", f"redis://127.0.0.1:{free_port()}/0", "q")
+    where = {"redis": "0", "postgresql": "postgres"}[scheme]
+    r = run("inspect", f"{scheme}://127.0.0.1:{free_port()}/{where}", "q")
     assert r.returncode == 1
     assert r.stderr.startswith("chute inspect: ")
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import chute
 
-_names = itertools.count()  # queue names on the shared server: never reused
+_names = itertools.count()  # queue names on the shared servers: never reused
 
 
 class QueueMaker:
@@ -29,12 +29,20 @@ class QueueMaker:
         elif self.transport == "sqlite":
             q = await chute.open(f"sqlite:///{self.folder}/w{n}.db", "w", **options)
         else:
-            from tests.redis_server import shared_server
-
+            # A shared server: one name per queue, never reused in this run.
             name = f"w-{os.getpid()}-{next(_names)}"
-            q = await chute.open(shared_server().url, name, **options)
+            q = await chute.open(self.server_url(), name, **options)
         self.made.append(q)
         return q
+
+    def server_url(self) -> str:
+        if self.transport == "redis":
+            from tests.redis_server import shared_server as redis_server
+
+            return redis_server().url
+        from tests.postgres_server import shared_server as postgres_server
+
+        return postgres_server().url
 
     async def aclose(self) -> None:
         for q in self.made:
@@ -43,6 +51,6 @@ class QueueMaker:
                 await aclose()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def make(request: Any, tmp_path: Any) -> QueueMaker:
     return QueueMaker(request.param, tmp_path)

@@ -4,7 +4,9 @@ counted for what they became) and a stop that says what it waits for."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
 import signal
 import threading
@@ -15,9 +17,11 @@ import pytest
 import chute
 import chute._workers
 import chute._workers.failures
-from tests.conftest import wait_until
+from tests.conftest import calls_answered, wait_until
 
 pytestmark = pytest.mark.timeout(120)
+
+_locked = itertools.count()  # queue names on the shared server: never reused
 
 
 def records(caplog: Any, level: int | None = None) -> list[logging.LogRecord]:
@@ -60,6 +64,76 @@ async def test_run_on_a_shut_down_queue_waits_for_an_item_given_back_with_a_dela
     stats = await asyncio.wait_for(chute.Workers(q, handle, retry_delay=0.05).run(), 30)
     assert tries == [1, 1]
     assert (stats.processed, stats.failed, stats.retried, stats.dead) == (1, 1, 1, 0)
+
+
+async def test_run_on_a_shut_down_queue_keeps_an_item_whose_delay_ran_out_while_it_looked(make):
+    """A worker finds the shut-down queue empty and asks whether anything
+    may come back; by the time the answer arrives the retried item's delay
+    has run out: it is no longer delayed but waiting (``size``), and the
+    pool must not call the queue drained. (A slow round trip, made so here;
+    on PostgreSQL a 0.01 s retry delay meets it about one run in three.)"""
+    q = await make(max_deliveries=2)
+    tries: list[int] = []
+
+    async def handle(item: int) -> None:
+        tries.append(item)
+        if len(tries) == 1:
+            raise RuntimeError("the first try fails")
+
+    look = q.astatistics
+
+    async def slow_look() -> Any:
+        await asyncio.sleep(0.1)  # past the retry's delay of 0.02 s
+        return await look()
+
+    q.astatistics = slow_look
+    await q.put(1)
+    q.shutdown()
+    stats = await asyncio.wait_for(chute.Workers(q, handle, retry_delay=0.02).run(), 30)
+    assert tries == [1, 1]
+    assert (stats.processed, stats.failed, stats.retried, stats.dead) == (1, 1, 1, 0)
+    assert q.qsize() == 0
+
+
+async def test_a_shut_down_postgres_queue_is_not_drained_while_another_claim_holds_its_item():
+    """Another consumer's claim has locked the last item (``FOR UPDATE``,
+    its transaction not yet committed): the pool must not take the queue
+    for drained, for that claim may yet roll back (a cancelled reserve)
+    and leave the item there. Here it does roll back: the pool handles it."""
+    asyncpg = pytest.importorskip("asyncpg")
+    from tests.postgres_server import shared_server
+
+    url = shared_server().url
+    q = await chute.open(url, f"w-locked-{os.getpid()}-{next(_locked)}")
+    handled: list[str] = []
+
+    async def handle(item: str) -> None:
+        handled.append(item)
+
+    try:
+        await q.put("x")
+        q.shutdown()
+        conn = await asyncpg.connect(url)
+        try:
+            claim = conn.transaction()
+            await claim.start()
+            await conn.execute(
+                "SELECT i.id FROM chute.chute_item i JOIN chute.chute_queue n ON n.id = i.queue"
+                " WHERE n.name = $1 FOR UPDATE OF i",
+                q.name,
+            )
+            workers = chute.Workers(q, handle, scale_every=None)
+            running = asyncio.ensure_future(workers.run())
+            await wait_until(lambda: workers.workers == 1)
+            await calls_answered(q)
+            assert not running.done(), handled  # the item is not gone: not drained
+            await claim.rollback()
+        finally:
+            await conn.close()
+        stats = await asyncio.wait_for(running, 30)
+        assert (handled, stats.processed, q.qsize()) == (["x"], 1, 0)
+    finally:
+        await q.aclose()
 
 
 async def test_a_plain_function_s_exception_reaches_the_dead_letter_too():

@@ -374,7 +374,15 @@ BEGIN
     SELECT array_agg(x ORDER BY x) INTO picked
     FROM (SELECT x FROM unnest(picked) x ORDER BY x LIMIT n) s;
     IF picked IS NULL THEN
-        IF r.state = 1 THEN RAISE EXCEPTION 'shut down' USING ERRCODE = 'CH001'; END IF;
+        -- Drained only if no claimable item is left, locked by another
+        -- claim or not (that claim may yet roll back).
+        IF r.state = 1
+                AND NOT EXISTS (SELECT 1 FROM @S.chute_item i
+                                WHERE i.queue = q AND i.visible_at IS NULL)
+                AND NOT EXISTS (SELECT 1 FROM @S.chute_item i
+                                WHERE i.queue = q AND i.visible_at <= now_) THEN
+            RAISE EXCEPTION 'shut down' USING ERRCODE = 'CH001';
+        END IF;
         RETURN QUERY SELECT NULL::bigint, NULL::bytea, NULL::int, NULL::bigint,
             (SELECT min(i.visible_at) FROM @S.chute_item i
              WHERE i.queue = q AND i.visible_at IS NOT NULL);

@@ -97,7 +97,7 @@ def stored_url(text: str) -> str:
     if text.lower().startswith("memory:"):
         raise argparse.ArgumentTypeError(
             "a memory:// queue lives inside one process: the command opens "
-            "sqlite:///file.db or redis://host:port/db"
+            "sqlite:///file.db, redis://host:port/db or postgresql://user@host/database"
         )
     return text
 
@@ -126,7 +126,10 @@ def json_item(text: str) -> Any:
 
 # -- the commands ---------------------------------------------------------------------
 
-URL_HELP = "the queue's URL: sqlite:///relative.db, sqlite:////absolute.db or redis://host:port/db"
+URL_HELP = (
+    "the queue's URL: sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db "
+    "or postgresql://user:password@host:port/database"
+)
 
 
 def _queue_args(p: argparse.ArgumentParser, *, name: bool = True, codec: bool = True) -> None:
@@ -266,7 +269,7 @@ def build() -> Parser:
 
     ls = sub.add_parser(
         "ls",
-        help="the queues in a file or on a server, with their numbers",
+        help="the queues in a file, on a server or in a database, with their numbers",
         description="List the queues stored at URL, each with its depth, in flight, delayed "
         "and dead letters. Creates nothing.",
     )

@@ -26,7 +26,7 @@ from .._contract import UNSET, DeadLetter
 from .._exceptions import QueueNotFound, QueueShutDown
 from .._memory import Queue
 from .._open import open as open_queue
-from .._open import queue_names
+from .._open import queue_names, without_password
 
 #: Items stored in one transaction at most, and the lines read ahead of them.
 BATCH = 500
@@ -223,7 +223,7 @@ def ls(args: argparse.Namespace) -> int:
             print(json.dumps(row))
         return 0
     if not rows:
-        print(f"no queues at {args.url}", file=sys.stderr)
+        print(f"no queues at {without_password(args.url)}", file=sys.stderr)
         return 0
     heads = ["queue", *(c.replace("_", " ") for c in LS_COLUMNS)]
     table = [heads, *([str(v) for v in row.values()] for row in rows)]

@@ -20,6 +20,7 @@ from typing import Any
 
 from .._exceptions import ChuteError
 from .._open import open as open_queue
+from .._open import without_password
 from .._workers import Workers, WorkerStatistics
 from . import view as live
 from .queues import Failure, plural
@@ -155,7 +156,8 @@ def worker(args: argparse.Namespace) -> int:
         other = "pickle" if args.codec == "json" else "json"
         raise Failure(
             f"{guard.error} — the queue's items are not {args.codec}: is it written with "
-            f"--codec {other}? (chute dead {args.url} {args.name} --requeue puts the item back)"
+            f"--codec {other}? (chute dead {without_password(args.url)} {args.name} --requeue "
+            "puts the item back)"
         )
     s = final.queue
     died = max(0, final.done - stats.processed)

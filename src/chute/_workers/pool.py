@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from .._exceptions import ChuteError, QueueShutDown
 from .failures import _count, _FailureLog, _message, _name_of, _short, logger
@@ -301,14 +301,23 @@ class Workers(Generic[T]):
         reserve, handler, is_async = self._queue.reserve, self._handler, self._async
         waiting, latencies = self._waiting, self._latencies
         clock = time.monotonic
+        looked_again = False  # a delay ran out between a reserve and the look after it
         while not self._stopping:
             try:
                 job = await reserve()
             except QueueShutDown:
-                if await self._out_there():
+                left = await self._left()
+                if left == "out":
                     # Shut down, but items given back for a retry (or held
                     # by other consumers) may return: look again shortly.
+                    looked_again = False
                     await asyncio.sleep(DRAIN_POLL)
+                    continue
+                if left == "waiting" and not looked_again:
+                    # Claimable now (a delay ran out since the reserve): one
+                    # more reserve. Not more: after an immediate shutdown a
+                    # stored queue keeps items that no reserve will take.
+                    looked_again = True
                     continue
                 waiting.pop(me, None)
                 if not self._stopping:
@@ -335,6 +344,7 @@ class Workers(Generic[T]):
                 )
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
+            looked_again = False
             waiting.pop(me, None)
             t0 = clock()
             try:
@@ -408,14 +418,17 @@ class Workers(Generic[T]):
             _message(exc),
         )
 
-    async def _out_there(self) -> bool:
-        """Items of a shut-down queue that may yet come back to it."""
+    async def _left(self) -> Literal["out", "waiting"] | None:
+        """What a shut-down queue still holds: items out that may come back
+        (on a lease, or given back with a delay), items waiting, or none."""
         try:
             s = await self._queue.astatistics()
-            # Out on a lease, or given back with a delay (counted apart by some stores).
-            return bool(s.in_flight or getattr(s, "delayed", 0))
         except Exception:  # closed or unreachable: nothing will come back
-            return False
+            return None
+        # Delayed items are counted apart by some stores.
+        if s.in_flight or getattr(s, "delayed", 0):
+            return "out"
+        return "waiting" if s.size else None
 
     def _backoff(self, deliveries: int) -> float:
         return min(self._max_retry_delay, self._retry_delay * 2.0 ** max(0, deliveries - 1))
