@@ -202,9 +202,7 @@ async def _open(kind: str, maxsize: int, max_deliveries: int | None) -> Any:
         from tests.postgres_server import shared_server as shared_postgres
 
         name = f"model-{os.getpid()}-{next(_names)}"
-        return await chute.open(
-            shared_postgres().url, name, maxsize, max_deliveries=max_deliveries
-        )
+        return await chute.open(shared_postgres().url, name, maxsize, max_deliveries=max_deliveries)
     raise AssertionError(kind)
 
 

@@ -460,12 +460,14 @@ async def test_a_put_that_times_out_stores_nothing(tmp_path):
 
 async def test_when_a_lease_runs_out_a_waiting_getter_takes_the_item(tmp_path):
     async with chute.open(url(tmp_path), "q", visibility_timeout=0.3) as q:
+        q.put_nowait("X")
+        await q.reserve()  # taken first, and never settled: its consumer hangs
+        # The first getter sees the lease and sleeps until it runs out; the
+        # second gets in line behind it without a look of its own.
         impatient = asyncio.create_task(q.get(timeout=0.1))
         await wait_until(lambda: q.statistics().getters_waiting == 1)
         patient = asyncio.create_task(q.get())
         await wait_until(lambda: q.statistics().getters_waiting == 2)
-        q.put_nowait("X")
-        await q.reserve()  # taken first, and never settled: its consumer hangs
         await asyncio.gather(impatient, return_exceptions=True)  # gone, with its timer
         assert await asyncio.wait_for(patient, 10) == "X"
 

@@ -256,7 +256,6 @@ class DurableQueue(Generic[T]):
             return
         store = backend.store(records)
         waiter: Waiter | None = None
-        stored = False
         try:
             while True:
                 self._check_open()
@@ -267,7 +266,6 @@ class DurableQueue(Generic[T]):
                 except QueueShutDown:
                     raise _shut(items, single) from None
                 if receipt is not None:
-                    stored = True
                     return
                 if not block:
                     raise QueueFull()
@@ -284,7 +282,7 @@ class DurableQueue(Generic[T]):
         finally:
             if waiter is not None:
                 self._putters -= 1
-                self._hub.remove(waiter, used=int(stored))
+                self._hub.remove(waiter)
 
     async def put(self, item: T, timeout: float | None = None) -> None:
         """Store ``item``, waiting while full; ``TimeoutError`` after ``timeout``
@@ -354,6 +352,17 @@ class DurableQueue(Generic[T]):
         timer = False  # this getter is (also) the one to wake when a lease or delay runs out
         wait = 0.0
         try:
+            if block and not on_store and self._hub.idle(Wait.GET):
+                # Others here wait, unrung since they found nothing: nothing
+                # is there to take (a put anywhere would have rung one of
+                # them). Get in line behind them instead of looking in vain.
+                if in_thread:
+                    check_not_on_loop("a blocking get")
+                counted = True
+                self._getters += 1
+                waiter = self._hub.add(Wait.GET, in_thread=in_thread)
+                yield Sleep(waiter, self._delay(deadline, None, getter=True))
+                self._hub.rearm(waiter)
             while True:
                 self._check_open()
                 try:
@@ -371,11 +380,13 @@ class DurableQueue(Generic[T]):
                     continue
                 if claimed.records:
                     return claimed.records
+                # Saw a lease or delay that will run out: if it leaves, someone
+                # must look then (even if it leaves now, at its deadline).
+                timer = timer or claimed.due is not None
                 if not block:
                     raise QueueEmpty()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise QueueEmpty() if in_thread else TimeoutError("timed out")
-                timer = timer or claimed.due is not None
                 if not counted:
                     if in_thread:
                         check_not_on_loop("a blocking get")
@@ -393,14 +404,14 @@ class DurableQueue(Generic[T]):
                     waiter = self._hub.add(Wait.GET, in_thread=in_thread)
                     if claimed.seq is None or backend.seq != claimed.seq:
                         continue  # something changed since that look: look again
+                waiter.due = claimed.due
                 yield Sleep(waiter, self._delay(deadline, claimed.due, getter=True))
                 self._hub.rearm(waiter)
         finally:
             if counted:
                 self._getters -= 1
             if waiter is not None:
-                used = 1 if claimed is not None and claimed.records else 0
-                self._hub.remove(waiter, used=used, timer=timer)
+                self._hub.remove(waiter, timer=timer)
 
     def _decode_steps(self, records: list[Record], *, lease: bool) -> Steps[list[T]]:
         """Decode what a get took. An item that cannot be decoded goes to the

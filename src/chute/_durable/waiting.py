@@ -40,7 +40,7 @@ def _wake(fut: asyncio.Future[None]) -> None:
 class Waiter:
     """A task waiting on its loop (``future``), or a plain thread (``event``)."""
 
-    __slots__ = ("event", "future", "kind", "loop", "rings", "woken")
+    __slots__ = ("due", "event", "future", "kind", "loop", "rings", "woken")
 
     def __init__(self, kind: Wait, loop: asyncio.AbstractEventLoop | None) -> None:
         self.kind = kind
@@ -48,7 +48,9 @@ class Waiter:
         self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
         self.event = threading.Event() if loop is None else None
         self.woken = False  # rung since it last looked (under the hub's lock)
-        self.rings = 0  # rings received while in line
+        self.rings = 0  # rings received since it last looked
+        #: When (wall clock) its sleep ends for a lease or delay running out, if it does.
+        self.due: float | None = None
 
     async def sleep(self, delay: float | None) -> None:
         """Until rung, or ``delay`` seconds (None: no limit). On its loop."""
@@ -97,30 +99,48 @@ class Hub:
         """A rung waiter looks again: it keeps its place in line."""
         with self._lock:
             w.woken = False
+            # The rings that woke it are spent by this look, whatever it
+            # finds (found nothing: another took the item it was rung for);
+            # only those that come during or after it are spare on leaving.
+            w.rings = 0
             if w.event is not None:
                 w.event.clear()
             else:
                 assert w.loop is not None
                 w.future = w.loop.create_future()
 
-    def remove(self, w: Waiter, *, used: int = 0, timer: bool = False) -> None:
-        """Leave the line, having used ``used`` of the rings it got.
+    def remove(self, w: Waiter, *, timer: bool = False) -> None:
+        """Leave the line.
 
-        A ring is meant for one item (or one free slot); one this waiter did
-        not use — it gave up, or a ring came while it was already taking
-        another item — goes on to the next in line, and so does the timer of
-        a waiter that was the one to wake when a lease or delay runs out.
-        A spare ring costs one look; a lost one, a waiter asleep for ever.
+        A ring is meant for one item (or one free slot). One that came since
+        this waiter last looked — it gave up, or the ring came while it was
+        taking another item (or maybe this one: it cannot tell) — goes on to
+        the next in line, and so does the timer of a waiter that was the one
+        to wake when a lease or delay runs out. A spare ring costs one look;
+        a lost one, a waiter asleep for ever.
         """
         with self._lock:
-            if self._lines[w.kind].pop(w, 0) is None:
-                spare = max(w.rings - used, 1 if timer else 0)
+            line = self._lines[w.kind]
+            if line.pop(w, 0) is None:
+                # Its timer goes on only if no one left in line wakes as soon
+                # (with leases out, every getter's look sees one: passing it
+                # on anyway made a woken getter look for nothing, per item).
+                covered = w.due is not None and any(
+                    o.due is not None and o.due <= w.due for o in line
+                )
+                spare = max(w.rings, 1 if timer and not covered else 0)
             else:
                 return  # not in line
         if self._on_waiting is not None:
             self._on_waiting(-1)
         if spare and w.kind is not Wait.JOIN:
             self.ring({w.kind: spare})
+
+    def idle(self, kind: Wait) -> bool:
+        """Someone waits in this line, not rung since it last looked: what
+        it found then (nothing) still holds, as far as this process was told."""
+        with self._lock:
+            return any(not w.woken for w in self._lines[kind])
 
     def waiting(self, kind: Wait) -> int:
         return len(self._lines[kind])
