@@ -434,20 +434,40 @@ async def test_a_server_stopped_or_crashed_keeps_what_it_stored_and_the_queue_wo
             await asyncio.to_thread(server.start)  # same port, same data
             # The same queue object, not reopened: its first calls work.
             await q.put(10)
-            await held.aack()  # the lease outlived the restart
-            assert await q.get_batch(100, timeout=10) == [5, 6, 7, 8, 9, 10]
+            # A claim does not wait for the disk: a crash may have forgotten
+            # the last ones (the get of 3, the reservation of 4), which are
+            # then delivered again; acknowledged items never are.
+            forgotten = []
+            try:
+                await held.aack()  # the lease outlived the restart
+            except chute.ChuteError as exc:
+                refused = str(exc)
+                forgotten.append(4)
+            else:
+                refused = ""
+            assert not forgotten or (how == "kill" and "lease ran out" in refused), refused
+            again = await q.get_batch(100, timeout=10)
+            assert not set(again) & {0, 1, 2}  # acknowledged: never again
+            if how == "stop":
+                assert again == [5, 6, 7, 8, 9, 10]
+            assert [i for i in again if i not in (3, 4)] == [5, 6, 7, 8, 9, 10]
+            # Again only what a forgotten claim had taken; a forgotten
+            # reservation's item is back, not lost.
+            assert set(again) - {5, 6, 7, 8, 9, 10} <= {3, *forgotten}
+            assert set(forgotten) <= set(again)
             assert await asyncio.to_thread(q.sync.put, 11) is None
             assert await asyncio.to_thread(q.sync.get, timeout=10) == 11
             s = await q.astatistics()
-            # 0-2 and 4 acknowledged; 3, 5-11 got and not marked done.
-            assert (s.size, s.in_flight, s.total_put, s.unfinished_tasks) == (0, 0, 12, 8)
+            acked = 4 - len(forgotten)  # 0-2, and 4 unless forgotten
+            assert (s.size, s.in_flight, s.total_put) == (0, 0, 12)
+            assert s.unfinished_tasks == 12 - acked
             # The get that waited across the restart: the listener, connected
             # again, hears of another client's put.
             async with chute.open(other_client(server.url), "waited") as other:
                 await other.put("after the restart")
             assert await asyncio.wait_for(getter, 20) == "after the restart"
         counters = await stored_counters(server.url, "kept")
-        assert counters == {"rows": 0, "dead": 0, "put": 12, "added": 12, "done": 4}
+        assert counters == {"rows": 0, "dead": 0, "put": 12, "added": 12, "done": acked}
 
 
 def _count_calls(q: Any) -> list[str]:

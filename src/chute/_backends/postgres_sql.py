@@ -389,6 +389,12 @@ BEGIN
         RETURN;
     END IF;
     PERFORM @S.chute_add(q, 0, cardinality(picked), 0, 0);
+    -- A claim need not wait for the disk: if the server crashes before it
+    -- is flushed, the claim is forgotten and the item delivered again
+    -- (never lost; the job's ack then finds its token gone and is refused).
+    -- An ack waits for the disk (and so writes the claim before it): once
+    -- it returned, the item is never delivered again.
+    PERFORM set_config('synchronous_commit', 'off', true);
     IF r.maxsize > 0 THEN
         PERFORM @S.chute_ring(q, 'p', cardinality(picked), sender);
     END IF;
