@@ -4,7 +4,8 @@ The in-process scenarios first (tasks and threads, one table), then the
 process scenarios (producer processes, one consumer; another table), then
 the SQLite scenarios (chute's durable queue and its peers; a third table),
 then the Redis scenarios (a server started for them; a fourth table), then
-what ``chute.Workers`` costs over a hand-written pool (a fifth table).
+the PostgreSQL scenarios (a server started for them; a fifth table), then
+what ``chute.Workers`` costs over a hand-written pool (a sixth table).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from . import harness, memory, peers, process, redis, sqlite, workers
+from . import harness, memory, peers, postgres, process, redis, sqlite, workers
 
 DEFAULT_ITEMS = 200_000
 
@@ -38,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=(
             f"items per run (default {DEFAULT_ITEMS:,}; "
             f"{sqlite.DEFAULT_ITEMS:,} for the SQLite scenarios, "
-            f"{redis.DEFAULT_ITEMS:,} for the Redis ones)"
+            f"{redis.DEFAULT_ITEMS:,} for the Redis ones, "
+            f"{postgres.DEFAULT_ITEMS:,} for the PostgreSQL ones)"
         ),
     )
     parser.add_argument(
@@ -58,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=(
             "run only scenarios whose name contains it (case-insensitive; -> matches →); "
             "'process' selects the process scenarios, 'sqlite' the SQLite ones, "
-            "'redis' the Redis ones"
+            "'redis' the Redis ones, 'postgres' the PostgreSQL ones"
         ),
     )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -104,6 +106,15 @@ GROUPS: tuple[tuple[Any, ...], ...] = (
         "ints",
         redis.NOTES,
         redis.DEFAULT_ITEMS,
+    ),
+    (
+        postgres.SCENARIOS,
+        postgres.run_once,
+        postgres.SUBJECT,
+        postgres.PEERS,
+        "ints",
+        postgres.NOTES,
+        postgres.DEFAULT_ITEMS,
     ),
     (
         workers.SCENARIOS,
