@@ -132,13 +132,16 @@ class _Pool:
                     conn.terminate()
                     self.drop_idle()
                     raise
-                self._idle.append(conn)
+                await self._give_back(conn)  # an answer (a refusal): still good
                 raise
-            if self.closed:
-                await _close(conn)
-            else:
-                self._idle.append(conn)
+            await self._give_back(conn)
             return result
+
+    async def _give_back(self, conn: Any) -> None:
+        if self.closed:  # closed while this call ran: it leaves no connection open
+            await _close(conn)
+        else:
+            self._idle.append(conn)
 
     def drop_idle(self) -> None:
         idle, self._idle = self._idle, []
