@@ -43,7 +43,7 @@ from .._durable.backend import (
     Settle,
 )
 from .._durable.queue import DurableQueue, check_visibility, stored_bounds
-from .._durable.steps import drive, finish_quietly, see_through
+from .._durable.steps import answer, drive, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
 from .postgres_link import Fn, Store, failure, is_lost, place, result_of, wait_through
@@ -156,19 +156,17 @@ class PostgresBackend:
 
     async def run(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
         op = cast(Sql[R], call)
-        # Shielded: a call that was sent is seen through; if its caller was
-        # cancelled meanwhile, what it did is undone before going on.
-        task = asyncio.ensure_future(self._store.call(op.fn))
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await finish_quietly(task)
-            if not task.cancelled() and task.exception() is None:
-                self._rang(op, task.result())
-                back = None if undo is None else undo(task.result())
-                if back is not None:
-                    await see_through(self.run(back))
-            raise
+
+        def undoing(task: asyncio.Future[R]) -> Any:
+            # Cancelled after it was sent: what it did is undone before going on.
+            answered, value = answer(task)
+            if not answered:
+                return None
+            self._rang(op, value)
+            back = None if undo is None else undo(cast(R, value))
+            return None if back is None else self.run(back)
+
+        result = await shielded(self._store.call(op.fn), undoing)
         self._rang(op, result)
         return result
 

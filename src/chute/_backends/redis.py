@@ -52,7 +52,7 @@ from .._durable.backend import (
     never_fits,
 )
 from .._durable.queue import DurableQueue, check_visibility, stored_bounds
-from .._durable.steps import finish_quietly, see_through
+from .._durable.steps import answer, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
 from .redis_client import (
@@ -230,19 +230,15 @@ class RedisBackend(ServerLink):
         if type(call) is Claim and call.wait > 0:
             # Cuts its wait short and gives back what it got if cancelled.
             return cast(R, await self._claim(call))
-        # Shielded: a call that was sent is seen through; if its caller was
-        # cancelled meanwhile, what it did is undone before going on.
+        # Cancelled after it was sent: what it did is undone before going on.
         name = "claim" if type(call) is Claim else cast(Script[R], call).name
-        task = asyncio.ensure_future(self._send(call, self._finishes_for(name)))
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await finish_quietly(task)
-            if undo is not None and not task.cancelled() and task.exception() is None:
-                back = undo(task.result())
-                if back is not None:
-                    await see_through(self._send(back))
-            raise
+
+        def undoing(task: asyncio.Future[R]) -> Any:
+            answered, value = answer(task)
+            back = undo(cast(R, value)) if answered and undo is not None else None
+            return None if back is None else self._send(back)
+
+        result = await shielded(self._send(call, self._finishes_for(name)), undoing)
         if type(call) is Claim and not call.leased:
             self._taken(cast(Claimed, result).records)
         return result
@@ -317,15 +313,14 @@ class RedisBackend(ServerLink):
     async def _took(self, got: list[Record], leased: bool) -> Claimed:
         """Count what a blocked read handed over (or give it back, after an
         immediate shutdown); cancelled, give it back."""
-        task = asyncio.ensure_future(self._script("took", [self._consumer, *(r.key for r in got)]))
-        try:
-            status = text(await asyncio.shield(task))
-        except asyncio.CancelledError:
-            await finish_quietly(task)
-            counted = not task.cancelled() and task.exception() is None
-            counted = counted and text(task.result()) == "ok"
-            await see_through(self._give_back_entries(got, counted=counted))
-            raise
+
+        def giving_back(task: asyncio.Future[Any]) -> Any:
+            answered, status = answer(task)
+            counted = answered and text(status) == "ok"
+            return self._give_back_entries(got, counted=counted)
+
+        took = self._script("took", [self._consumer, *(r.key for r in got)])
+        status = text(await shielded(took, giving_back))
         claimed = self._took_status(status, got)
         if not leased:
             self._taken(got)

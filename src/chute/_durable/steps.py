@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, NamedTuple, TypeVar
 
 from .backend import Backend, Call
@@ -111,3 +111,26 @@ async def see_through(aw: Any) -> None:
     task = asyncio.ensure_future(aw)
     task.add_done_callback(drop_outcome)
     await finish_quietly(task)
+
+
+def answer(task: asyncio.Future[Any]) -> tuple[bool, Any]:
+    """Whether a finished ``task`` answered (neither cancelled nor failed), and what."""
+    if task.cancelled() or task.exception() is not None:
+        return False, None
+    return True, task.result()
+
+
+async def shielded(aw: Awaitable[R], on_cancel: Callable[[asyncio.Future[R]], Any]) -> R:
+    """Await ``aw`` in a task of its own, so that a call that was sent is
+    seen through. If the caller is cancelled meanwhile: wait for that task
+    to end, then run ``on_cancel(task)`` — an awaitable that undoes what the
+    call did, or None — to its end, before the cancellation goes on."""
+    task = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await finish_quietly(task)
+        back = on_cancel(task)
+        if back is not None:
+            await see_through(back)
+        raise
