@@ -30,7 +30,6 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar, cast
 
-from .._codecs import get_codec
 from .._contract import UNSET, ErrorInfo, Outcome, Unset
 from .._durable.backend import (
     Call,
@@ -42,7 +41,7 @@ from .._durable.backend import (
     Record,
     Settle,
 )
-from .._durable.queue import DurableQueue, check_visibility, stored_bounds
+from .._durable.queue import DurableQueue, checked_opening
 from .._durable.steps import answer, drive, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
@@ -428,11 +427,7 @@ class PostgresQueue(DurableQueue[T]):
         """Open the queue ``name`` in the database at ``url`` (chute's
         tables in ``schema``, made on first use). Bounds as for every
         stored queue: left out, the stored ones hold."""
-        if not isinstance(name, str) or not name:
-            raise ValueError("a queue name must be a non-empty string")
-        bounds = stored_bounds(maxsize, max_deliveries)
-        check_visibility(visibility_timeout)
-        get_codec(codec)
+        bounds = checked_opening(name, maxsize, max_deliveries, codec, visibility_timeout)
         backend = PostgresBackend(
             url, name, create=create, schema=schema, connect_timeout=connect_timeout, **bounds
         )

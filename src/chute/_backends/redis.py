@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, cast
 
-from .._codecs import get_codec
 from .._contract import UNSET, ErrorInfo, Outcome, Unset
 from .._durable.backend import (
     Call,
@@ -51,7 +50,7 @@ from .._durable.backend import (
     Settle,
     never_fits,
 )
-from .._durable.queue import DurableQueue, check_visibility, stored_bounds
+from .._durable.queue import DurableQueue, check_visibility, checked_opening
 from .._durable.steps import answer, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
@@ -547,8 +546,7 @@ class RedisQueue(DurableQueue[T]):
         max_deliveries: int | Unset | None = UNSET,
         connect_timeout: float = 5.0,
     ) -> None:
-        bounds = stored_bounds(maxsize, max_deliveries)
-        get_codec(codec)  # wrong arguments connect to nothing
+        bounds = checked_opening(name, maxsize, max_deliveries, codec, visibility_timeout)
         backend = RedisBackend(
             url,
             name,

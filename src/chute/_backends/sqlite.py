@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
-from .._codecs import get_codec
 from .._contract import UNSET, ErrorInfo, Outcome, Unset
 from .._durable.backend import (
     Call,
@@ -37,7 +36,7 @@ from .._durable.backend import (
     Settle,
     never_fits,
 )
-from .._durable.queue import DurableQueue, check_visibility, stored_bounds
+from .._durable.queue import DurableQueue, checked_opening
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
 from .sqlite_db import DURABILITY, Database, _stored_names
@@ -518,11 +517,7 @@ class SqliteQueue(DurableQueue[T]):
         ``create=False`` opens only a queue that exists, else raises
         ``QueueNotFound`` having created nothing (no file, no queue).
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError("a queue name must be a non-empty string")
-        bounds = stored_bounds(maxsize, max_deliveries)
-        check_visibility(visibility_timeout)  # wrong arguments open no file
-        get_codec(codec)
+        bounds = checked_opening(name, maxsize, max_deliveries, codec, visibility_timeout)
         backend = SqliteBackend(path, name, create=create, durability=durability, **bounds)
         super().__init__(backend, codec=codec, visibility_timeout=visibility_timeout)
 

@@ -80,6 +80,24 @@ def stored_bounds(maxsize: int | Unset | None, max_deliveries: object) -> dict[s
     }
 
 
+def checked_opening(
+    name: object,
+    maxsize: int | Unset | None,
+    max_deliveries: object,
+    codec: object,
+    visibility_timeout: object,
+) -> dict[str, Any]:
+    """A stored queue's arguments, checked before the store is touched
+    (wrong arguments open no file and connect to nothing): its bounds, as
+    the backend takes them."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("a queue name must be a non-empty string")
+    bounds = stored_bounds(maxsize, max_deliveries)
+    check_visibility(visibility_timeout)
+    get_codec(codec)
+    return bounds
+
+
 def _shut(items: list[Any], single: bool) -> QueueShutDown:
     return QueueShutDown(item=items[0]) if single else QueueShutDown(items=items)
 
