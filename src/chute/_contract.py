@@ -479,6 +479,19 @@ def check_timeout(timeout: object) -> float | None:
     return None if t == math.inf else t
 
 
+def check_connect_timeout(connect_timeout: object) -> float:
+    """A network transport's ``connect_timeout``: a positive number of seconds."""
+    try:
+        checked = check_timeout(connect_timeout)
+    except (TypeError, ValueError):
+        checked = None
+    if checked is None or checked <= 0:
+        raise ValueError(
+            f"connect_timeout must be a positive number of seconds, not {connect_timeout!r}"
+        )
+    return checked
+
+
 def check_maxsize(maxsize: object) -> int:
     """Validate a ``maxsize=`` argument: an int >= 0, where 0 means unbounded."""
     if isinstance(maxsize, bool) or not isinstance(maxsize, int):

@@ -401,6 +401,23 @@ def test_a_wrong_url_is_refused_at_the_call(bad, message):
         chute.open(bad, "q")
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"connect_timeout": -1}, "connect_timeout"),
+        ({"connect_timeout": float("nan")}, "connect_timeout"),
+        ({"schema": ""}, "schema"),
+        ({"visibility_timeout": 0}, "visibility_timeout"),
+    ],
+)
+async def test_a_wrong_option_is_refused_before_anything_is_made(url, schema, options, message):
+    options = {"schema": schema, **options}
+    with pytest.raises(ValueError, match=message):
+        await chute.open(url, "q", **options)
+    if options["schema"]:
+        assert not await asyncio.to_thread(_schema_exists, url, options["schema"])
+
+
 # -- looking creates nothing -----------------------------------------------------------------
 
 

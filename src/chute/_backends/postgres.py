@@ -30,7 +30,7 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar, cast
 
-from .._contract import UNSET, ErrorInfo, Outcome, Unset
+from .._contract import UNSET, ErrorInfo, Outcome, Unset, check_connect_timeout
 from .._durable.backend import (
     Call,
     Capabilities,
@@ -119,6 +119,7 @@ class PostgresBackend:
     ) -> None:
         if not isinstance(schema, str) or not schema:
             raise ValueError(f"schema must be a non-empty string, not {schema!r}")
+        connect_timeout = check_connect_timeout(connect_timeout)
         self.name = name
         self.where = f"{place(url)['where']}/{place(url)['database']}"
         self._store = store = Store.acquire(url, schema, connect_timeout)

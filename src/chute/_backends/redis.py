@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, cast
 
-from .._contract import UNSET, ErrorInfo, Outcome, Unset
+from .._contract import UNSET, ErrorInfo, Outcome, Unset, check_connect_timeout
 from .._durable.backend import (
     Call,
     Capabilities,
@@ -57,11 +57,9 @@ from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
 from .redis_client import (
     Meta,
     bounded,
-    check_connect_timeout,
     client_options,
     display,
     error_info,
-    error_json,
     failure,
     scan_names,
     text,
@@ -338,7 +336,7 @@ class RedisBackend(ServerLink):
             self._keep([r for r, _ in records])
         why: list[Any] = [self._consumer]
         for record, info in records:
-            why += [record.key, record.token, error_json(info)]
+            why += [record.key, record.token, info.to_json()]
         return Script("bury", why, self._ringing({Wait.JOIN: ALL}))
 
     def _changing(self, name: str, args: list[Any], rings: Rings) -> Script[None]:
@@ -364,7 +362,7 @@ class RedisBackend(ServerLink):
     ) -> Script[Outcome]:
         ms = round((delay or 0) * 1000)
         args = [self._consumer, record.key, record.token, how.value, ms, self._vt_ms]
-        args.append("" if error is None else error_json(error))
+        args.append("" if error is None else error.to_json())
 
         def parse(reply: Any) -> Outcome:
             status = text(reply)

@@ -12,7 +12,7 @@ import time
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from .._contract import ErrorInfo, check_timeout
+from .._contract import ErrorInfo
 from .._exceptions import ChuteError
 from .._open import parse_redis_url
 
@@ -131,15 +131,6 @@ def client_options(connect_timeout: float) -> dict[str, Any]:
     }
 
 
-def check_connect_timeout(connect_timeout: object) -> float:
-    checked = check_timeout(connect_timeout)
-    if checked is None or checked <= 0:
-        raise ValueError(
-            f"connect_timeout must be a positive number of seconds, not {connect_timeout!r}"
-        )
-    return checked
-
-
 def display(url: str) -> str:
     """The server as users name it, without its password."""
     where = parse_redis_url(url)
@@ -160,10 +151,6 @@ def scan_names(client: Any) -> list[str]:
         pipe.hexists(key, "v")
     marked = pipe.execute()
     return sorted({k[len(prefix) : -len(suffix)] for k, ok in zip(keys, marked, strict=True) if ok})
-
-
-def error_json(info: ErrorInfo) -> str:
-    return json.dumps(info.to_dict())
 
 
 def error_info(stored: Any) -> ErrorInfo | None:
