@@ -25,6 +25,7 @@ import pytest
 
 import chute
 from chute._backends.postgres import PostgresBackend
+from chute._backends.postgres_sql import SCHEMA_VERSION
 from chute._open import queue_names
 from tests.conftest import wait_until
 from tests.postgres_server import PostgresServer
@@ -275,6 +276,27 @@ async def test_an_open_transaction_that_put_an_item_does_not_stall_other_produce
         assert q.qsize() <= 5
 
 
+async def test_a_put_in_the_callers_transaction_waits_for_room_made_by_another_client(
+    url, name, monkeypatch
+):
+    # The full put registers its waiting on chute's own connection: made in
+    # the caller's transaction, its lock would hold every other change's
+    # notification until that transaction ended.
+    monkeypatch.setattr(PostgresBackend, "poll_interval", None)  # woken by the server only
+    async with (
+        chute.open(url, name, maxsize=1) as q,
+        chute.open("postgres://" + url.removeprefix("postgresql://"), name) as other,
+        _connection(url) as conn,
+    ):
+        await q.put("first")
+        async with conn.transaction():
+            putter = asyncio.create_task(q.put("second", connection=conn))
+            await wait_until(lambda: q.statistics().putters_waiting == 1)
+            assert await other.get(timeout=10) == "first"  # another client frees the slot
+            await asyncio.wait_for(putter, 10)
+        assert await other.get(timeout=10) == "second"
+
+
 async def test_a_connection_not_in_a_transaction_is_refused_and_stores_nothing(url, name):
     async with chute.open(url, name) as q, _connection(url) as conn:
         with pytest.raises(ValueError, match="not in a transaction"):
@@ -382,6 +404,23 @@ def test_a_schema_made_by_a_newer_chute_is_refused(server, schema, name):
     assert str(error).endswith("upgrade chute")
     assert _fetch(server.url, f"SELECT version FROM {schema}.chute_version") == [(99,)]
     assert queue_names(server.url, schema=schema) == [name]  # nothing added
+
+
+def test_a_schema_made_by_an_older_chute_is_upgraded_with_its_items_kept(server, schema, name):
+    with chute.open(server.url, name, schema=schema) as q:
+        q.sync.put("kept")
+    # As version 1 left it: no registrations of waiting clients.
+    _execute(
+        server.url,
+        f"DROP TABLE {schema}.chute_listener; UPDATE {schema}.chute_version SET version = 1",
+    )
+    with chute.open(server.url, name, schema=schema) as q:
+        assert _fetch(server.url, f"SELECT max(version) FROM {schema}.chute_version") == [
+            (SCHEMA_VERSION,)
+        ]
+        assert q.sync.get(timeout=10) == "kept"
+        q.sync.put("after")
+        assert q.sync.get(timeout=10) == "after"
 
 
 @pytest.mark.parametrize(
@@ -542,6 +581,78 @@ def test_one_freed_slot_lets_exactly_one_blocked_producer_of_any_process_in(url,
         s = q.statistics()
         assert (s.size, s.total_put) == (3, 4)
         assert [p.exitcode for p in producers] == [0] * processes
+
+
+# -- waking: who is notified ----------------------------------------------------------------
+
+
+async def _spy(conn: Any, schema: str) -> list[str]:
+    """The kinds (g, p, j, e) of the notifications ``conn`` hears on the
+    schema's channel, as they arrive (in the order their changes committed)."""
+    heard: list[str] = []
+    await conn.add_listener(f"chute.{schema}", lambda *args: heard.append(args[3].split()[1]))
+    return heard
+
+
+async def test_a_client_whose_waiters_no_one_else_serves_sends_no_notification(url, name, schema):
+    # A producer and its consumers in one process ring each other in the
+    # process: the server is not asked to notify anyone.
+    async with _connection(url) as spy, chute.open(url, name, schema=schema) as q:
+        heard = await _spy(spy, schema)
+        getter = asyncio.create_task(q.get(timeout=30))
+        await _getters_waiting(q, 1)
+        await q.put("here")
+        assert await asyncio.wait_for(getter, 10) == "here"
+        q.task_done()
+        await q.put("job")
+        async with q.reserve(timeout=10) as job:
+            assert job.item == "job"
+        await q.join()
+        q.shutdown()  # a change of state notifies always: after every change above
+        await wait_until(lambda: heard, timeout=10)
+        assert heard == ["e"]
+
+
+async def test_a_client_that_waits_is_notified_of_another_clients_changes(
+    url, name, schema, monkeypatch
+):
+    # No idle look: only the server's notification can wake the getter.
+    monkeypatch.setattr(PostgresBackend, "idle_poll_interval", None)
+    async with (
+        _connection(url) as spy,
+        chute.open(url, name, schema=schema) as waits,
+        chute.open("postgres://" + url.removeprefix("postgresql://"), name, schema=schema) as puts,
+    ):
+        heard = await _spy(spy, schema)
+        getter = asyncio.create_task(waits.get(timeout=30))
+        await _getters_waiting(waits, 1)
+        await puts.put("from another client")
+        assert await asyncio.wait_for(getter, 10) == "from another client"
+        assert heard[:1] == ["g"]
+
+
+async def test_a_put_committed_while_a_getter_registers_is_not_missed(
+    url, name, schema, monkeypatch
+):
+    # The race: a put looked at the registrations (none) and has not yet
+    # committed when the getter, having found nothing, registers. The
+    # registration waits for the put's commit, and the getter's next look
+    # finds the item; without that order it would sleep on it for ever.
+    monkeypatch.setattr(PostgresBackend, "idle_poll_interval", None)
+    async with (
+        _connection(url) as producer,
+        _connection(url) as watcher,
+        chute.open(url, name, schema=schema) as q,
+    ):
+        queue_id = q._backend._id
+        async with producer.transaction():
+            stored = await producer.fetchval(
+                f'SELECT "{schema}".chute_put($1, $2, $3)', queue_id, [b'"raced"'], "elsewhere"
+            )
+            assert stored is not None
+            getter = asyncio.create_task(q.get(timeout=30))
+            await _until_a_call_waits_on_a_lock(watcher, schema)  # the registration
+        assert await asyncio.wait_for(getter, 10) == "raced"
 
 
 # -- other processes ------------------------------------------------------------------------

@@ -235,10 +235,10 @@ class PostgresBackend:
             return ValueError(str(exc))
         if code == "CH003":
             return QueueNotFound(f"queue {self.name!r} is no longer in {self.where}")
-        if code == "CH004":
+        if code == "CH004":  # the server says what the holder can no longer do
             return ChuteError(
                 f"queue {self.name!r}: this job's lease ran out and the item was delivered "
-                "again; it is settled by whoever holds it now"
+                f"again; {getattr(exc, 'message', exc)}"
             )
         return failure(exc, self._store.url, self._store.schema)
 
@@ -250,6 +250,22 @@ class PostgresBackend:
             lambda ids: rings if ids is not None else {},
             through=self._fn("put", records, sender=""),
         )
+
+    def subscribe(self) -> Sql[None] | None:
+        store, queue = self._store, self._id
+        if queue in store.registered:
+            return None
+        sql = f"SELECT {self._s}.chute_listen($1, $2, $3)"
+
+        async def listen(conn: Any) -> None:
+            pid = await store.listener_pid()
+            await conn.execute(sql, queue, store.sender, pid)
+            if store.listener_pid_now() == pid:  # else: registered for a listener since lost
+                store.registered.add(queue)
+
+        # On chute's own connection even for a put in a caller's transaction,
+        # which would hold its lock (and every change's ring) until it ends.
+        return Sql(listen, through=lambda _: store.call(listen))
 
     def take_back(self, receipt: list[int]) -> Sql[None]:
         return Sql(self._fn("take_back", receipt), {Wait.PUT: len(receipt), Wait.JOIN: ALL})
@@ -300,19 +316,7 @@ class PostgresBackend:
         return Sql(fn, EVERYONE if delay else {Wait.GET: 1, Wait.JOIN: ALL})
 
     def extend(self, record: Record, seconds: float) -> Sql[None]:
-        fn = self._fn("extend", record.key, record.token, seconds)
-        name = self.name
-
-        async def extend(conn: Any) -> None:
-            try:
-                await fn(conn)
-            except ChuteError:
-                raise ChuteError(
-                    f"queue {name!r}: this job's lease ran out and the item was delivered "
-                    "again; its lease cannot be extended"
-                ) from None
-
-        return Sql(extend)
+        return Sql(self._fn("extend", record.key, record.token, seconds))
 
     def task_done(self) -> Sql[None]:
         return Sql(self._fn("task_done"), {Wait.JOIN: ALL})

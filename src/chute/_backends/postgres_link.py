@@ -197,6 +197,11 @@ class Store:
         )
         self._thread.start()
         self._listener: asyncio.Task[None] | None = None
+        #: Set, to its connection's server pid, while the listener listens.
+        self._listening: concurrent.futures.Future[int] = concurrent.futures.Future()
+        #: The queues for which this store registered waiters with the server
+        #: (emptied when the listener connects again: after a restart).
+        self.registered: set[int] = set()
         self._loop.call_soon_threadsafe(self._start_listening)
 
     def _start_listening(self) -> None:
@@ -319,16 +324,42 @@ class Store:
             try:
                 await conn.add_listener(self.channel, self._notified)
                 if not first:
+                    # Registrations made on a server that restarted may be
+                    # gone, and notifications were missed: every waiter
+                    # registers and looks again.
+                    self.registered.clear()
                     for queue in list(self._hubs):
                         self.rang(queue, EVERYONE)
                 first = False
+                self._listening.set_result(conn.get_server_pid())
                 await lost
+                self._listening = concurrent.futures.Future()
             except asyncio.CancelledError:
                 await _close(conn)
                 raise
             except Exception:
                 conn.terminate()
                 await asyncio.sleep(delay)
+
+    def listener_pid_now(self) -> int | None:
+        listening = self._listening
+        return listening.result() if listening.done() else None
+
+    async def listener_pid(self) -> int:
+        """The server pid of the listener's connection, once it listens
+        (it may be connecting, or connecting again)."""
+        listening = self._listening
+        if listening.done():
+            return listening.result()
+        try:
+            # Shielded: a timeout here must not cancel the store's future.
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(listening)), self._timeout
+            )
+        except TimeoutError:
+            raise Unreachable(
+                f"PostgreSQL at {self.where}: chute's LISTEN connection could not connect"
+            ) from None
 
     # -- the end -----------------------------------------------------------------------------
 

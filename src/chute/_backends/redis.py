@@ -422,6 +422,9 @@ class RedisBackend(ServerLink):
 
         return Script("put", records, parse)
 
+    def subscribe(self) -> None:
+        return None  # nothing to make: getters wait on the server, putters and joiners poll
+
     def take_back(self, receipt: list[bytes]) -> Script[None]:
         def parse(reply: Any) -> None:
             if int(reply):

@@ -240,6 +240,14 @@ class Backend(Protocol):
         N, by a getter that got in line while it is still N, missed nothing."""
         ...
 
+    def subscribe(self) -> Call[None] | None:
+        """What to make before the look that a waiter sleeps on when it
+        finds nothing, so that changes made elsewhere from then on ring this
+        process's hub; None if nothing is needed (already made, or the
+        backend rings or polls anyway). Changes committed before it returned
+        are seen by the look after it."""
+        ...
+
     # -- records -----------------------------------------------------------
 
     def store(self, records: list[bytes]) -> Call[Any]:

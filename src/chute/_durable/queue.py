@@ -292,6 +292,9 @@ class DurableQueue(Generic[T]):
                 if waiter is None:
                     if in_thread:
                         check_not_on_loop("a blocking put")
+                    if (subscribe := self._backend.subscribe()) is not None:
+                        yield Run(subscribe)
+                        continue  # look again: what changed before it rang no one here
                     self._putters += 1
                     waiter = self._hub.add(Wait.PUT, in_thread=in_thread)
                     continue  # look once more now that a change would ring us
@@ -419,6 +422,9 @@ class DurableQueue(Generic[T]):
                     wait = BLOCK_SLICE if delay is None else min(delay, BLOCK_SLICE)
                     continue
                 if waiter is None:
+                    if (subscribe := backend.subscribe()) is not None:
+                        yield Run(subscribe)
+                        continue  # look again: what changed before it rang no one here
                     waiter = self._hub.add(Wait.GET, in_thread=in_thread)
                     if claimed.seq is None or backend.seq != claimed.seq:
                         continue  # something changed since that look: look again
@@ -531,6 +537,9 @@ class DurableQueue(Generic[T]):
                 if waiter is None:
                     if in_thread:
                         check_not_on_loop("join()")
+                    if (subscribe := backend.subscribe()) is not None:
+                        yield Run(subscribe)
+                        continue  # look again: what changed before it rang no one here
                     waiter = self._hub.add(Wait.JOIN, in_thread=in_thread)
                     continue
                 yield Sleep(waiter, backend.poll_interval)
