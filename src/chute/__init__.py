@@ -10,6 +10,7 @@ from ._contract import AsyncQueue, DeadLetter, DurableQueue, Job, QueueStatistic
 from ._exceptions import (
     ChuteError,
     JobSettledError,
+    LeaseLost,
     QueueEmpty,
     QueueFull,
     QueueNotFound,
@@ -30,6 +31,7 @@ __all__ = [
     "HandlerFailed",
     "Job",
     "JobSettledError",
+    "LeaseLost",
     "LifoQueue",
     "PriorityQueue",
     "ProcessQueue",

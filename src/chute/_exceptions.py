@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "ChuteError",
     "JobSettledError",
+    "LeaseLost",
     "QueueEmpty",
     "QueueFull",
     "QueueNotFound",
@@ -75,6 +76,12 @@ class QueueShutDown(ChuteError, _ShutDownBase):
 
 class JobSettledError(ChuteError, RuntimeError):
     """``ack()`` or ``nack()`` called on a job that was already settled."""
+
+
+class LeaseLost(ChuteError):
+    """A job's lease ran out and its item was delivered again: settling or
+    extending the job is refused (its fencing token no longer holds), and
+    whoever holds the item now settles it."""
 
 
 class QueueNotFound(ChuteError, LookupError):

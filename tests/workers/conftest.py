@@ -35,6 +35,17 @@ class QueueMaker:
         self.made.append(q)
         return q
 
+    def address(self, q: Any) -> tuple[str, str]:
+        """The URL and name that open the stored queue ``q`` again: as
+        another client (on PostgreSQL, another spelling of the URL, so that
+        it gets a store of its own, as another process would)."""
+        if self.transport == "sqlite":
+            return f"sqlite:///{self.folder}/w{self.made.index(q)}.db", q.name
+        url = self.server_url()
+        if self.transport == "postgres":
+            url = "postgres://" + url.removeprefix("postgresql://")
+        return url, q.name
+
     def server_url(self) -> str:
         if self.transport == "redis":
             from tests.redis_server import shared_server as redis_server
@@ -53,4 +64,10 @@ class QueueMaker:
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def make(request: Any, tmp_path: Any) -> QueueMaker:
+    return QueueMaker(request.param, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+def make_stored(request: Any, tmp_path: Any) -> QueueMaker:
+    """``make`` for the queues that hand out leases (stored ones)."""
     return QueueMaker(request.param, tmp_path)

@@ -44,7 +44,7 @@ from .._durable.backend import (
 from .._durable.queue import DurableQueue, checked_opening
 from .._durable.steps import answer, drive, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
-from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
+from .._exceptions import LeaseLost, QueueNotFound, QueueShutDown
 from .postgres_link import Fn, Store, failure, is_lost, place, result_of, wait_through
 from .postgres_sql import declare, names_in, quote
 
@@ -236,7 +236,7 @@ class PostgresBackend:
         if code == "CH003":
             return QueueNotFound(f"queue {self.name!r} is no longer in {self.where}")
         if code == "CH004":  # the server says what the holder can no longer do
-            return ChuteError(
+            return LeaseLost(
                 f"queue {self.name!r}: this job's lease ran out and the item was delivered "
                 f"again; {getattr(exc, 'message', exc)}"
             )

@@ -53,7 +53,7 @@ from .._durable.backend import (
 from .._durable.queue import DurableQueue, check_visibility, checked_opening
 from .._durable.steps import answer, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
-from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
+from .._exceptions import ChuteError, LeaseLost, QueueNotFound, QueueShutDown
 from .redis_client import (
     Meta,
     bounded,
@@ -367,7 +367,7 @@ class RedisBackend(ServerLink):
         def parse(reply: Any) -> Outcome:
             status = text(reply)
             if status == "stale":
-                raise ChuteError(
+                raise LeaseLost(
                     f"queue {self.name!r}: this job's lease ran out and the item was delivered "
                     "again (or its keys were deleted); it is settled by whoever holds it now"
                 )
@@ -396,7 +396,7 @@ class RedisBackend(ServerLink):
 
         def parse(reply: Any) -> None:
             if text(reply) == "stale":
-                raise ChuteError(
+                raise LeaseLost(
                     f"queue {self.name!r}: this job's lease ran out and the item was delivered "
                     "again; its lease cannot be extended"
                 )

@@ -38,7 +38,7 @@ from .._durable.backend import (
 )
 from .._durable.queue import DurableQueue, checked_opening
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
-from .._exceptions import ChuteError, QueueNotFound, QueueShutDown
+from .._exceptions import ChuteError, LeaseLost, QueueNotFound, QueueShutDown
 from .sqlite_db import DURABILITY, Database, _stored_names
 
 __all__ = ["SqliteBackend", "SqliteQueue"]
@@ -345,7 +345,7 @@ class SqliteBackend:
             if not c.execute(
                 "DELETE FROM chute_item WHERE id = ? AND token = ? AND leased = 1", (id_, token)
             ).rowcount:
-                raise ChuteError(lost)
+                raise LeaseLost(lost)
             _count_settled(c, name)  # on failure the savepoint restores the row
             return "acked"
 
@@ -355,7 +355,7 @@ class SqliteBackend:
                 (id_, token),
             ).fetchone()
             if row is None:
-                raise ChuteError(lost)
+                raise LeaseLost(lost)
             queue = _queue_row(c, name)
             limit = queue.max_deliveries
             if queue.state == QueueState.IMMEDIATE or (limit is not None and row[0] >= limit):
@@ -383,7 +383,7 @@ class SqliteBackend:
                 "UPDATE chute_item SET visible_at = ? WHERE id = ? AND token = ? AND leased = 1",
                 (time.time() + seconds, id_, token),
             ).rowcount:
-                raise ChuteError(
+                raise LeaseLost(
                     f"queue {name!r}: this job's lease ran out and the item was delivered "
                     "again; its lease cannot be extended"
                 )

@@ -139,6 +139,11 @@ class DurableQueue(Generic[T]):
         """True once ``close()`` or ``aclose()`` was called."""
         return self._closed
 
+    @property
+    def visibility_timeout(self) -> float:
+        """Seconds a reservation's lease lasts (``job.extend()`` renews it)."""
+        return self._visibility
+
     def close(self) -> None:
         """Let go of the store (the items stay in it). Idempotent."""
         if not self._closed:

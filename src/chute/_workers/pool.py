@@ -48,6 +48,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from .._exceptions import ChuteError, QueueShutDown
 from .failures import _count, _FailureLog, _message, _name_of, _short, logger
+from .leases import LeaseKeeper
 from .processes import _ProcessPool
 from .scaling import plan
 
@@ -347,15 +348,27 @@ class Workers(Generic[T]):
             looked_again = False
             waiting.pop(me, None)
             t0 = clock()
+            keeper = LeaseKeeper.of(self._queue, job, me)
             try:
-                if is_async:
-                    await handler(job.item)
-                elif self._pool is not None:
-                    await self._pool.run(job.item)
-                else:
-                    loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(self._executor, handler, job.item)
+                try:
+                    if is_async:
+                        await handler(job.item)
+                    elif self._pool is not None:
+                        await self._pool.run(job.item)
+                    else:
+                        loop = asyncio.get_running_loop()
+                        await loop.run_in_executor(self._executor, handler, job.item)
+                finally:
+                    if keeper is not None:
+                        keeper.stop()
             except asyncio.CancelledError as exc:
+                if keeper is not None and keeper.lost is not None:
+                    me.uncancel()  # the keeper's cancellation: the lease is gone
+                    if me.cancelling():
+                        raise  # and the pool is stopping past its grace
+                    self._lease_lost(job, keeper.lost)
+                    waiting[me] = None
+                    continue
                 if me.cancelling():
                     # The pool is stopping past its grace period: someone else's now.
                     await asyncio.shield(_settle(job, "nack"))
@@ -389,6 +402,18 @@ class Workers(Generic[T]):
                 else:
                     self._processed += 1
             waiting[me] = None
+
+    def _lease_lost(self, job: Any, exc: BaseException) -> None:
+        self._failed += 1
+        self._failures.failed(
+            logging.WARNING,
+            exc,
+            "the lease of an item being handled by %s was lost (%s): its handler was "
+            "cancelled (a thread or process runs on, unheeded); the item is delivered "
+            "again, to be handled once more",
+            _name_of(self._handler),
+            _message(exc),
+        )
 
     async def _retry(self, job: Any, exc: BaseException) -> None:
         """Give back the item of a failed handler, with its exception."""
