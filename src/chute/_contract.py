@@ -58,6 +58,9 @@ class QueueStatistics:
     #: Items given back with ``nack(delay=)`` and not claimable yet: a part
     #: of ``in_flight`` (as before their delay, they are not in ``size``).
     delayed: int = 0
+    #: Items put with ``put(delay=)`` and not due yet: a part of ``size``
+    #: (they count toward ``maxsize``), though no get takes them before then.
+    scheduled: int = 0
 
 
 class Unset(enum.Enum):
@@ -464,6 +467,38 @@ def check_delay(delay: object) -> float:
     if checked is None or checked > threading.TIMEOUT_MAX:
         raise ValueError(f"delay must be a finite number of seconds, not {delay!r}")
     return checked
+
+
+#: The bounds of ``put(priority=)``: what every store keeps exactly (a 32-bit int).
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+#: The longest ``put(key=)``, in characters.
+MAX_KEY_LENGTH = 1024
+
+
+def check_put_options(
+    delay: object, priority: object, key: object
+) -> tuple[float | None, int, str | None]:
+    """Validate ``put(delay=, priority=, key=)``: a delay of a finite number of
+    seconds >= 0 (0 or None: none), an int priority, a non-empty str key."""
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            raise TypeError(
+                f"delay must be a number of seconds or None, not {type(delay).__name__}"
+            )
+        if not 0 <= delay <= threading.TIMEOUT_MAX:  # also catches NaN and infinity
+            raise ValueError(f"delay must be a finite number of seconds >= 0, not {delay!r}")
+        delay = float(delay) or None
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+    low, high = PRIORITY_RANGE
+    if not low <= priority <= high:
+        raise ValueError(f"priority must be between {low} and {high}, not {priority}")
+    if key is not None:
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a str or None, not {type(key).__name__}")
+        if not key or len(key) > MAX_KEY_LENGTH:
+            raise ValueError(f"key must be 1 to {MAX_KEY_LENGTH} characters long, not {len(key)}")
+    return delay, priority, key
 
 
 def check_timeout(timeout: object) -> float | None:

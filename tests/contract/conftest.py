@@ -116,6 +116,10 @@ def _declaring(field: str, kind: str = "fifo") -> set[str]:
 # those transports.
 # LIFO and priority orders: the transports whose priority queue orders.
 ORDERS = _declaring("priorities", kind="priority")
+# put(delay=), put(priority=), put(key=).
+DELAYED_PUTS = _declaring("delayed_puts")
+PRIORITISED_PUTS = _declaring("prioritised_puts")
+KEYED_PUTS = _declaring("keyed_puts")
 # shutdown(immediate=True) removes the stored items and returns them. A
 # durable queue never deletes stored items on shutdown: they stay stored.
 IMMEDIATE_REMOVES = _declaring("immediate_shutdown_removes")
@@ -145,6 +149,8 @@ class QueueFactory:
         self.timescale = TIMESCALE.get(name, 1.0)
         self._factory = factory
         self._made: list[Any] = []
+        #: The put option a ``make_unkept_option_queue`` transport does not keep.
+        self.option = ""
 
     async def __call__(self, kind: str = "fifo", maxsize: int = 0, **options: Any) -> Any:
         q = await self._factory(kind=kind, maxsize=maxsize, **options)
@@ -202,4 +208,47 @@ def make_durable_queue(request: pytest.FixtureRequest) -> QueueFactory:
 @pytest.fixture(params=sorted(DEAD_LETTERS))
 def make_dead_letter_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that offer max_deliveries and dead letters."""
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
+
+
+@pytest.fixture(params=sorted(DELAYED_PUTS))
+def make_delaying_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that keep ``put(delay=)``."""
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
+
+
+@pytest.fixture(params=sorted(PRIORITISED_PUTS))
+def make_prioritising_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that keep ``put(priority=)``."""
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
+
+
+@pytest.fixture(params=sorted(KEYED_PUTS))
+def make_keyed_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that keep ``put(key=)``."""
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
+
+
+@pytest.fixture(
+    params=sorted(
+        (name, option)
+        for option, able in (
+            ("delay", DELAYED_PUTS),
+            ("priority", PRIORITISED_PUTS),
+            ("key", KEYED_PUTS),
+        )
+        for name in set(TRANSPORTS) - able
+    )
+)
+def make_unkept_option_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """A transport, and (``.option``) a put option it does not declare."""
+    name, option = request.param
+    factory = QueueFactory(name, TRANSPORTS[name].make)
+    factory.option = option
+    return factory
+
+
+@pytest.fixture(params=sorted(KEYED_PUTS & DELAYED_PUTS))
+def make_keyed_delaying_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that keep both ``put(key=)`` and ``put(delay=)``."""
     return QueueFactory(request.param, TRANSPORTS[request.param].make)

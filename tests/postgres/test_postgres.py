@@ -647,7 +647,10 @@ async def test_a_put_committed_while_a_getter_registers_is_not_missed(
         queue_id = q._backend._id
         async with producer.transaction():
             stored = await producer.fetchval(
-                f'SELECT "{schema}".chute_put($1, $2, $3)', queue_id, [b'"raced"'], "elsewhere"
+                f'SELECT "{schema}".chute_put($1, $2, NULL, 0, NULL, $3)',
+                queue_id,
+                [b'"raced"'],
+                "elsewhere",
             )
             assert stored is not None
             getter = asyncio.create_task(q.get(timeout=30))

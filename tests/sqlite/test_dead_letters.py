@@ -165,9 +165,16 @@ async def test_a_file_of_the_previous_schema_is_migrated_in_place(tmp_path):
         assert job.outcome == "dead"  # max_deliveries 2, kept from the old file
         new = q.dead_letters()[-1]
         assert (new.item, new.error_type, new.error) == ("new", "OSError", "disk")
+        # And what schema 3 adds: priorities, keys and delayed puts.
+        assert await q.put("keyed", key="k") is True
+        assert await q.put("keyed again", key="k") is False
+        await q.put("urgent", priority=-1)
+        await q.put("later", delay=60)
+        assert await q.get_batch(3) == ["urgent", "keyed"]
+        assert (await q.astatistics()).scheduled == 1
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         conn.close()
 

@@ -6,21 +6,15 @@ schema, the exact bound, the claim and its ``EXPLAIN``), sent over asyncpg
 from the calling task's loop, or from the store's own loop for a plain
 thread (``postgres_link.py``: the connections, the listener, the errors).
 A getter with nothing to take waits in this process's hub, rung by the
-store's ``LISTEN`` connection when a put commits anywhere, and looks again
-every few seconds only for leases of other processes that ran out.
+store's ``LISTEN`` connection when a put commits elsewhere, and looks again
+every second only for leases of other processes that ran out.
 
 A put can join the caller's own transaction: ``await q.put(item,
 connection=conn)`` stores the item through ``conn`` (an asyncpg connection
 in a transaction), so that it exists if and only if that transaction
 commits. Getters are woken by the commit's notification.
 
-Why asyncpg, for both faces: measured on one server, its single statements
-tie with psycopg 3's (about 14,000 puts/s each), but end to end (one
-producer, four consumers) it moved 5,500-7,100 items/s against psycopg's
-async connections' 3,600-4,200, and its ``LISTEN`` woke a getter in 48 us
-against 75. The blocking face runs its calls on the store's private loop
-(120-135 us a call, against 70 for psycopg's own blocking connections):
-a slower sync face, for one driver and one set of errors to keep.
+(Why asyncpg: see ``postgres_link.py``.)
 """
 
 from __future__ import annotations
@@ -28,24 +22,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast, overload
 
 from .._contract import UNSET, ErrorInfo, Outcome, Unset, check_connect_timeout
 from .._durable.backend import (
+    DUPLICATE,
+    PLAIN,
     Call,
     Capabilities,
     Claimed,
     Counts,
     DeadRecord,
+    PutOptions,
     QueueState,
     Record,
     Settle,
+    Stored,
 )
 from .._durable.queue import DurableQueue, checked_opening
-from .._durable.steps import answer, drive, shielded
+from .._durable.steps import answer, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
-from .._exceptions import LeaseLost, QueueNotFound, QueueShutDown
-from .postgres_link import Fn, Store, failure, is_lost, place, result_of, wait_through
+from .._exceptions import QueueNotFound
+from .postgres_link import (
+    Fn,
+    Store,
+    Through,
+    is_lost,
+    place,
+    refusal,
+    result_of,
+    wait_through,
+)
 from .postgres_sql import declare, names_in, quote
 
 try:
@@ -62,8 +69,7 @@ R = TypeVar("R")
 Undo = Callable[[R], Call[Any] | None]
 
 #: How often a full put or a join looks again for changes made elsewhere
-#: (acks and claims notify no one: a NOTIFY at every commit would serialise
-#: them on the server's notification lock).
+#: (besides the notifications that wake them).
 POLL = 0.05
 #: How often an idle getter looks again, for leases of other processes that
 #: ran out (a put anywhere wakes it at once).
@@ -89,6 +95,15 @@ class Sql(Call[R]):
         self.through = through
 
 
+def _duplicate_if_empty(ids: list[int] | None) -> list[int] | Stored | None:
+    """``chute_put``'s answer: ids, NULL (no room), or none (a key in the queue)."""
+    return DUPLICATE if ids == [] else ids
+
+
+def _counts(row: Any) -> Counts:
+    return Counts(*row)._replace(state=QueueState(row[2]))  # chute_counts: in this order
+
+
 def _claimed_rings(n: int) -> Callable[[Claimed], Rings]:
     rings: Rings = {Wait.PUT: n, Wait.JOIN: ALL}
     return lambda claimed: rings if claimed.records else {}
@@ -102,6 +117,9 @@ class PostgresBackend:
         arrival_order_across_clients=True,
         immediate_shutdown_removes=False,
         delays=True,
+        delayed_puts=True,
+        prioritised_puts=True,
+        keyed_puts=True,
     )
     poll_interval: float | None = POLL
     idle_poll_interval: float | None = IDLE_LOOK
@@ -205,50 +223,44 @@ class PostgresBackend:
     # -- calls -----------------------------------------------------------------------
 
     def _fn(
-        self, name: str, *args: Any, fetch: str = "fetchval", sender: str | None = None
+        self,
+        name: str,
+        *args: Any,
+        fetch: str = "fetchval",
+        sender: str | None = None,
+        then: Callable[[Any], Any] | None = None,
     ) -> Fn[Any]:
         """A call of the schema's function ``chute_<name>`` on this queue
-        (``sender``: whom its notification says it comes from)."""
+        (``sender``: whom its notification says it comes from; ``then``:
+        what makes the answer of what the server sent)."""
         queue, own = self._args
         sender = own if sender is None else sender
         full = (queue, *args, sender) if name in _SENDS else (queue, *args)
         marks = ", ".join(f"${i}" for i in range(1, len(full) + 1))
         sql = f"SELECT * FROM {self._s}.chute_{name}({marks})"
-        lost = self._lost
+        store, queue_name, where = self._store, self.name, self.where
 
         async def fn(conn: Any) -> Any:
             try:
-                return await getattr(conn, fetch)(sql, *full)
+                answer = await getattr(conn, fetch)(sql, *full)
             except asyncpg.PostgresError as exc:
                 if is_lost(exc):  # the pool drops the connection, then says why
                     raise
-                raise lost(exc) from exc
+                raise refusal(exc, queue_name, where, store) from exc
+            return answer if then is None else then(answer)
 
         return fn
 
-    def _lost(self, exc: asyncpg.PostgresError) -> BaseException:
-        code = getattr(exc, "sqlstate", None)
-        if code == "CH001":
-            message = str(exc)
-            return QueueShutDown(message) if "requeue" in message else QueueShutDown()
-        if code in ("CH002", "CH005"):
-            return ValueError(str(exc))
-        if code == "CH003":
-            return QueueNotFound(f"queue {self.name!r} is no longer in {self.where}")
-        if code == "CH004":  # the server says what the holder can no longer do
-            return LeaseLost(
-                f"queue {self.name!r}: this job's lease ran out and the item was delivered "
-                f"again; {getattr(exc, 'message', exc)}"
-            )
-        return failure(exc, self._store.url, self._store.schema)
-
-    def store(self, records: list[bytes]) -> Sql[list[int] | None]:
-        n = len(records)
-        rings: Rings = {Wait.GET: n}
+    def store(
+        self, records: list[bytes], options: PutOptions = PLAIN
+    ) -> Sql[list[int] | Stored | None]:
+        rings: Rings = {Wait.GET: len(records)}
+        args = (records, options.delay, options.priority, options.key)
+        stored = _duplicate_if_empty
         return Sql(
-            self._fn("put", records),
-            lambda ids: rings if ids is not None else {},
-            through=self._fn("put", records, sender=""),
+            self._fn("put", *args, then=stored),
+            lambda ids: rings if isinstance(ids, list) else {},
+            through=self._fn("put", *args, sender="", then=stored),
         )
 
     def subscribe(self) -> Sql[None] | None:
@@ -279,7 +291,7 @@ class PostgresBackend:
             rows = await fn(conn)
             if rows and rows[0][0] is None:
                 return Claimed([], rows[0][4], seq)
-            return Claimed([Record(r[0], r[1], r[2], r[3]) for r in rows], None, seq)
+            return Claimed([Record(r[0], r[1], r[2], r[3], (r[5], r[6])) for r in rows], None, seq)
 
         return Sql(claim, _claimed_rings(n))
 
@@ -291,6 +303,8 @@ class PostgresBackend:
             [r.data for r in records],
             [r.deliveries for r in records],
             leased,
+            [r.extra[0] if r.extra else 0 for r in records],
+            [r.extra[1] if r.extra else None for r in records],
         )
         return Sql(fn, {Wait.GET: len(records)})
 
@@ -324,25 +338,7 @@ class PostgresBackend:
     # -- the queue -------------------------------------------------------------------
 
     def counts(self) -> Sql[Counts]:
-        fn = self._fn("counts", fetch="fetchrow")
-
-        async def counts(conn: Any) -> Counts:
-            r = await fn(conn)
-            return Counts(
-                maxsize=r[0],
-                max_deliveries=r[1],
-                state=QueueState(r[2]),
-                ready=r[3],
-                in_flight=r[4] + r[5],
-                delayed=r[5],
-                total_put=r[6],
-                total_got=r[7],
-                peak=r[8],
-                dead=r[9],
-                unfinished=max(r[10], 0),
-            )
-
-        return Sql(counts)
+        return Sql(self._fn("counts", fetch="fetchrow", then=_counts))
 
     def _change(self, sql: str, *args: Any) -> Fn[None]:
         """An UPDATE of the queue's row, and a ring of everyone, in one statement."""
@@ -444,55 +440,60 @@ class PostgresQueue(DurableQueue[T]):
         ``schema``), sorted. Creates nothing. Blocking: off the loop."""
         return PostgresBackend.queue_names(url, **options)
 
-    async def put(self, item: T, timeout: float | None = None, *, connection: Any = None) -> None:
-        """Store ``item``; with ``connection`` (an asyncpg connection in a
-        transaction), inside that transaction: it exists if it commits."""
+    @overload
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: None = None,
+        connection: Any = None,
+    ) -> None: ...
+
+    @overload
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str,
+        connection: Any = None,
+    ) -> bool: ...
+
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+        connection: Any = None,
+    ) -> bool | None:
+        """Store ``item`` (``delay``, ``priority``, ``key``: as for every stored
+        queue); with ``connection`` (an asyncpg connection in a transaction),
+        inside that transaction: it exists if it commits."""
         if connection is None:
-            return await super().put(item, timeout)
-        await self._put_through(connection, [item], timeout, single=True)
+            return await super().put(item, timeout, delay=delay, priority=priority, key=key)
+        options = self._options(delay, priority, key)
+        stored = await Through(self, connection).put([item], timeout, options, single=True)
+        return stored if key is not None else None
 
     async def put_batch(
-        self, items: Iterable[T], timeout: float | None = None, *, connection: Any = None
+        self,
+        items: Iterable[T],
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        connection: Any = None,
     ) -> None:
         """``put_batch``; with ``connection``, inside the caller's transaction."""
         if connection is None:
-            return await super().put_batch(items, timeout)
-        await self._put_through(connection, items, timeout, single=False)
-
-    async def _put_through(
-        self, connection: Any, items: Iterable[T], timeout: float | None, *, single: bool
-    ) -> None:
-        if not isinstance(connection, asyncpg.Connection):
-            raise TypeError(
-                f"connection must be an asyncpg connection, not {type(connection).__name__}"
-            )
-        if not connection.is_in_transaction():
-            raise ValueError(
-                "connection is not in a transaction: open one (async with conn.transaction()) "
-                "so that the item is stored only if it commits"
-            )
-        batch, records = self._records(items)
-        steps = self._put_steps(records, batch, timeout, single=single, block=True, in_thread=False)
-        await drive(cast(Any, _Through(cast(PostgresBackend, self._backend), connection)), steps)
-
-
-class _Through:
-    """The backend's calls run on the caller's connection, in its transaction:
-    nothing rings here (the commit's notification does)."""
-
-    def __init__(self, backend: PostgresBackend, connection: Any) -> None:
-        self._backend = backend
-        self._conn = connection
-
-    async def run(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
-        op = cast(Sql[R], call)
-        fn = op.through or op.fn
-        try:
-            # In a savepoint: a refusal (shut down, too big) leaves the
-            # caller's transaction as it was, usable, instead of aborted.
-            async with self._conn.transaction():
-                return await fn(self._conn)
-        except Exception as exc:
-            if is_lost(exc) or isinstance(exc, asyncpg.PostgresError):
-                raise failure(exc, self._backend._store.url) from exc
-            raise
+            return await super().put_batch(items, timeout, delay=delay, priority=priority)
+        options = self._options(delay, priority, None)
+        await Through(self, connection).put(items, timeout, options, single=False)

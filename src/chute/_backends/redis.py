@@ -40,11 +40,13 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from .._contract import UNSET, ErrorInfo, Outcome, Unset, check_connect_timeout
 from .._durable.backend import (
+    PLAIN,
     Call,
     Capabilities,
     Claimed,
     Counts,
     DeadRecord,
+    PutOptions,
     QueueState,
     Record,
     Settle,
@@ -263,7 +265,7 @@ class RedisBackend(ServerLink):
         if status == "ok":
             new = tuple.__new__  # Record's own __new__ is a slow Python function
             records = [
-                new(Record, (reply[i], reply[i + 1], int(reply[i + 2]), int(reply[i + 3])))
+                new(Record, (reply[i], reply[i + 1], int(reply[i + 2]), int(reply[i + 3]), None))
                 for i in range(1, len(reply), 4)
             ]
             self._seq += 1
@@ -405,7 +407,10 @@ class RedisBackend(ServerLink):
 
     # -- storing ---------------------------------------------------------------------------
 
-    def store(self, records: list[bytes]) -> Script[list[bytes] | None]:
+    def store(
+        self, records: list[bytes], options: PutOptions = PLAIN
+    ) -> Script[list[bytes] | None]:
+        # options: only PLAIN (the capabilities refuse the others)
         def parse(reply: Any) -> list[bytes] | None:
             status = text(reply[0])
             if status == "ok":

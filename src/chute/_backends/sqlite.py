@@ -26,14 +26,18 @@ from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 from .._contract import UNSET, ErrorInfo, Outcome, Unset
 from .._durable.backend import (
+    DUPLICATE,
+    PLAIN,
     Call,
     Capabilities,
     Claimed,
     Counts,
     DeadRecord,
+    PutOptions,
     QueueState,
     Record,
     Settle,
+    Stored,
     never_fits,
 )
 from .._durable.queue import DurableQueue, checked_opening
@@ -53,6 +57,11 @@ Undo = Callable[[R], Call[Any] | None]
 #: Until then a delayed item counts as in flight, as on every transport, and
 #: when it comes due, no lease "ran out": it is not dead-lettered as one.
 _READY, _LEASED, _DELAYED = 0, 1, 2
+#: Put with a delay (``visible_at``): in the queue, counted toward its bound,
+#: claimable from then on.
+_SCHEDULED = 3
+#: Before the first item in the queue's order (priority, id).
+_FIRST = (-(2**31) - 1, 0)
 _NO_RINGS: Rings = {}
 
 
@@ -78,6 +87,9 @@ class SqliteBackend:
         arrival_order_across_clients=True,
         immediate_shutdown_removes=False,
         delays=True,
+        delayed_puts=True,
+        prioritised_puts=True,
+        keyed_puts=True,
     )
     #: The file's thread watches other processes' commits and rings the hub.
     poll_interval: float | None = None
@@ -176,11 +188,15 @@ class SqliteBackend:
 
     # -- records -----------------------------------------------------------------
 
-    def store(self, records: list[bytes]) -> Op[tuple[int, int] | None]:
+    def store(
+        self, records: list[bytes], options: PutOptions = PLAIN
+    ) -> Op[tuple[int, int] | Stored | None]:
         name = self.name
+        delay, priority, key = options
 
-        def insert(c: sqlite3.Connection) -> tuple[int, int] | None:
-            row = c.execute(_ROOM, (name, time.time())).fetchone()
+        def insert(c: sqlite3.Connection) -> tuple[int, int] | Stored | None:
+            now = time.time()
+            row = c.execute(_ROOM, (name, now)).fetchone()
             if row is None:
                 raise ChuteError(f"no queue named {name!r} in this file")
             state, maxsize, ready = row  # the bound in the file: every process keeps it
@@ -189,12 +205,27 @@ class SqliteBackend:
             n = len(records)
             if n > maxsize > 0:
                 raise never_fits(n, maxsize)
+            if (
+                key is not None
+                and c.execute(
+                    "SELECT 1 FROM chute_item WHERE queue = ? AND key = ?", (name, key)
+                ).fetchone()
+            ):
+                return DUPLICATE
             if maxsize and ready + n > maxsize:
                 return None
-            if n == 1:
-                last = c.execute(_INSERT, (name, records[0])).lastrowid or 0
+            rows: list[tuple[Any, ...]]
+            if options is PLAIN:
+                rows = [(name, r) for r in records]
+                statement = _INSERT
             else:
-                c.executemany(_INSERT, [(name, r) for r in records])
+                leased, due = (_SCHEDULED, now + delay) if delay else (_READY, 0)
+                rows = [(name, r, leased, due, priority, key) for r in records]
+                statement = _INSERT_WITH
+            if n == 1:
+                last = c.execute(statement, rows[0]).lastrowid or 0
+            else:
+                c.executemany(statement, rows)
                 last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
             c.execute(
                 "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
@@ -203,6 +234,7 @@ class SqliteBackend:
             )
             return last - n + 1, last  # consecutive: one statement, AUTOINCREMENT
 
+        # Rung for a delayed put too: the getter looks, and sleeps until it is due.
         return Op(insert, {Wait.GET: len(records)})
 
     def subscribe(self) -> None:
@@ -214,7 +246,8 @@ class SqliteBackend:
 
         def take_back(c: sqlite3.Connection) -> None:
             there = c.execute(
-                "SELECT count(*) FROM chute_item WHERE id BETWEEN ? AND ? AND leased = 0", (lo, hi)
+                "SELECT count(*) FROM chute_item WHERE id BETWEEN ? AND ? AND leased IN (0, 3)",
+                (lo, hi),
             ).fetchone()[0]
             if there == n:  # none taken yet: all go (a batch stays whole)
                 c.execute("DELETE FROM chute_item WHERE id BETWEEN ? AND ?", (lo, hi))
@@ -235,24 +268,25 @@ class SqliteBackend:
                 raise QueueShutDown()
             limit = queue.max_deliveries
             now = time.time()
+            c.execute(_DUE_SCHEDULED, (name, now))
             rows: list[Record] = []
-            after = 0
+            after = _FIRST
             while len(rows) < n:
                 want = n - len(rows)
-                found = c.execute(_READY_ROWS, (name, after, want)).fetchall()
+                found = c.execute(_READY_ROWS, (name, after[0], want, now, after[1])).fetchall()
                 for late in _LATE_ROWS:  # leases, then delays, that ran out
-                    found += c.execute(late, (name, after, want, now)).fetchall()
-                found.sort()
+                    found += c.execute(late, (name, after[0], want, now, after[1])).fetchall()
+                found.sort(key=_in_order)
                 del found[want:]
                 if not found:
                     break
-                after = found[-1][0]
-                for id_, data, deliveries, token, leased in found:
+                after = _in_order(found[-1])
+                for id_, data, deliveries, token, leased, priority, key in found:
                     if leased == _LEASED and limit is not None and deliveries >= limit:
                         # Its holder's lease ran out on the last delivery allowed.
                         _to_dead(c, name, id_, now, "lease expired")
                         continue
-                    rows.append(Record(id_, data, deliveries, token))
+                    rows.append(Record(id_, data, deliveries, token, (priority, key)))
                 if len(found) < want:
                     break
             if not rows:
@@ -269,7 +303,7 @@ class SqliteBackend:
                         f"deliveries = deliveries + 1 WHERE id IN ({_marks(chunk)})",
                         (now + lease, *chunk),
                     )
-                rows = [Record(i, d, k + 1, t + 1) for i, d, k, t in rows]
+                rows = [Record(i, d, k + 1, t + 1, x) for i, d, k, t, x in rows]
                 c.execute(
                     "UPDATE chute_queue SET total_got = total_got + ? WHERE name = ?",
                     (len(rows), name),
@@ -299,9 +333,9 @@ class SqliteBackend:
                 )
             else:
                 c.executemany(
-                    "INSERT INTO chute_item (id, queue, data, deliveries, token) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(r.key, name, r.data, r.deliveries, r.token) for r in records],
+                    "INSERT INTO chute_item (id, queue, data, deliveries, token, priority, key) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(r.key, name, r.data, r.deliveries, r.token, *r.extra) for r in records],
                 )
                 c.execute("UPDATE chute_queue SET stored = stored + ? WHERE name = ?", (n, name))
             c.execute("UPDATE chute_queue SET total_got = total_got - ? WHERE name = ?", (n, name))
@@ -411,7 +445,7 @@ class SqliteBackend:
         def counts(c: sqlite3.Connection) -> Counts:
             now = time.time()
             row = _queue_row(c, name)
-            leased, delayed = c.execute(_OUT, (name, now)).fetchone()
+            leased, delayed, scheduled = c.execute(_OUT, (name, now)).fetchone()
             out = leased + delayed
             return Counts(
                 maxsize=row.maxsize,
@@ -425,6 +459,7 @@ class SqliteBackend:
                 peak=row.peak,
                 dead=row.dead,
                 unfinished=row.unfinished,
+                scheduled=scheduled,
             )
 
         return Op(counts, write=False)
@@ -539,29 +574,44 @@ class SqliteQueue(DurableQueue[T]):
 # -- SQL ------------------------------------------------------------------------------
 
 _INSERT = "INSERT INTO chute_item (queue, data) VALUES (?, ?)"
-#: The oldest claimable items, ?1 the queue, after id ?2, at most ?3, ?4
-#: the time: not leased (in id order on their own index, however many are
-#: out on leases), leases that ran out, and delays that did (each on its own
-#: index), merged by id in Python. Three plain statements, not one UNION ALL
-#: ordered by id: that one sorts each part in a temporary B-tree, whose
-#: memory, freed at the top of the thread's heap, glibc hands back to the
-#: system after every claim (measured: 150-1,400 us a claim instead of 7,
-#: depending on the process's heap).
-_READY_ROWS = (
-    "SELECT id, data, deliveries, token, 0 FROM chute_item "
-    "WHERE queue = ?1 AND leased = 0 AND id > ?2 ORDER BY id LIMIT ?3"
+#: A put with a delay, a priority or a key.
+_INSERT_WITH = (
+    "INSERT INTO chute_item (queue, data, leased, visible_at, priority, key) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_LATE_ROWS = (
-    "SELECT id, data, deliveries, token, 1 FROM chute_item "
-    "WHERE queue = ?1 AND leased = 1 AND visible_at <= ?4 AND id > ?2 ORDER BY id LIMIT ?3",
-    "SELECT id, data, deliveries, token, 2 FROM chute_item "
-    "WHERE queue = ?1 AND leased = 2 AND visible_at <= ?4 AND id > ?2 ORDER BY id LIMIT ?3",
+#: What a claim reads of an item: its key, data, deliveries, token, state
+#: (given as a constant), priority and put key.
+_COLUMNS = "id, data, deliveries, token, {state}, priority, key"
+#: The first claimable items in the queue's order (priority, then id), ?1
+#: the queue, after (priority ?2, id ?5), at most ?3, ?4 the time: not
+#: leased (in order on their own index, however many are out on leases),
+#: leases that ran out, and delays that did (each on its own index), merged
+#: in Python. Three plain statements, not one UNION ALL ordered: that one
+#: sorts each part in a temporary B-tree, whose memory, freed at the top of
+#: the thread's heap, glibc hands back to the system after every claim
+#: (measured: 150-1,400 us a claim instead of 7, depending on the process's
+#: heap). Items put with a delay that came due are made ready first (one
+#: UPDATE on their own index), so that their priority counts exactly.
+_READY_ROWS = (
+    f"SELECT {_COLUMNS.format(state=0)} FROM chute_item "
+    "WHERE queue = ?1 AND leased = 0 AND (priority, id) > (?2, ?5) ORDER BY priority, id LIMIT ?3"
+)
+_LATE_ROWS = tuple(
+    f"SELECT {_COLUMNS.format(state=state)} FROM chute_item WHERE queue = ?1 AND leased = {state} "
+    "AND visible_at <= ?4 AND (priority, id) > (?2, ?5) ORDER BY priority, id LIMIT ?3"
+    for state in (1, 2)
+)
+_DUE_SCHEDULED = (
+    "UPDATE chute_item SET leased = 0, visible_at = 0 "
+    "WHERE queue = ?1 AND leased = 3 AND visible_at <= ?2"
 )
 #: Items out of the queue for now, ?1 the queue and ?2 the time: on a lease,
-#: and given back with a delay (each counted on its own index).
+#: and given back with a delay (each counted on its own index); and items
+#: put with a delay, not due yet (in the queue).
 _OUT = (
     "SELECT (SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 1 AND visible_at > ?2), "
-    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 2 AND visible_at > ?2)"
+    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 2 AND visible_at > ?2), "
+    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 3 AND visible_at > ?2)"
 )
 _OUT_SUM = (
     "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 1 AND visible_at > ?2) + "
@@ -570,14 +620,19 @@ _OUT_SUM = (
 #: A queue's state, bound, and items stored and not out: what a put looks at.
 _ROOM = f"SELECT state, maxsize, stored - ({_OUT_SUM}) FROM chute_queue WHERE name = ?1"
 #: When the next lease or delay runs out (each on its own index).
-_NEXT_DUE = (
-    "SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = 1 "
-    "UNION ALL SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = 2"
+_NEXT_DUE = " UNION ALL ".join(
+    f"SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = {state}"
+    for state in (1, 2, 3)
 )
 _DEAD_LETTERS = (
     "SELECT id, data, deliveries, died_at, reason, last_error FROM chute_dead WHERE queue = ?"
 )
 _CHUNK = 500  # ids per statement: far below any SQLite's limit on variables
+
+
+def _in_order(row: tuple[Any, ...]) -> tuple[int, int]:
+    """A claimed row's place in the queue's order: (priority, id)."""
+    return row[5], row[0]
 
 
 def _marks(chunk: list[int]) -> str:

@@ -33,7 +33,7 @@ from .._exceptions import ChuteError, QueueNotFound
 
 R = TypeVar("R")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x63687574  # "chut": marks a file as chute's
 POLL_INTERVAL = 0.005  # seconds between looks for other processes' commits
 MAX_GROUP = 512  # calls committed together at most
@@ -61,11 +61,15 @@ CREATE TABLE IF NOT EXISTS chute_item (
     visible_at REAL NOT NULL DEFAULT 0,
     token INTEGER NOT NULL DEFAULT 0,
     deliveries INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    priority INTEGER NOT NULL DEFAULT 0,
+    key TEXT
 );
-CREATE INDEX IF NOT EXISTS chute_item_ready ON chute_item (queue, id) WHERE leased = 0;
+CREATE INDEX IF NOT EXISTS chute_item_order ON chute_item (queue, priority, id) WHERE leased = 0;
 CREATE INDEX IF NOT EXISTS chute_item_leased ON chute_item (queue, visible_at) WHERE leased = 1;
 CREATE INDEX IF NOT EXISTS chute_item_delayed ON chute_item (queue, visible_at) WHERE leased = 2;
+CREATE INDEX IF NOT EXISTS chute_item_scheduled ON chute_item (queue, visible_at) WHERE leased = 3;
+CREATE UNIQUE INDEX IF NOT EXISTS chute_item_key ON chute_item (queue, key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS chute_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
@@ -82,13 +86,22 @@ CREATE INDEX IF NOT EXISTS chute_dead_queue ON chute_dead (queue);
 #: transaction, so a file is either migrated or left as it was). Schema 1
 #: kept no errors and no reasons: its dead letters list with
 #: reason "failed" and no error; its items given back with a delay look like
-#: leases until they come due.
+#: leases until they come due. Schema 2 had no priorities, keys or delayed
+#: puts: its items get priority 0 and no key.
 _MIGRATIONS = {
     1: """
 ALTER TABLE chute_item ADD COLUMN last_error TEXT;
 ALTER TABLE chute_dead ADD COLUMN reason TEXT NOT NULL DEFAULT 'failed';
 ALTER TABLE chute_dead ADD COLUMN last_error TEXT;
 CREATE INDEX IF NOT EXISTS chute_item_delayed ON chute_item (queue, visible_at) WHERE leased = 2;
+""",
+    2: """
+ALTER TABLE chute_item ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chute_item ADD COLUMN key TEXT;
+DROP INDEX IF EXISTS chute_item_ready;
+CREATE INDEX IF NOT EXISTS chute_item_order ON chute_item (queue, priority, id) WHERE leased = 0;
+CREATE INDEX IF NOT EXISTS chute_item_scheduled ON chute_item (queue, visible_at) WHERE leased = 3;
+CREATE UNIQUE INDEX IF NOT EXISTS chute_item_key ON chute_item (queue, key) WHERE key IS NOT NULL;
 """,
 }
 

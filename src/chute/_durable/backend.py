@@ -72,7 +72,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Protocol, TypeVar
 
 from .._contract import ErrorInfo, Outcome, Unset
 from .._exceptions import ChuteError
@@ -81,15 +81,19 @@ if TYPE_CHECKING:
     from .waiting import Hub
 
 __all__ = [
+    "DUPLICATE",
+    "PLAIN",
     "Backend",
     "Call",
     "Capabilities",
     "Claimed",
     "Counts",
     "DeadRecord",
+    "PutOptions",
     "QueueState",
     "Record",
     "Settle",
+    "Stored",
     "Unreachable",
 ]
 
@@ -115,6 +119,35 @@ class Capabilities:
     priorities: bool = False
     #: ``nack(delay=)`` keeps an item back for that long.
     delays: bool = True
+    #: ``put(delay=)``: stored at once, claimable from then on.
+    delayed_puts: bool = False
+    #: ``put(priority=)``: lower numbers claimed first, exactly.
+    prioritised_puts: bool = False
+    #: ``put(key=)``: a second put of a key still in the queue stores nothing.
+    keyed_puts: bool = False
+
+
+class PutOptions(NamedTuple):
+    """How a put stores its records: ``delay`` seconds before any claim
+    takes them (None: none), ``priority`` (lower first; equal ones in
+    arrival order), ``key`` (None, or: at most one record with it in the
+    queue, ready, scheduled or in flight)."""
+
+    delay: float | None = None
+    priority: int = 0
+    key: str | None = None
+
+
+PLAIN: Final = PutOptions()
+
+
+class Stored(enum.Enum):
+    """What a store answers, besides a receipt or ``None`` (no room)."""
+
+    DUPLICATE = "duplicate"  # its key is in the queue already: nothing stored
+
+
+DUPLICATE: Final = Stored.DUPLICATE
 
 
 class Unreachable(ChuteError):
@@ -147,6 +180,9 @@ class Record(NamedTuple):
     #: The fencing token of this delivery: a settle or extend carrying an
     #: older one (a consumer whose lease ran out) is refused.
     token: int
+    #: What else the backend keeps of it (a priority, a key), to store it
+    #: again as it was if a plain get is undone.
+    extra: Any = None
 
 
 class Claimed(NamedTuple):
@@ -181,6 +217,8 @@ class Counts(NamedTuple):
     dead: int
     #: Put and not yet done (what ``join()`` waits on).
     unfinished: int
+    #: The part of ``ready`` put with a delay and not due yet.
+    scheduled: int = 0
 
 
 class DeadRecord(NamedTuple):
@@ -250,10 +288,13 @@ class Backend(Protocol):
 
     # -- records -----------------------------------------------------------
 
-    def store(self, records: list[bytes]) -> Call[Any]:
+    def store(self, records: list[bytes], options: PutOptions = PLAIN) -> Call[Any]:
         """Store all ``records`` at the end of the queue or none: within the
-        stored ``maxsize`` (checked in the same atomic step), answering
-        ``None`` if they do not fit now, else a receipt for ``take_back``.
+        stored ``maxsize`` (checked in the same atomic step; scheduled
+        records count), answering ``None`` if they do not fit now,
+        ``DUPLICATE`` if ``options.key`` is in the queue already (nothing
+        stored), else a receipt for ``take_back``. With ``options.delay``,
+        no claim takes them before then; ``options.priority``: lower first.
         ``QueueShutDown`` if shut down; ``ValueError`` (see
         ``never_fits``) if they can never fit."""
         ...

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .._codecs import Codec, encode_item, get_codec, undecodable
 from .._contract import (
@@ -29,16 +29,20 @@ from .._contract import (
     check_max_deliveries,
     check_max_items,
     check_maxsize,
+    check_put_options,
     check_timeout,
 )
 from .._exceptions import ChuteError, QueueEmpty, QueueFull, QueueShutDown
 from .._waiters import check_not_on_loop
 from .backend import (
+    DUPLICATE,
+    PLAIN,
     Backend,
     Call,
     Claimed,
     Counts,
     DeadRecord,
+    PutOptions,
     QueueState,
     Record,
     Unreachable,
@@ -235,6 +239,7 @@ class DurableQueue(Generic[T]):
             unfinished_tasks=c.unfinished,
             shutdown=c.state is not QueueState.OPEN,
             delayed=c.delayed,
+            scheduled=c.scheduled,
         )
 
     def configure(
@@ -256,6 +261,22 @@ class DurableQueue(Generic[T]):
         batch = list(items)
         return batch, [encode_item(self._codec, item) for item in batch]
 
+    def _options(self, delay: object, priority: object, key: object) -> PutOptions:
+        """``put(delay=, priority=, key=)`` checked, and refused where the
+        transport cannot keep them (never emulated)."""
+        if delay is None and priority == 0 and key is None:
+            return PLAIN
+        delay, priority, key = check_put_options(delay, priority, key)
+        caps = self._backend.capabilities
+        for asked, able, what in (
+            (delay is not None, caps.delayed_puts, "put(delay=)"),
+            (priority != 0, caps.prioritised_puts, "put(priority=)"),
+            (key is not None, caps.keyed_puts, "put(key=)"),
+        ):
+            if asked and not able:
+                raise ValueError(f"{type(self).__name__} cannot keep {what}: not stored")
+        return PutOptions(delay, priority, key)
+
     def _put_steps(
         self,
         records: list[bytes],
@@ -265,7 +286,9 @@ class DurableQueue(Generic[T]):
         single: bool,
         block: bool,
         in_thread: bool,
-    ) -> Steps[None]:
+        options: PutOptions = PLAIN,
+    ) -> Steps[bool]:
+        """Store; False if the key was in the queue already (nothing stored)."""
         backend = self._backend
         if timeout is not None:
             timeout = check_timeout(timeout)
@@ -276,8 +299,8 @@ class DurableQueue(Generic[T]):
             counts: Counts = yield Run(backend.counts())
             if counts.state is not QueueState.OPEN:
                 raise _shut(items, single)
-            return
-        store = backend.store(records)
+            return True
+        store = backend.store(records, options)
         waiter: Waiter | None = None
         try:
             while True:
@@ -288,8 +311,10 @@ class DurableQueue(Generic[T]):
                     receipt = yield Run(store, self._undo_store)
                 except QueueShutDown:
                     raise _shut(items, single) from None
+                if receipt is DUPLICATE:
+                    return False
                 if receipt is not None:
-                    return
+                    return True
                 if not block:
                     raise QueueFull()
                 if deadline is not None and time.monotonic() >= deadline:
@@ -297,12 +322,12 @@ class DurableQueue(Generic[T]):
                 if waiter is None:
                     if in_thread:
                         check_not_on_loop("a blocking put")
-                    if (subscribe := self._backend.subscribe()) is not None:
-                        yield Run(subscribe)
-                        continue  # look again: what changed before it rang no one here
                     self._putters += 1
                     waiter = self._hub.add(Wait.PUT, in_thread=in_thread)
                     continue  # look once more now that a change would ring us
+                if (subscribe := self._backend.subscribe()) is not None:
+                    yield Run(subscribe)
+                    continue  # look again: what changed before it rang no one here
                 yield Sleep(waiter, self._delay(deadline, None))
                 self._hub.rearm(waiter)
         finally:
@@ -310,31 +335,91 @@ class DurableQueue(Generic[T]):
                 self._putters -= 1
                 self._hub.remove(waiter)
 
-    async def put(self, item: T, timeout: float | None = None) -> None:
+    @overload
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: None = None,
+    ) -> None: ...
+
+    @overload
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str,
+    ) -> bool: ...
+
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+    ) -> bool | None:
         """Store ``item``, waiting while full; ``TimeoutError`` after ``timeout``
         seconds, the item not stored. Cancelled, it either completed or
-        stored nothing."""
-        batch, records = self._records((item,))
-        await drive(
-            self._backend,
-            self._put_steps(records, batch, timeout, single=True, block=True, in_thread=False),
-        )
+        stored nothing.
 
-    async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
-        """Store all ``items`` at once, or none of them."""
+        ``delay``: no get takes it for that many seconds (it counts toward
+        ``maxsize`` meanwhile). ``priority``: lower numbers are taken first,
+        equal ones in the order they were put. ``key``: while an item put
+        with that key is in the queue (waiting, delayed or out on a lease),
+        another put with it stores nothing and returns False (with a key,
+        True when stored): a put that is safe to retry."""
+        options = self._options(delay, priority, key)
+        batch, records = self._records((item,))
+        stored = await drive(
+            self._backend,
+            self._put_steps(
+                records, batch, timeout, single=True, block=True, in_thread=False, options=options
+            ),
+        )
+        return stored if key is not None else None
+
+    async def put_batch(
+        self,
+        items: Iterable[T],
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+    ) -> None:
+        """Store all ``items`` at once, or none of them (each with ``delay``
+        and ``priority`` as for ``put``)."""
+        options = self._options(delay, priority, None)
         batch, records = self._records(items)
         await drive(
             self._backend,
-            self._put_steps(records, batch, timeout, single=False, block=True, in_thread=False),
+            self._put_steps(
+                records, batch, timeout, single=False, block=True, in_thread=False, options=options
+            ),
         )
 
-    def put_nowait(self, item: T) -> None:
+    @overload
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: None = None
+    ) -> None: ...
+
+    @overload
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: str
+    ) -> bool: ...
+
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: str | None = None
+    ) -> bool | None:
         """Store ``item`` now or raise ``QueueFull`` (one round trip, waited for)."""
-        batch, records = self._records((item,))
-        drive_blocking(
-            self._backend,
-            self._put_steps(records, batch, None, single=True, block=False, in_thread=True),
-        )
+        return self.sync.put(item, block=False, delay=delay, priority=priority, key=key)
 
     # -- get -------------------------------------------------------------------------
 
@@ -427,12 +512,16 @@ class DurableQueue(Generic[T]):
                     wait = BLOCK_SLICE if delay is None else min(delay, BLOCK_SLICE)
                     continue
                 if waiter is None:
-                    if (subscribe := backend.subscribe()) is not None:
-                        yield Run(subscribe)
-                        continue  # look again: what changed before it rang no one here
                     waiter = self._hub.add(Wait.GET, in_thread=in_thread)
                     if claimed.seq is None or backend.seq != claimed.seq:
                         continue  # something changed since that look: look again
+                if (subscribe := backend.subscribe()) is not None:
+                    try:
+                        yield Run(subscribe)
+                    except Unreachable:  # waiting already: as for a look, above
+                        yield Sleep(waiter, self._delay(deadline, None))
+                        self._hub.rearm(waiter)
+                    continue  # look again: what changed before it rang no one here
                 waiter.due = claimed.due
                 yield Sleep(waiter, self._delay(deadline, claimed.due, getter=True))
                 self._hub.rearm(waiter)
@@ -542,11 +631,11 @@ class DurableQueue(Generic[T]):
                 if waiter is None:
                     if in_thread:
                         check_not_on_loop("join()")
-                    if (subscribe := backend.subscribe()) is not None:
-                        yield Run(subscribe)
-                        continue  # look again: what changed before it rang no one here
                     waiter = self._hub.add(Wait.JOIN, in_thread=in_thread)
                     continue
+                if (subscribe := backend.subscribe()) is not None:
+                    yield Run(subscribe)
+                    continue  # look again: what changed before it rang no one here
                 yield Sleep(waiter, backend.poll_interval)
                 self._hub.rearm(waiter)
         finally:
@@ -631,7 +720,7 @@ def _take_back(backend: Backend) -> Any:
     take_back = backend.take_back
 
     def undo(receipt: Any) -> Any:
-        return None if receipt is None else take_back(receipt)
+        return None if receipt is None or receipt is DUPLICATE else take_back(receipt)
 
     return undo
 

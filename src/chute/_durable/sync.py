@@ -5,7 +5,7 @@ with the blocking driver: nothing here is written twice."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
 from .._contract import UNSET, SyncFaceBase, Unset, check_max_items
 from .job import DurableSyncReservation
@@ -37,23 +37,82 @@ class DurableSyncQueue(SyncFaceBase[T]):
         """The queue's ``configure``."""
         self._q.configure(maxsize=maxsize, max_deliveries=max_deliveries)
 
-    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        """Store ``item``, waiting while full (``QueueFull`` when ``timeout`` passes)."""
-        q = self._q
-        batch, records = q._records((item,))
-        steps = q._put_steps(records, batch, timeout, single=True, block=block, in_thread=True)
-        drive_blocking(q._backend, steps)
+    @overload
+    def put(
+        self,
+        item: T,
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: None = None,
+    ) -> None: ...
 
-    def put_nowait(self, item: T) -> None:
-        self.put(item, block=False)
+    @overload
+    def put(
+        self,
+        item: T,
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str,
+    ) -> bool: ...
+
+    def put(
+        self,
+        item: T,
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+    ) -> bool | None:
+        """Store ``item``, waiting while full (``QueueFull`` when ``timeout``
+        passes); ``delay``, ``priority`` and ``key`` as for the async ``put``."""
+        q = self._q
+        options = q._options(delay, priority, key)
+        batch, records = q._records((item,))
+        steps = q._put_steps(
+            records, batch, timeout, single=True, block=block, in_thread=True, options=options
+        )
+        stored = drive_blocking(q._backend, steps)
+        return stored if key is not None else None
+
+    @overload
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: None = None
+    ) -> None: ...
+
+    @overload
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: str
+    ) -> bool: ...
+
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: str | None = None
+    ) -> bool | None:
+        return self.put(item, block=False, delay=delay, priority=priority, key=key)
 
     def put_batch(
-        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+        self,
+        items: Iterable[T],
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
     ) -> None:
         """Store all ``items`` at once, or none of them."""
         q = self._q
+        options = q._options(delay, priority, None)
         batch, records = q._records(items)
-        steps = q._put_steps(records, batch, timeout, single=False, block=block, in_thread=True)
+        steps = q._put_steps(
+            records, batch, timeout, single=False, block=block, in_thread=True, options=options
+        )
         drive_blocking(q._backend, steps)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
