@@ -317,6 +317,35 @@ def test_put_creates_a_queue_with_the_bounds_given(tmp_path):
     assert stats(url, "q").size == 3
 
 
+def test_put_with_a_delay_a_priority_and_a_key(tmp_path):
+    url = f"sqlite:///{tmp_path}/q.db"
+    assert run("put", url, "q", '"routine"').returncode == 0
+    r = run("put", url, "q", '"later"', "--delay", "60")
+    assert r.returncode == 0, r.stderr
+    r = run("put", url, "q", "--priority", "-1", stdin='"urgent"\n')
+    assert r.returncode == 0, r.stderr
+    r = run("put", url, "q", '"invoice"', "--key", "invoice-42")
+    assert (r.returncode, r.stderr.strip()) == (0, "put 1 item into 'q'")
+    r = run("put", url, "q", '"invoice"', "--key", "invoice-42")
+    assert r.returncode == 0, r.stderr
+    assert "an item with key 'invoice-42' is in 'q' already: nothing stored" in r.stderr
+    r = run("inspect", url, "q", "--json")
+    numbers = json.loads(r.stdout)
+    assert (numbers["depth"], numbers["scheduled"], numbers["total_put"]) == (4, 1, 4)
+    r = run("put", url, "q", "1", "--delay", "-1")
+    assert r.returncode == 1
+    assert "delay must be a finite number of seconds >= 0" in r.stderr
+    r = run("put", url, "q", "1", "2", "--key", "k")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "chute put: --key puts one item, given as an argument"
+
+    async def order() -> list[str]:
+        async with chute.open(url, "q") as q:
+            return await q.get_batch(10, timeout=10)
+
+    assert asyncio.run(order()) == ["urgent", "routine", "invoice"]
+
+
 def test_put_streams_stdin_and_says_what_it_stored_on_ctrl_c(tmp_path):
     url = f"sqlite:///{tmp_path}/q.db"
     assert run("put", url, "q", "0").returncode == 0

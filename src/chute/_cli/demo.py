@@ -53,12 +53,27 @@ def demo(args: argparse.Namespace) -> int:
                     for i in range(args.jobs)
                 ]
                 jobs[len(jobs) // 2]["poison"] = True  # one that ends in the dead letters
-                await q.put_batch(jobs)
+                # A twentieth wait a second in the queue before anyone takes
+                # them, and a twentieth, put last, jump the line.
+                few = args.jobs // 20
+                plain, later, urgent = jobs[: len(jobs) - 2 * few], jobs[-2 * few : -few], []
+                if few:
+                    urgent = jobs[-few:]
+                await q.put_batch(plain)
+                if later:
+                    await q.put_batch(later, delay=1.0)
+                for one in urgent:
+                    await q.put(one, priority=-1)
                 left = args.jobs
                 say(
                     f"  put {args.jobs} jobs (each sleeps 5-80 ms; {args.fail:.0%} of tries fail "
                     "and are retried; one always fails); Ctrl-C stops, run again to resume"
                 )
+                if few:
+                    say(
+                        f"  {len(later)} of them wait a second before anyone may take them "
+                        f"(delay=1); the last {len(urgent)} jump the line (priority=-1)"
+                    )
             workers: Workers[Any] = Workers(
                 q,
                 functools.partial(job, fail=args.fail),

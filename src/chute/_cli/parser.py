@@ -256,6 +256,19 @@ def build() -> Parser:
         "items", nargs="*", type=json_item, metavar="JSON",
         help="JSON values (a string quoted: '\"text\"'); none: read JSON lines from stdin",
     )  # fmt: skip
+    put.add_argument(
+        "--delay", type=float, metavar="SECONDS",
+        help="no one takes the items before SECONDS from now (they are stored at once)",
+    )  # fmt: skip
+    put.add_argument(
+        "--priority", type=int, default=0, metavar="N",
+        help="lower numbers are taken first (default 0); equal ones in the order put",
+    )  # fmt: skip
+    put.add_argument(
+        "--key", metavar="KEY",
+        help="store the one item given only if no item with KEY is in the queue (safe to "
+        "retry); says so if one is",
+    )  # fmt: skip
     _bounds(put, "set")
 
     inspect = sub.add_parser(

@@ -88,12 +88,14 @@ def _read_lines(lines: Queue[Any]) -> None:
         lines.shutdown()
 
 
-async def _store(q: Any, batch: list[tuple[int, Any]], codec: Any) -> int:
+async def _store(
+    q: Any, batch: list[tuple[int, Any]], codec: Any, options: dict[str, Any]
+) -> int:
     """Store ``batch`` in one transaction; an item the codec refuses is
     named by its line, after the items before it are stored."""
     items = [item for _, item in batch]
     try:
-        await q.put_batch(items)
+        await q.put_batch(items, **options)
         return len(items)
     except (TypeError, ValueError) as exc:
         for i, (n, item) in enumerate(batch):
@@ -101,12 +103,12 @@ async def _store(q: Any, batch: list[tuple[int, Any]], codec: Any) -> int:
                 encode_item(codec, item)
             except (TypeError, ValueError) as bad:
                 if i:
-                    await q.put_batch(items[:i])
+                    await q.put_batch(items[:i], **options)
                 raise Failure(f"line {n}: {bad}") from None
         raise Failure(str(exc)) from None
 
 
-async def _stream(q: Any, codec: Any, stored: list[int]) -> None:
+async def _stream(q: Any, codec: Any, stored: list[int], options: dict[str, Any]) -> None:
     lines: Queue[Any] = Queue(2 * BATCH)
     reader = threading.Thread(target=_read_lines, args=(lines,), daemon=True)
     reader.start()
@@ -132,7 +134,7 @@ async def _stream(q: Any, codec: Any, stored: list[int]) -> None:
             bad = next((b for b in batch if isinstance(b, _BadLine)), None)
             good = [b for b in batch if not isinstance(b, _BadLine)]
             if good:
-                stored[0] += await _store(q, good, codec)
+                stored[0] += await _store(q, good, codec, options)
             if bad is not None:
                 raise Failure(f"{bad.message}; stored {plural(stored[0], 'item')} before it")
     finally:
@@ -147,16 +149,28 @@ def put(args: argparse.Namespace) -> int:
         async with open_queue(
             args.url, args.name, given.pop("maxsize", None), codec=args.codec, **given
         ) as q:
+            options = {"delay": args.delay, "priority": args.priority}
+            if args.key is not None:
+                if len(args.items) != 1:
+                    raise Failure("--key puts one item, given as an argument")
+                if not await q.put(args.items[0], key=args.key, **options):
+                    print(
+                        f"an item with key {args.key!r} is in {args.name!r} already: "
+                        "nothing stored",
+                        file=sys.stderr,
+                    )
+                    return 0
+                return 1
             if args.items:
                 # Arguments: all of them, or (an item refused) none.
-                await q.put_batch(args.items)
+                await q.put_batch(args.items, **options)
                 return len(args.items)
             task = asyncio.current_task()
             assert task is not None
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, task.cancel)
             try:
-                await _stream(q, get_codec(args.codec), stored)
+                await _stream(q, get_codec(args.codec), stored, options)
             except asyncio.CancelledError:
                 # A put_batch cancelled here stored nothing (the contract):
                 # the count is exact.
@@ -181,6 +195,7 @@ def _numbers(s: Any) -> dict[str, Any]:
         "depth": s.size,
         "in_flight": s.in_flight,
         "delayed": s.delayed,
+        "scheduled": s.scheduled,
         "dead_letters": s.dead_lettered,
         "unfinished": s.unfinished_tasks,
         "total_put": s.total_put,
