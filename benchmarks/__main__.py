@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from . import harness, memory, peers, postgres, process, redis, sqlite, workers
+from . import harness, memory, options, peers, postgres, process, redis, sqlite, workers
 
 DEFAULT_ITEMS = 200_000
 
@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=(
             "run only scenarios whose name contains it (case-insensitive; -> matches →); "
             "'process' selects the process scenarios, 'sqlite' the SQLite ones, "
-            "'redis' the Redis ones, 'postgres' the PostgreSQL ones"
+            "'redis' the Redis ones, 'postgres' the PostgreSQL ones, 'options' what a "
+            "delay, a priority and a key cost"
         ),
     )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -115,6 +116,15 @@ GROUPS: tuple[tuple[Any, ...], ...] = (
         "ints",
         postgres.NOTES,
         postgres.DEFAULT_ITEMS,
+    ),
+    (
+        options.SCENARIOS,
+        options.run_once,
+        options.SUBJECT,
+        options.PEERS,
+        "ints",
+        options.NOTES,
+        options.DEFAULT_ITEMS,
     ),
     (
         workers.SCENARIOS,
