@@ -409,10 +409,26 @@ def test_a_schema_made_by_a_newer_chute_is_refused(server, schema, name):
 def test_a_schema_made_by_an_older_chute_is_upgraded_with_its_items_kept(server, schema, name):
     with chute.open(server.url, name, schema=schema) as q:
         q.sync.put("kept")
-    # As version 1 left it: no registrations of waiting clients.
+    # As version 1 left it: no registrations of waiting clients, no
+    # priorities or keys, functions of other arguments and results.
+    s = schema
     _execute(
         server.url,
-        f"DROP TABLE {schema}.chute_listener; UPDATE {schema}.chute_version SET version = 1",
+        f"""
+        DROP TABLE {s}.chute_listener;
+        DROP INDEX {s}.chute_item_key, {s}.chute_item_order, {s}.chute_item_scheduled;
+        ALTER TABLE {s}.chute_item DROP COLUMN priority, DROP COLUMN key;
+        CREATE INDEX chute_item_ready ON {s}.chute_item (queue, id) WHERE visible_at IS NULL;
+        DROP FUNCTION {s}.chute_put(int, bytea[], double precision, int, text, text);
+        CREATE FUNCTION {s}.chute_put(q int, records bytea[], sender text) RETURNS bigint[]
+            LANGUAGE sql AS 'SELECT NULL::bigint[]';
+        DROP FUNCTION {s}.chute_claim(int, int, double precision, text);
+        CREATE FUNCTION {s}.chute_claim(q int, n int, lease double precision, sender text)
+            RETURNS TABLE (id bigint, data bytea, deliveries int, token bigint,
+                           due double precision)
+            LANGUAGE sql AS 'SELECT NULL::bigint, NULL::bytea, 0, 0::bigint, NULL::float8';
+        UPDATE {s}.chute_version SET version = 1
+        """,
     )
     with chute.open(server.url, name, schema=schema) as q:
         assert _fetch(server.url, f"SELECT max(version) FROM {schema}.chute_version") == [
@@ -420,7 +436,9 @@ def test_a_schema_made_by_an_older_chute_is_upgraded_with_its_items_kept(server,
         ]
         assert q.sync.get(timeout=10) == "kept"
         q.sync.put("after")
-        assert q.sync.get(timeout=10) == "after"
+        assert q.sync.put("keyed", key="k") is True
+        q.sync.put("urgent", priority=-1)
+        assert q.sync.get_batch(3, timeout=10) == ["urgent", "after", "keyed"]
 
 
 @pytest.mark.parametrize(

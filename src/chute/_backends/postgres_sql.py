@@ -89,7 +89,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "TABLES", "declare", "install", "install_sql", "lock_key", "names_in"]
 
 #: The version of the tables and functions below.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES = (
     "chute_version",
@@ -246,13 +246,13 @@ CREATE TABLE IF NOT EXISTS @S.chute_item (
     visible_at double precision,
     last_error text
 );
--- Version 1's functions whose arguments or results changed in version 2.
+-- Older versions' functions whose arguments or results changed since.
 DROP FUNCTION IF EXISTS @S.chute_put(int, bytea[], text);
 DROP FUNCTION IF EXISTS @S.chute_counts(int);
 DROP FUNCTION IF EXISTS @S.chute_claim(int, int, double precision, text);
 DROP FUNCTION IF EXISTS @S.chute_give_back(int, bigint[], bigint[], bytea[], int[], boolean, text);
--- Added in version 2: a put's priority and key ("IF NOT EXISTS": the
--- upgrade of a version 1 schema runs this script again).
+-- Added in version 3: a put's priority and key ("IF NOT EXISTS": the
+-- upgrade of an older schema runs this script again).
 ALTER TABLE @S.chute_item ADD COLUMN IF NOT EXISTS priority int NOT NULL DEFAULT 0;
 ALTER TABLE @S.chute_item ADD COLUMN IF NOT EXISTS key text;
 DROP INDEX IF EXISTS @S.chute_item_ready;  -- version 1's, in id order only
@@ -467,15 +467,19 @@ DECLARE
     now_ double precision := @S.chute_now();
     late record;
     picked bigint[];
+    mixed boolean := false;
     dead int := 0;
 BEGIN
     IF r.state = 2 THEN RAISE EXCEPTION 'shut down' USING ERRCODE = 'CH001'; END IF;
     -- Items put with a delay that came due join the ready ones first, so
-    -- that their priority counts exactly.
-    UPDATE @S.chute_item i SET leased = 0, visible_at = NULL
-    WHERE i.id IN (SELECT s.id FROM @S.chute_item s
-                   WHERE s.queue = q AND s.leased = 3 AND s.visible_at <= now_
-                   LIMIT 1000 FOR UPDATE SKIP LOCKED);
+    -- that their priority counts exactly (looked for first: rarely any).
+    IF EXISTS (SELECT 1 FROM @S.chute_item s
+               WHERE s.queue = q AND s.leased = 3 AND s.visible_at <= now_) THEN
+        UPDATE @S.chute_item i SET leased = 0, visible_at = NULL
+        WHERE i.id = ANY(ARRAY(SELECT s.id FROM @S.chute_item s
+                               WHERE s.queue = q AND s.leased = 3 AND s.visible_at <= now_
+                               LIMIT 1000 FOR UPDATE SKIP LOCKED));
+    END IF;
     SELECT array_agg(i.id) INTO picked FROM (
         SELECT i.id FROM @S.chute_item i WHERE i.queue = q AND i.visible_at IS NULL
         ORDER BY i.priority, i.id LIMIT n FOR UPDATE SKIP LOCKED) i;
@@ -492,16 +496,21 @@ BEGIN
             dead := dead + 1;
         ELSE
             picked := picked || late.id;
+            mixed := true;
         END IF;
     END LOOP;
     IF dead > 0 THEN
         PERFORM @S.chute_add(q, 0, 0, 0, dead);
     END IF;
-    -- The first n in the queue's order across both (the others stay,
-    -- unlocked at commit).
-    SELECT array_agg(x.id) INTO picked FROM (
-        SELECT i.id FROM @S.chute_item i WHERE i.id = ANY(picked)
-        ORDER BY i.priority, i.id LIMIT n) x;
+    IF mixed THEN
+        -- The first n in the queue's order across both (the others stay,
+        -- unlocked at commit).
+        SELECT array_agg(x.id) INTO picked FROM (
+            SELECT i.id FROM @S.chute_item i WHERE i.id = ANY(picked)
+            ORDER BY i.priority, i.id LIMIT n) x;
+    ELSIF cardinality(picked) = 0 THEN
+        picked := NULL;
+    END IF;
     IF picked IS NULL THEN
         -- Drained only if no claimable item is left, locked by another
         -- claim or not (that claim may yet roll back).
