@@ -88,9 +88,7 @@ def _read_lines(lines: Queue[Any]) -> None:
         lines.shutdown()
 
 
-async def _store(
-    q: Any, batch: list[tuple[int, Any]], codec: Any, options: dict[str, Any]
-) -> int:
+async def _store(q: Any, batch: list[tuple[int, Any]], codec: Any, options: dict[str, Any]) -> int:
     """Store ``batch`` in one transaction; an item the codec refuses is
     named by its line, after the items before it are stored."""
     items = [item for _, item in batch]
