@@ -40,6 +40,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from .._contract import UNSET, ErrorInfo, Outcome, Unset, check_connect_timeout
 from .._durable.backend import (
+    DUPLICATE,
     PLAIN,
     Call,
     Capabilities,
@@ -50,6 +51,7 @@ from .._durable.backend import (
     QueueState,
     Record,
     Settle,
+    Stored,
     never_fits,
 )
 from .._durable.queue import DurableQueue, check_visibility, checked_opening
@@ -119,6 +121,8 @@ class RedisBackend(ServerLink):
         arrival_order_across_clients=True,
         immediate_shutdown_removes=False,
         delays=True,
+        delayed_puts=True,
+        keyed_puts=True,
     )
     #: Other clients' changes are not seen: full puts and joins look again.
     poll_interval: float | None = POLL
@@ -409,9 +413,12 @@ class RedisBackend(ServerLink):
 
     def store(
         self, records: list[bytes], options: PutOptions = PLAIN
-    ) -> Script[list[bytes] | None]:
-        # options: only PLAIN (the capabilities refuse the others)
-        def parse(reply: Any) -> list[bytes] | None:
+    ) -> Script[list[bytes] | Stored | None]:
+        # A priority is refused by the core: a stream keeps arrival order only.
+        delay = 0 if options.delay is None else max(1, round(options.delay * 1000))
+        args = [self._consumer, delay, options.key or "", len(records), *records]
+
+        def parse(reply: Any) -> list[bytes] | Stored | None:
             status = text(reply[0])
             if status == "ok":
                 self._seq += 1
@@ -419,13 +426,15 @@ class RedisBackend(ServerLink):
                 return list(reply[1:])
             if status == "full":
                 return None
+            if status == "duplicate":
+                return DUPLICATE
             if status == "never":
                 raise never_fits(len(records), int(reply[1]))
             if status == "shutdown":
                 raise QueueShutDown()
             raise self._gone()
 
-        return Script("put", records, parse)
+        return Script("put", args, parse)
 
     def subscribe(self) -> None:
         return None  # nothing to make: getters wait on the server, putters and joiners poll
@@ -449,7 +458,7 @@ class RedisBackend(ServerLink):
                 maxsize=m.maxsize,
                 max_deliveries=m.max_deliveries,
                 state=QueueState(m.state),
-                ready=max(0, m.ready),
+                ready=max(0, m.ready) + m.scheduled,
                 in_flight=m.held + m.delayed,
                 delayed=m.delayed,
                 total_put=m.total_put,
@@ -457,6 +466,7 @@ class RedisBackend(ServerLink):
                 peak=m.peak,
                 dead=m.dead,
                 unfinished=m.unfinished,
+                scheduled=m.scheduled,
             )
 
         return Script("read", [self._consumer], parse)

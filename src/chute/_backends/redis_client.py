@@ -178,12 +178,13 @@ class Meta(NamedTuple):
     ready: int  # waiting: claimable now
     held: int  # on a lease (or whose lease ran out, not yet claimed again)
     delayed: int  # given back with a delay, not claimable yet
+    scheduled: int  # put with a delay, not due yet
 
     @classmethod
     def of(cls, reply: Any) -> Meta:
         v = [None if x in (None, b"") else int(text(x)) for x in reply]
         n = [0 if x is None else x for x in v]
-        return cls(n[0], n[1], n[2], v[3], n[4], n[5], n[6], n[7], n[8], n[9], n[10], n[11])
+        return cls(n[0], n[1], n[2], v[3], *n[4:13])
 
 
 class Backoff:

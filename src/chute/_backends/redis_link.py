@@ -44,7 +44,7 @@ GROUP = "chute"
 #: (and how soon the finisher tries again while the server is away).
 POLL = 0.02
 #: The key parts of a queue, in the order the scripts see them as KEYS.
-KEY_PARTS = ("items", "meta", "dead", "later", "back", "errors")
+KEY_PARTS = ("items", "meta", "dead", "later", "back", "errors", "keys", "keyof")
 #: id, pending count: what the scripts check a plain get's entry against.
 Pair = tuple[bytes, int]
 
@@ -99,7 +99,7 @@ class ServerLink:
         """A claim or a read deletes what earlier plain gets returned, in the
         same script: no round trip of its own (taken when the call is made,
         before the finisher task, scheduled earlier, runs)."""
-        if name not in ("claim", "read") or not self._to_finish:
+        if name not in ("claim", "read", "put") or not self._to_finish:
             return []
         return self._take_finishes()
 

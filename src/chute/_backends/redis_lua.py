@@ -50,12 +50,34 @@ local function release(K, consumer, id, retrycount)
   end
   redis.call('SADD', K[5], id)
 end
--- Delete a taken entry for good (and the last error kept for it).
+-- The put key of an entry (or of a delayed item's tag) is free again.
+local function unkey(K, id)
+  if redis.call('HLEN', K[8]) > 0 then
+    local key = redis.call('HGET', K[8], id)
+    if key then
+      redis.call('HDEL', K[7], key)
+      redis.call('HDEL', K[8], id)
+    end
+  end
+end
+-- An entry (or tag) is known by another id from now on: its put key follows.
+local function rekey(K, old, new)
+  if redis.call('HLEN', K[8]) > 0 then
+    local key = redis.call('HGET', K[8], old)
+    if key then
+      redis.call('HSET', K[7], key, new)
+      redis.call('HSET', K[8], new, key)
+      redis.call('HDEL', K[8], old)
+    end
+  end
+end
+-- Delete a taken entry for good (and the last error and put key kept for it).
 local function remove(K, id)
   redis.call('XACK', K[1], 'chute', id)
   redis.call('XDEL', K[1], id)
   redis.call('SREM', K[5], id)
   redis.call('HDEL', K[6], id)
+  unkey(K, id)
 end
 -- Stream ids in order: ms, then sequence (as numbers: "9-0" < "10-0").
 local function id_parts(id)
@@ -115,6 +137,9 @@ local function finish(K, consumer, first)
   if redis.call('HLEN', K[6]) > 0 then
     each_slice(ids, function(...) redis.call('HDEL', K[6], ...) end)
   end
+  if redis.call('HLEN', K[8]) > 0 then
+    for _, id in ipairs(ids) do unkey(K, id) end
+  end
   return #ids
 end
 -- To the dead letters, with why: reason, and the error given (or else the
@@ -169,21 +194,50 @@ return {'ok', m[1] or '0', m[2] or ''}
 """
 )
 
-# ARGV: the records.
-# -> {'ok', id, ...} | {'full'} | {'never', maxsize} | {'shutdown'} | {'gone'}
+# ARGV: consumer, delay (ms, 0: none), key ("": none), how many records, the
+# records, then the entries earlier plain gets returned (FINISH's: deleted
+# first, so that their keys are free). A delayed record waits in the later
+# set under a tag of its own ("s<n>"), counted in the meta's "scheduled".
+# -> {'ok', id or member, ...} | {'full'} | {'duplicate'} | {'never', maxsize}
+#    | {'shutdown'} | {'gone'}
 PUT = (
     LIB
     + r"""
-local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'peak')
+local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'peak', 'scheduled')
 if not m[1] then return {'gone'} end
+local n = tonumber(ARGV[4])
+finish(KEYS, ARGV[1], 5 + n)
 if m[2] ~= '0' then return {'shutdown'} end
-local n = #ARGV
-local size = ready(KEYS)
+local delay, key = tonumber(ARGV[2]), ARGV[3]
+local size = ready(KEYS) + tonumber(m[5] or '0')
 local maxsize = tonumber(m[3])
 if maxsize > 0 and n > maxsize then return {'never', maxsize} end
+if key ~= '' and redis.call('HEXISTS', KEYS[7], key) == 1 then return {'duplicate'} end
 if maxsize > 0 and size + n > maxsize then return {'full'} end
 local out = {'ok'}
-for i = 1, n do out[i + 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i]) end
+if delay > 0 then
+  local due = now_ms() + delay
+  for i = 5, 4 + n do
+    local tag = 's' .. redis.call('HINCRBY', KEYS[2], 'seq', 1)
+    local member = tag .. ':0:' .. ARGV[i]
+    redis.call('ZADD', KEYS[4], due, member)
+    out[#out + 1] = member
+    if key ~= '' then
+      redis.call('HSET', KEYS[7], key, tag)
+      redis.call('HSET', KEYS[8], tag, key)
+    end
+  end
+  redis.call('HINCRBY', KEYS[2], 'scheduled', n)
+else
+  for i = 5, 4 + n do
+    local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+    out[#out + 1] = id
+    if key ~= '' then
+      redis.call('HSET', KEYS[7], key, id)
+      redis.call('HSET', KEYS[8], id, key)
+    end
+  end
+end
 redis.call('HINCRBY', KEYS[2], 'total_put', n)
 redis.call('HINCRBY', KEYS[2], 'unfinished', n)
 if size + n > tonumber(m[4]) then redis.call('HSET', KEYS[2], 'peak', size + n) end
@@ -222,6 +276,8 @@ for _, member in ipairs(due) do
     redis.call('HSET', KEYS[6], new, err)
     redis.call('HDEL', KEYS[6], old)
   end
+  rekey(KEYS, old, new)
+  if string.sub(old, 1, 1) == 's' then redis.call('HINCRBY', KEYS[2], 'scheduled', -1) end
 end
 -- Entries given back, or whose lease ran out: oldest first.
 local expired = redis.call('XPENDING', KEYS[1], 'chute', 'IDLE', vt, '-', '+', want)
@@ -310,20 +366,36 @@ return n
 )
 
 # A put cancelled after it stored its items takes them back, if none has
-# been handed out yet (all or none: a batch stays whole). ARGV: ids.
-TAKE_BACK = r"""
+# been handed out yet (all or none: a batch stays whole). ARGV: ids, or the
+# members of delayed records (which hold a ':').
+TAKE_BACK = (
+    LIB
+    + r"""
+local delayed = string.find(ARGV[1], ':', 1, true) ~= nil
 for _, id in ipairs(ARGV) do
-  if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 0 end
-  if #redis.call('XPENDING', KEYS[1], 'chute', id, id, 1) > 0 then return 0 end
+  if delayed then
+    if not redis.call('ZSCORE', KEYS[4], id) then return 0 end
+  else
+    if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 0 end
+    if #redis.call('XPENDING', KEYS[1], 'chute', id, id, 1) > 0 then return 0 end
+  end
 end
 for _, id in ipairs(ARGV) do
-  redis.call('XDEL', KEYS[1], id)
-  redis.call('SREM', KEYS[5], id)
+  if delayed then
+    redis.call('ZREM', KEYS[4], id)
+    unkey(KEYS, string.sub(id, 1, string.find(id, ':', 1, true) - 1))
+  else
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('SREM', KEYS[5], id)
+    unkey(KEYS, id)
+  end
 end
+if delayed then redis.call('HINCRBY', KEYS[2], 'scheduled', -#ARGV) end
 redis.call('HINCRBY', KEYS[2], 'total_put', -#ARGV)
 redis.call('HINCRBY', KEYS[2], 'unfinished', -#ARGV)
 return #ARGV
 """
+)
 
 # ARGV: consumer, id, count, how ('ack' | 'nack' | 'extend'), delay or
 #       lease (ms), visibility timeout (ms), the error (ErrorInfo JSON, or "")
@@ -353,10 +425,16 @@ if how == 'nack' then
   if ms == 0 then
     release(KEYS, consumer, id, nil)
   else
-    -- Out of the stream until due: not held by anyone, not claimable.
+    -- Out of the stream until due: not held by anyone, not claimable (its
+    -- last error and its put key stay with its old id until then).
     local last = redis.call('HGET', KEYS[6], id)
+    local key = redis.call('HGET', KEYS[8], id)
     remove(KEYS, id)
     if last then redis.call('HSET', KEYS[6], id, last) end
+    if key then
+      redis.call('HSET', KEYS[7], key, id)
+      redis.call('HSET', KEYS[8], id, key)
+    end
     redis.call('ZADD', KEYS[4], now_ms() + ms, id .. ':' .. deliveries .. ':' .. data)
   end
   return 'retried'
@@ -406,7 +484,9 @@ if #ARGV > 1 then
 end
 m[#m + 1] = ready(KEYS)
 m[#m + 1] = pel_count(KEYS[1]) - redis.call('SCARD', KEYS[5])
-m[#m + 1] = redis.call('ZCARD', KEYS[4])
+local scheduled = tonumber(redis.call('HGET', KEYS[2], 'scheduled') or '0')
+m[#m + 1] = redis.call('ZCARD', KEYS[4]) - scheduled
+m[#m + 1] = scheduled
 return m
 """
 )
