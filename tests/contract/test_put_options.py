@@ -113,7 +113,14 @@ async def test_an_item_given_back_keeps_its_priority(make_prioritising_queue):
 
 @pytest.mark.parametrize(
     ("priority", "error"),
-    [(1.5, TypeError), ("1", TypeError), (True, TypeError), (2**40, ValueError)],
+    [
+        (1.5, TypeError),
+        ("1", TypeError),
+        (True, TypeError),
+        (False, TypeError),
+        (0.0, TypeError),
+        (2**40, ValueError),
+    ],
 )
 async def test_a_wrong_priority_is_refused_and_nothing_stored(
     make_prioritising_queue, priority, error

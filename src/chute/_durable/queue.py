@@ -264,7 +264,7 @@ class DurableQueue(Generic[T]):
     def _options(self, delay: object, priority: object, key: object) -> PutOptions:
         """``put(delay=, priority=, key=)`` checked, and refused where the
         transport cannot keep them (never emulated)."""
-        if delay is None and priority == 0 and key is None:
+        if delay is None and key is None and type(priority) is int and priority == 0:
             return PLAIN
         delay, priority, key = check_put_options(delay, priority, key)
         caps = self._backend.capabilities
