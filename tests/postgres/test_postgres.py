@@ -205,6 +205,23 @@ async def test_a_rolled_back_transaction_stores_nothing_and_counts_nothing(url, 
         assert await q.get_batch(10, timeout=10) == ["before"]
 
 
+async def test_a_keyed_put_in_the_callers_transaction_holds_its_key_only_if_it_commits(
+    url, name
+):
+    # The job of an order, keyed by the order: a transaction retried after a
+    # rollback puts it again; one that committed cannot put it twice.
+    async with chute.open(url, name) as q, _connection(url) as conn:
+        with pytest.raises(KeyError):
+            async with conn.transaction():
+                assert await q.put("order 7", key="order-7", connection=conn) is True
+                raise KeyError("the caller's own failure")
+        async with conn.transaction():
+            assert await q.put("order 7", key="order-7", connection=conn, delay=0.01) is True
+            assert await q.put("order 7 twice", key="order-7", connection=conn) is False
+        assert await q.put("order 7 again", key="order-7") is False
+        assert await q.get_batch(10, timeout=10) == ["order 7"]
+
+
 @pytest.mark.parametrize("refusal", ["shut down", "full", "batch too big", "cannot encode"])
 async def test_a_put_refused_inside_the_callers_transaction_leaves_it_usable(url, name, refusal):
     """The caller catches chute's error and goes on: its own rows commit,
