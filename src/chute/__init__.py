@@ -19,6 +19,7 @@ from ._exceptions import (
 from ._memory import LifoQueue, PriorityQueue, Queue
 from ._open import open
 from ._process import ProcessQueue
+from ._schedules import Schedule, Scheduler, cron, every
 from ._workers import HandlerFailed, Workers, WorkerStatistics
 
 __version__ = "0.1.0.dev0"
@@ -41,9 +42,13 @@ __all__ = [
     "QueueNotFound",
     "QueueShutDown",
     "QueueStatistics",
+    "Schedule",
+    "Scheduler",
     "SyncQueue",
     "WorkerStatistics",
     "Workers",
     "__version__",
+    "cron",
+    "every",
     "open",
 ]

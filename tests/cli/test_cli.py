@@ -88,6 +88,55 @@ def write_handlers(folder: Any) -> None:
     )
 
 
+def test_two_workers_running_one_schedule_put_each_slot_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/q.db"
+    write_handlers(tmp_path)
+    (tmp_path / "timetable.py").write_text(
+        "import chute\nSCHEDULES = [chute.every(0.2, lambda slot: slot)]\nNOT_A_LIST = 3\n"
+    )
+    done = tmp_path / "done.txt"
+    env = {**os.environ, "DONE": str(done)}
+    assert run("put", url, "q", "--maxsize", "0", stdin="").returncode == 0
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chute",
+                "worker",
+                url,
+                "q",
+                "handlers:handle",
+                "--schedules",
+                "timetable:SCHEDULES",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not done.exists() or len(done.read_text().split()) < 6:
+            assert time.monotonic() < deadline, "the schedule's slots were not handled"
+            time.sleep(0.05)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGINT)
+        for w in workers:
+            _, err = w.communicate(timeout=60)
+            assert w.returncode == 0, err
+    slots = sorted(float(line) for line in done.read_text().split())
+    assert len(slots) == len(set(slots)), "a slot was handled twice"
+    assert all(abs(b - a - 0.2) < 1e-6 for a, b in itertools.pairwise(slots))
+    r = run("worker", url, "q", "handlers:handle", "--schedules", "timetable:NOT_A_LIST",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 1
+    assert "timetable:NOT_A_LIST must be a list of chute.every() or chute.cron()" in r.stderr
+
+
 def test_import_chute_does_not_import_rich():
     code = "import chute, sys; assert 'rich' not in sys.modules, 'rich was imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

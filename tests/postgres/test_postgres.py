@@ -205,9 +205,7 @@ async def test_a_rolled_back_transaction_stores_nothing_and_counts_nothing(url, 
         assert await q.get_batch(10, timeout=10) == ["before"]
 
 
-async def test_a_keyed_put_in_the_callers_transaction_holds_its_key_only_if_it_commits(
-    url, name
-):
+async def test_a_keyed_put_in_the_callers_transaction_holds_its_key_only_if_it_commits(url, name):
     # The job of an order, keyed by the order: a transaction retried after a
     # rollback puts it again; one that committed cannot put it twice.
     async with chute.open(url, name) as q, _connection(url) as conn:
@@ -436,7 +434,8 @@ def test_a_schema_made_by_an_older_chute_is_upgraded_with_its_items_kept(server,
         DROP INDEX {s}.chute_item_key, {s}.chute_item_order, {s}.chute_item_scheduled;
         ALTER TABLE {s}.chute_item DROP COLUMN priority, DROP COLUMN key;
         CREATE INDEX chute_item_ready ON {s}.chute_item (queue, id) WHERE visible_at IS NULL;
-        DROP FUNCTION {s}.chute_put(int, bytea[], double precision, int, text, text);
+        DROP FUNCTION {s}.chute_put(int, bytea[], double precision, int, text, text, bigint, text);
+        DROP TABLE {s}.chute_mark;
         CREATE FUNCTION {s}.chute_put(q int, records bytea[], sender text) RETURNS bigint[]
             LANGUAGE sql AS 'SELECT NULL::bigint[]';
         DROP FUNCTION {s}.chute_claim(int, int, double precision, text);
@@ -682,7 +681,7 @@ async def test_a_put_committed_while_a_getter_registers_is_not_missed(
         queue_id = q._backend._id
         async with producer.transaction():
             stored = await producer.fetchval(
-                f'SELECT "{schema}".chute_put($1, $2, NULL, 0, NULL, $3)',
+                f'SELECT "{schema}".chute_put($1, $2, NULL, 0, NULL, NULL, NULL, $3)',
                 queue_id,
                 [b'"raced"'],
                 "elsewhere",

@@ -120,6 +120,7 @@ class PostgresBackend:
         delayed_puts=True,
         prioritised_puts=True,
         keyed_puts=True,
+        schedules=True,
     )
     poll_interval: float | None = POLL
     idle_poll_interval: float | None = IDLE_LOOK
@@ -255,7 +256,7 @@ class PostgresBackend:
         self, records: list[bytes], options: PutOptions = PLAIN
     ) -> Sql[list[int] | Stored | None]:
         rings: Rings = {Wait.GET: len(records)}
-        args = (records, options.delay, options.priority, options.key)
+        args = (records, *options[:3], *(options.mark or (None, None)))  # as chute_put takes them
         stored = _duplicate_if_empty
         return Sql(
             self._fn("put", *args, then=stored),

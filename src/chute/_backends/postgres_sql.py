@@ -19,6 +19,7 @@ unless the queue says otherwise) next to the tables:
                    connections never wait for each other's row lock (one row
                    per queue would serialise every put and every ack through
                    the commit's WAL flush). Readers sum the shards.
+``chute_mark``     per queue and schedule, the last slot put (``chute.every``).
 ``chute_listener`` the clients with waiters that sleep until notified: one
                    row per queue and client, with its ``LISTEN`` connection's
                    server pid (a row whose pid is gone is dropped).
@@ -89,7 +90,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "TABLES", "declare", "install", "install_sql", "lock_key", "names_in"]
 
 #: The version of the tables and functions below.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES = (
     "chute_version",
@@ -98,6 +99,7 @@ TABLES = (
     "chute_dead",
     "chute_count",
     "chute_listener",
+    "chute_mark",
 )
 
 
@@ -248,6 +250,7 @@ CREATE TABLE IF NOT EXISTS @S.chute_item (
 );
 -- Older versions' functions whose arguments or results changed since.
 DROP FUNCTION IF EXISTS @S.chute_put(int, bytea[], text);
+DROP FUNCTION IF EXISTS @S.chute_put(int, bytea[], double precision, int, text, text);
 DROP FUNCTION IF EXISTS @S.chute_counts(int);
 DROP FUNCTION IF EXISTS @S.chute_claim(int, int, double precision, text);
 DROP FUNCTION IF EXISTS @S.chute_give_back(int, bigint[], bigint[], bytea[], int[], boolean, text);
@@ -279,6 +282,12 @@ CREATE TABLE IF NOT EXISTS @S.chute_listener (
     sender text NOT NULL,
     pid int NOT NULL,
     PRIMARY KEY (queue, sender)
+);
+CREATE TABLE IF NOT EXISTS @S.chute_mark (
+    queue int NOT NULL,
+    name text NOT NULL,
+    slot bigint NOT NULL,
+    PRIMARY KEY (queue, name)
 );
 CREATE TABLE IF NOT EXISTS @S.chute_count (
     queue int NOT NULL,
@@ -374,9 +383,11 @@ $$;
 
 -- Store records within the bound: their ids, NULL if they do not fit now.
 -- With a delay (seconds), a priority and a key: '{}' (nothing stored) if an
--- item with that key is in the queue; the unique index settles races.
+-- item with that key is in the queue; the unique index settles races. With
+-- a mark (a schedule and its slot): '{}' unless the schedule's mark is below
+-- the slot, which it then becomes (its row lock settles races).
 CREATE OR REPLACE FUNCTION @S.chute_put(q int, records bytea[], delay_ double precision,
-        prio int, put_key text, sender text)
+        prio int, put_key text, mark_name text, mark_slot bigint, sender text)
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     r @S.chute_queue := @S.chute_row(q);
@@ -411,6 +422,12 @@ BEGIN
         IF ready + n > r.peak THEN
             UPDATE @S.chute_queue SET peak = ready + n WHERE id = q;
         END IF;
+    END IF;
+    IF mark_name IS NOT NULL THEN
+        INSERT INTO @S.chute_mark AS m (queue, name, slot) VALUES (q, mark_name, mark_slot)
+        ON CONFLICT (queue, name) DO UPDATE SET slot = excluded.slot WHERE m.slot < excluded.slot
+        RETURNING ARRAY[m.slot] INTO ids;
+        IF ids IS NULL THEN RETURN '{}'; END IF;  -- put already, by this or another client
     END IF;
     IF put_key IS NOT NULL THEN  -- a single record
         INSERT INTO @S.chute_item AS i (queue, data, leased, visible_at, priority, key)

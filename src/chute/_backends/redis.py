@@ -123,6 +123,7 @@ class RedisBackend(ServerLink):
         delays=True,
         delayed_puts=True,
         keyed_puts=True,
+        schedules=True,
     )
     #: Other clients' changes are not seen: full puts and joins look again.
     poll_interval: float | None = POLL
@@ -416,7 +417,8 @@ class RedisBackend(ServerLink):
     ) -> Script[list[bytes] | Stored | None]:
         # A priority is refused by the core: a stream keeps arrival order only.
         delay = 0 if options.delay is None else max(1, round(options.delay * 1000))
-        args = [self._consumer, delay, options.key or "", len(records), *records]
+        mark, slot = options.mark or ("", 0)
+        args = [self._consumer, delay, options.key or "", mark, slot, len(records), *records]
 
         def parse(reply: Any) -> list[bytes] | Stored | None:
             status = text(reply[0])

@@ -194,10 +194,12 @@ return {'ok', m[1] or '0', m[2] or ''}
 """
 )
 
-# ARGV: consumer, delay (ms, 0: none), key ("": none), how many records, the
-# records, then the entries earlier plain gets returned (FINISH's: deleted
-# first, so that their keys are free). A delayed record waits in the later
-# set under a tag of its own ("s<n>"), counted in the meta's "scheduled".
+# ARGV: consumer, delay (ms, 0: none), key ("": none), schedule ("": none),
+# its slot, how many records, the records, then the entries earlier plain
+# gets returned (FINISH's: deleted first, so that their keys are free). A
+# delayed record waits in the later set under a tag of its own ("s<n>"),
+# counted in the meta's "scheduled". A schedule's slot is stored only if it
+# is past the schedule's mark (the marks hash), which it then becomes.
 # -> {'ok', id or member, ...} | {'full'} | {'duplicate'} | {'never', maxsize}
 #    | {'shutdown'} | {'gone'}
 PUT = (
@@ -205,19 +207,23 @@ PUT = (
     + r"""
 local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'peak', 'scheduled')
 if not m[1] then return {'gone'} end
-local n = tonumber(ARGV[4])
-finish(KEYS, ARGV[1], 5 + n)
+local n = tonumber(ARGV[6])
+finish(KEYS, ARGV[1], 7 + n)
 if m[2] ~= '0' then return {'shutdown'} end
-local delay, key = tonumber(ARGV[2]), ARGV[3]
+local delay, key, mark, slot = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 local size = ready(KEYS) + tonumber(m[5] or '0')
 local maxsize = tonumber(m[3])
 if maxsize > 0 and n > maxsize then return {'never', maxsize} end
 if key ~= '' and redis.call('HEXISTS', KEYS[7], key) == 1 then return {'duplicate'} end
 if maxsize > 0 and size + n > maxsize then return {'full'} end
+if mark ~= '' then
+  if tonumber(redis.call('HGET', KEYS[9], mark) or '-1') >= slot then return {'duplicate'} end
+  redis.call('HSET', KEYS[9], mark, slot)
+end
 local out = {'ok'}
 if delay > 0 then
   local due = now_ms() + delay
-  for i = 5, 4 + n do
+  for i = 7, 6 + n do
     local tag = 's' .. redis.call('HINCRBY', KEYS[2], 'seq', 1)
     local member = tag .. ':0:' .. ARGV[i]
     redis.call('ZADD', KEYS[4], due, member)
@@ -229,7 +235,7 @@ if delay > 0 then
   end
   redis.call('HINCRBY', KEYS[2], 'scheduled', n)
 else
-  for i = 5, 4 + n do
+  for i = 7, 6 + n do
     local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
     out[#out + 1] = id
     if key ~= '' then

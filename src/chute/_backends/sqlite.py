@@ -90,6 +90,7 @@ class SqliteBackend:
         delayed_puts=True,
         prioritised_puts=True,
         keyed_puts=True,
+        schedules=True,
     )
     #: The file's thread watches other processes' commits and rings the hub.
     poll_interval: float | None = None
@@ -192,7 +193,7 @@ class SqliteBackend:
         self, records: list[bytes], options: PutOptions = PLAIN
     ) -> Op[tuple[int, int] | Stored | None]:
         name = self.name
-        delay, priority, key = options
+        delay, priority, key, mark = options
 
         def insert(c: sqlite3.Connection) -> tuple[int, int] | Stored | None:
             now = time.time()
@@ -214,6 +215,17 @@ class SqliteBackend:
                 return DUPLICATE
             if maxsize and ready + n > maxsize:
                 return None
+            if mark is not None:  # a schedule's slot: once, whoever comes first
+                done = c.execute(
+                    "SELECT slot FROM chute_mark WHERE queue = ? AND name = ?", (name, mark[0])
+                ).fetchone()
+                if done is not None and done[0] >= mark[1]:
+                    return DUPLICATE
+                c.execute(
+                    "INSERT INTO chute_mark (queue, name, slot) VALUES (?, ?, ?) "
+                    "ON CONFLICT (queue, name) DO UPDATE SET slot = excluded.slot",
+                    (name, *mark),
+                )
             rows: list[tuple[Any, ...]]
             if options is PLAIN:
                 rows = [(name, r) for r in records]

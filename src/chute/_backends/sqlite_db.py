@@ -80,14 +80,20 @@ CREATE TABLE IF NOT EXISTS chute_dead (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS chute_dead_queue ON chute_dead (queue);
+CREATE TABLE IF NOT EXISTS chute_mark (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    PRIMARY KEY (queue, name)
+);
 """
 
 #: How a file of each older schema is brought up to date, in place (one
 #: transaction, so a file is either migrated or left as it was). Schema 1
 #: kept no errors and no reasons: its dead letters list with
 #: reason "failed" and no error; its items given back with a delay look like
-#: leases until they come due. Schema 2 had no priorities, keys or delayed
-#: puts: its items get priority 0 and no key.
+#: leases until they come due. Schema 2 had no priorities, keys, delayed
+#: puts or schedules: its items get priority 0 and no key.
 _MIGRATIONS = {
     1: """
 ALTER TABLE chute_item ADD COLUMN last_error TEXT;
@@ -102,6 +108,12 @@ DROP INDEX IF EXISTS chute_item_ready;
 CREATE INDEX IF NOT EXISTS chute_item_order ON chute_item (queue, priority, id) WHERE leased = 0;
 CREATE INDEX IF NOT EXISTS chute_item_scheduled ON chute_item (queue, visible_at) WHERE leased = 3;
 CREATE UNIQUE INDEX IF NOT EXISTS chute_item_key ON chute_item (queue, key) WHERE key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS chute_mark (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    PRIMARY KEY (queue, name)
+);
 """,
 }
 

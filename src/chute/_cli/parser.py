@@ -241,6 +241,11 @@ def build() -> Parser:
         "--until-empty", action="store_true",
         help="stop once the queue is empty and nothing is in flight (with a progress bar)",
     )  # fmt: skip
+    worker.add_argument(
+        "--schedules", type=handler, metavar="module:NAME",
+        help="also put the slots of these schedules (a list of chute.every() or chute.cron() "
+        "in module), each once however many workers run them",
+    )  # fmt: skip
     worker.add_argument("--max-deliveries", action=_Removed, help=argparse.SUPPRESS)
 
     put = sub.add_parser(

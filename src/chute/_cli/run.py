@@ -21,6 +21,7 @@ from typing import Any
 from .._exceptions import ChuteError
 from .._open import open as open_queue
 from .._open import without_password
+from .._schedules import Schedule
 from .._workers import Workers, WorkerStatistics
 from . import view as live
 from .queues import Failure, plural
@@ -29,17 +30,34 @@ from .queues import Failure, plural
 UNDECODABLE = "could not be decoded"
 
 
-def load(spec: str) -> Callable[[Any], Any]:
+def _attribute(spec: str) -> tuple[str, str, Any]:
+    """``module:name``'s module name, name, and value (None if not there)."""
     module_name, _, attr = spec.partition(":")
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # not found, or failing as it loads
         raise Failure(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
-    handler = getattr(module, attr, None)
+    return module_name, attr, getattr(module, attr, None)
+
+
+def load(spec: str) -> Callable[[Any], Any]:
+    module_name, attr, handler = _attribute(spec)
     if not callable(handler):
         raise Failure(f"{module_name!r} has no function {attr!r}")
     return handler  # type: ignore[no-any-return]
+
+
+def load_schedules(spec: str | None) -> list[Schedule]:
+    """``module:NAME``, a list of ``chute.every()``/``chute.cron()`` schedules."""
+    if spec is None:
+        return []
+    module_name, attr, value = _attribute(spec)
+    if not isinstance(value, list | tuple) or not all(isinstance(s, Schedule) for s in value):
+        raise Failure(
+            f"{module_name}:{attr} must be a list of chute.every() or chute.cron() schedules"
+        )
+    return list(value)
 
 
 class CodecGuard:
@@ -123,6 +141,7 @@ def _total(until_empty: bool) -> Callable[[Any, int], int | None]:
 
 def worker(args: argparse.Namespace) -> int:
     handler = load(args.handler)
+    schedules = load_schedules(args.schedules)
     out = live.console()
     live.log_to(out)
 
@@ -136,6 +155,7 @@ def worker(args: argparse.Namespace) -> int:
                 max_workers=args.max,
                 retry_delay=args.retry_delay,
                 grace=args.grace,
+                schedules=schedules,
             )
             guard.workers = workers
             dead0 = (await asyncio.to_thread(q.statistics)).dead_lettered

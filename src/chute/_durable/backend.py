@@ -125,6 +125,8 @@ class Capabilities:
     prioritised_puts: bool = False
     #: ``put(key=)``: a second put of a key still in the queue stores nothing.
     keyed_puts: bool = False
+    #: ``PutOptions.mark``: schedules whose slots are put once (``chute.every``).
+    schedules: bool = False
 
 
 class PutOptions(NamedTuple):
@@ -136,6 +138,11 @@ class PutOptions(NamedTuple):
     delay: float | None = None
     priority: int = 0
     key: str | None = None
+    #: (schedule, slot in ms): store only if the schedule's stored mark is
+    #: below the slot, and move the mark to it, in the same atomic step
+    #: (else ``DUPLICATE``): each slot of a schedule is put once, by
+    #: whichever of its schedulers comes first.
+    mark: tuple[str, int] | None = None
 
 
 PLAIN: Final = PutOptions()
@@ -144,7 +151,9 @@ PLAIN: Final = PutOptions()
 class Stored(enum.Enum):
     """What a store answers, besides a receipt or ``None`` (no room)."""
 
-    DUPLICATE = "duplicate"  # its key is in the queue already: nothing stored
+    #: Its key is in the queue already, or its schedule's slot was put
+    #: already: nothing stored.
+    DUPLICATE = "duplicate"
 
 
 DUPLICATE: Final = Stored.DUPLICATE

@@ -288,7 +288,8 @@ class DurableQueue(Generic[T]):
         in_thread: bool,
         options: PutOptions = PLAIN,
     ) -> Steps[bool]:
-        """Store; False if the key was in the queue already (nothing stored)."""
+        """Store; False if the key was in the queue already, or the schedule's
+        slot was put already (nothing stored)."""
         backend = self._backend
         if timeout is not None:
             timeout = check_timeout(timeout)
@@ -307,8 +308,11 @@ class DurableQueue(Generic[T]):
                 self._check_open()
                 try:
                     # Cancelled after it stored: taken back before the
-                    # cancellation goes on (the queue left unchanged).
-                    receipt = yield Run(store, self._undo_store)
+                    # cancellation goes on (the queue left unchanged). Not
+                    # a schedule's slot: its mark moved with it, and the
+                    # slot would be lost; that put completes instead.
+                    undo = None if options.mark else self._undo_store
+                    receipt = yield Run(store, undo)
                 except QueueShutDown:
                     raise _shut(items, single) from None
                 if receipt is DUPLICATE:
@@ -385,6 +389,21 @@ class DurableQueue(Generic[T]):
             ),
         )
         return stored if key is not None else None
+
+    async def _put_slot(self, item: T, *, schedule: str, slot: float, delay: float) -> bool:
+        """Put ``item`` as ``schedule``'s slot at ``slot`` (Unix time), due
+        ``delay`` seconds from now; False if that slot was put already (by
+        any scheduler). See ``chute._schedules``."""
+        options = PutOptions(
+            delay=delay if delay > 0 else None, mark=(schedule, round(slot * 1000))
+        )
+        batch, records = self._records((item,))
+        return await drive(
+            self._backend,
+            self._put_steps(
+                records, batch, None, single=True, block=True, in_thread=False, options=options
+            ),
+        )
 
     async def put_batch(
         self,

@@ -41,12 +41,13 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
 from .._exceptions import ChuteError, QueueShutDown
+from .._schedules import Schedule, Scheduler
 from .failures import _count, _FailureLog, _message, _name_of, _short, logger
 from .leases import LeaseKeeper
 from .processes import _ProcessPool
@@ -173,6 +174,7 @@ class Workers(Generic[T]):
         grace: float = 30.0,
         scale_every: float | None = 0.5,
         processes: int = 0,
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         _check_arguments(
             queue,
@@ -211,6 +213,10 @@ class Workers(Generic[T]):
         self._done: asyncio.Event | None = None  # every worker has ended
         self._stop: asyncio.Event | None = None  # shutdown() was called
         self._supervisor: asyncio.Task[None] | None = None
+        #: Puts the schedules' slots while the pool runs (checked here: a
+        #: queue that cannot keep them is refused at the call).
+        self._scheduler = Scheduler(queue, schedules) if schedules else None
+        self._scheduling: asyncio.Task[None] | None = None
         self._quiet = 0
         #: The last error from the queue that a worker retried after.
         self.last_error: BaseException | None = None
@@ -261,6 +267,8 @@ class Workers(Generic[T]):
         self._grow(max(1, self.min_workers))
         if self._scale_every is not None:
             self._supervisor = asyncio.ensure_future(self._supervise(self._scale_every))
+        if self._scheduler is not None:
+            self._scheduling = asyncio.ensure_future(self._scheduler.run())
         logger.info(
             "started on %r: %s (min %d, max %d%s), handler %s",
             self._queue,
@@ -544,6 +552,8 @@ class Workers(Generic[T]):
                 task.cancel()  # waiting in reserve(): takes nothing
         if self._supervisor is not None:
             self._supervisor.cancel()
+        if self._scheduling is not None:
+            self._scheduling.cancel()  # a slot being put is put first (see _schedules)
         if self.workers == 0 and self._done is not None:
             self._done.set()
 
@@ -598,10 +608,11 @@ class Workers(Generic[T]):
                 task.cancel()
         if waiting:
             await asyncio.wait(waiting)
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        for helper in (self._supervisor, self._scheduling):
+            if helper is not None:
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
         if self._executor is not None:
             # Threads still running a handler past the grace period are not
             # waited for: their items were given back already.
