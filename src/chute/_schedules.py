@@ -16,6 +16,7 @@ none ran are skipped, or the last ``catch_up`` of them put at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ._exceptions import QueueShutDown
+from ._exceptions import ChuteError, QueueShutDown
 
 __all__ = ["Schedule", "Scheduler", "cron", "every"]
 
@@ -31,6 +32,10 @@ __all__ = ["Schedule", "Scheduler", "cron", "every"]
 LOOKAHEAD = 1.0
 #: The longest a scheduler sleeps between two looks at its schedules.
 MAX_SLEEP = 30.0
+#: Seconds before a slot that could not be put (the store away) is tried again.
+RETRY = 1.0
+
+logger = logging.getLogger("chute.schedules")
 
 
 @dataclass(frozen=True)
@@ -148,21 +153,33 @@ class Scheduler:
 
     async def run(self) -> None:
         now = time.time()
-        last: dict[str, float] = {}
+        # Per schedule, the slots still to try first (the missed ones caught
+        # up), and the last slot tried.
+        todo = {s.name: s.missed(now) for s in self._schedules}
+        last = {s.name: now for s in self._schedules}
         try:
-            for s in self._schedules:
-                for slot in s.missed(now):  # at once, oldest first
-                    await self._put(s, slot)
-                last[s.name] = now
             while True:
                 now = time.time()
                 wake = now + MAX_SLEEP
                 for s in self._schedules:
+                    slots = todo[s.name]
                     slot = s.next_after(last[s.name])
                     while slot <= now + LOOKAHEAD:
-                        await self._put(s, slot)
+                        slots.append(slot)
                         last[s.name] = slot
                         slot = s.next_after(slot)
+                    while slots:
+                        try:
+                            await self._put(s, slots[0])
+                        except QueueShutDown:
+                            raise
+                        except ChuteError as exc:  # the store is away: the same slot again soon
+                            logger.warning(
+                                "schedule %r: %s; trying again in %g s", s.name, exc, RETRY
+                            )
+                            wake = min(wake, time.time() + RETRY)
+                            break
+                        slots.pop(0)
                     wake = min(wake, slot - LOOKAHEAD)
                 await asyncio.sleep(max(0.0, wake - time.time()))
         except QueueShutDown:

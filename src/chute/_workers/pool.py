@@ -611,8 +611,7 @@ class Workers(Generic[T]):
         for helper in (self._supervisor, self._scheduling):
             if helper is not None:
                 helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+                await asyncio.gather(helper, return_exceptions=True)
         if self._executor is not None:
             # Threads still running a handler past the grace period are not
             # waited for: their items were given back already.
