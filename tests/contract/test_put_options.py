@@ -211,3 +211,20 @@ async def test_an_option_a_transport_does_not_keep_is_refused_and_nothing_stored
     assert q.qsize() == 0
     q.put_nowait("plain")  # the queue is as it was
     assert await q.get() == "plain"
+
+
+async def test_a_plain_get_undone_after_its_key_was_put_again_loses_nothing(make_keyed_queue):
+    # A plain get frees the key when it takes the item; undone (its caller
+    # cancelled) after another put took the key, the item comes back all
+    # the same, without the key (two items, one key: nothing lost).
+    q = await make_keyed_queue()
+    assert await q.put("first", key="k") is True
+    backend = q._backend
+    claimed = await backend.run(backend.claim(1, lease=None))
+    assert [r.data for r in claimed.records] == [b'"first"']
+    # Made as the core makes it when the get is cancelled, then sent.
+    give_back = backend.give_back(claimed.records, leased=False)
+    second = await q.put("second", key="k")  # Redis: its entry still holds the key
+    await backend.run(give_back)
+    expected = ["first", "second"] if second else ["first"]
+    assert sorted(await q.get_batch(10, timeout=10)) == expected

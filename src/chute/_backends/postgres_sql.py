@@ -590,10 +590,23 @@ BEGIN
         FROM unnest(ids, tokens) AS u(id, token)
         WHERE i.id = u.id AND i.token = u.token AND i.leased = 1;
     ELSE
-        INSERT INTO @S.chute_item (id, queue, data, deliveries, token, priority, key)
-        SELECT u.id, q, u.data, u.deliveries, u.token, u.priority, u.key
-        FROM unnest(ids, records, deliveries, tokens, priorities, keys)
-            AS u(id, data, deliveries, token, priority, key);
+        -- A plain get freed their keys: a put may have taken one since.
+        -- Then the item comes back without it (nothing lost), and if that
+        -- put has not committed yet, the whole batch does.
+        BEGIN
+            INSERT INTO @S.chute_item (id, queue, data, deliveries, token, priority, key)
+            SELECT u.id, q, u.data, u.deliveries, u.token, u.priority,
+                   CASE WHEN EXISTS (SELECT 1 FROM @S.chute_item i
+                                     WHERE i.queue = q AND i.key = u.key) THEN NULL
+                        ELSE u.key END
+            FROM unnest(ids, records, deliveries, tokens, priorities, keys)
+                AS u(id, data, deliveries, token, priority, key);
+        EXCEPTION WHEN unique_violation THEN
+            INSERT INTO @S.chute_item (id, queue, data, deliveries, token, priority)
+            SELECT u.id, q, u.data, u.deliveries, u.token, u.priority
+            FROM unnest(ids, records, deliveries, tokens, priorities)
+                AS u(id, data, deliveries, token, priority);
+        END;
     END IF;
     PERFORM @S.chute_add(q, 0, -n, 0, 0);
     PERFORM @S.chute_ring(q, 'g', n, sender);

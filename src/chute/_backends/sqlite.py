@@ -344,9 +344,12 @@ class SqliteBackend:
                     [(r.key, r.token) for r in records],
                 )
             else:
+                # A plain get freed their keys: a put may have taken one since.
+                # Then the item comes back without it (nothing lost).
                 c.executemany(
                     "INSERT INTO chute_item (id, queue, data, deliveries, token, priority, key) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN EXISTS (SELECT 1 FROM chute_item "
+                    "WHERE queue = ?2 AND key = ?7) THEN NULL ELSE ?7 END)",
                     [(r.key, name, r.data, r.deliveries, r.token, *r.extra) for r in records],
                 )
                 c.execute("UPDATE chute_queue SET stored = stored + ? WHERE name = ?", (n, name))
