@@ -82,9 +82,12 @@ def every(
 ) -> Schedule:
     """Every ``seconds``, at ``start + k * seconds`` (Unix time: every 60 s
     falls on the minute)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
-    if not (math.isfinite(seconds) and seconds >= 0.01):
+    for label, number in (("seconds", seconds), ("start", start)):
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise TypeError(f"{label} must be a number, not {type(number).__name__}")
+        if not math.isfinite(number):
+            raise ValueError(f"{label} must be a finite number, not {number!r}")
+    if not seconds >= 0.01:
         raise ValueError(f"seconds must be a finite number >= 0.01, not {seconds!r}")
     _check_common(name, catch_up)
     period = float(seconds)
@@ -136,6 +139,9 @@ class Scheduler:
         names = [s.name for s in schedules]
         if len(set(names)) != len(names):
             raise ValueError(f"two schedules of one name: {sorted(names)}")
+        now = time.time()
+        for s in schedules:  # an item the queue cannot store: refused here, not at its time
+            queue._records([s.item_for(s.next_after(now))])
         self._queue = queue
         self._schedules = list(schedules)
         #: Slots put (or found put) by this scheduler.
@@ -173,6 +179,8 @@ class Scheduler:
                             await self._put(s, slots[0])
                         except QueueShutDown:
                             raise
+                        except (TypeError, ValueError) as exc:  # its item function failed
+                            logger.error("schedule %r: slot %r not put: %s", s.name, slots[0], exc)
                         except ChuteError as exc:  # the store is away: the same slot again soon
                             logger.warning(
                                 "schedule %r: %s; trying again in %g s", s.name, exc, RETRY

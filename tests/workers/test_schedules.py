@@ -159,6 +159,8 @@ def test_a_cron_schedule_falls_on_its_times():
         (lambda: chute.every("1", "x"), TypeError),
         (lambda: chute.every(1, "x", catch_up=-1), ValueError),
         (lambda: chute.every(1, "x", name=""), ValueError),
+        (lambda: chute.every(1, "x", start=float("nan")), ValueError),
+        (lambda: chute.every(1, "x", start="0"), TypeError),
         (lambda: chute.cron("every minute", "x"), ValueError),
         (lambda: chute.cron("61 * * * *", "x"), ValueError),
     ],
@@ -176,4 +178,7 @@ async def test_a_queue_that_cannot_keep_schedules_and_twin_names_are_refused(mak
     q = await make_stored()
     with pytest.raises(ValueError, match="two schedules of one name"):
         chute.Scheduler(q, [chute.every(1, "x", name="a"), chute.every(2, "y", name="a")])
+    # An item the queue's codec cannot store: at the call, not silently at its time.
+    with pytest.raises(TypeError, match="the json codec cannot encode object item"):
+        chute.Workers(q, print, schedules=[chute.every(1, object())])
     assert q.qsize() == 0
