@@ -462,10 +462,8 @@ class Through:
 
     async def put(self, items: Any, timeout: Any, options: Any, *, single: bool) -> bool:
         """The queue's put of ``items``, in the caller's transaction."""
-        q = self._queue
-        batch, records = q._records(items)
-        steps = q._put_steps(
-            records, batch, timeout, single=single, block=True, in_thread=False, options=options
+        steps = self._queue._storing(
+            items, timeout, options, single=single, block=True, in_thread=False
         )
         return await drive(self, steps)  # type: ignore[arg-type]
 

@@ -261,6 +261,29 @@ class DurableQueue(Generic[T]):
         batch = list(items)
         return batch, [encode_item(self._codec, item) for item in batch]
 
+    def _storing(
+        self,
+        items: Iterable[T],
+        timeout: float | None,
+        options: PutOptions,
+        *,
+        single: bool,
+        block: bool,
+        in_thread: bool,
+    ) -> Steps[bool]:
+        """A put's steps, for every face: its items encoded first (one that
+        cannot be: nothing stored), then stored as ``options`` say."""
+        batch, records = self._records(items)
+        return self._put_steps(
+            records,
+            batch,
+            timeout,
+            single=single,
+            block=block,
+            in_thread=in_thread,
+            options=options,
+        )
+
     def _options(self, delay: object, priority: object, key: object) -> PutOptions:
         """``put(delay=, priority=, key=)`` checked, and refused where the
         transport cannot keep them (never emulated)."""
@@ -381,13 +404,8 @@ class DurableQueue(Generic[T]):
         another put with it stores nothing and returns False (with a key,
         True when stored): a put that is safe to retry."""
         options = self._options(delay, priority, key)
-        batch, records = self._records((item,))
-        stored = await drive(
-            self._backend,
-            self._put_steps(
-                records, batch, timeout, single=True, block=True, in_thread=False, options=options
-            ),
-        )
+        steps = self._storing((item,), timeout, options, single=True, block=True, in_thread=False)
+        stored = await drive(self._backend, steps)
         return stored if key is not None else None
 
     async def _put_slot(self, item: T, *, schedule: str, slot: float, delay: float) -> bool:
@@ -397,13 +415,8 @@ class DurableQueue(Generic[T]):
         options = PutOptions(
             delay=delay if delay > 0 else None, mark=(schedule, round(slot * 1000))
         )
-        batch, records = self._records((item,))
-        return await drive(
-            self._backend,
-            self._put_steps(
-                records, batch, None, single=True, block=True, in_thread=False, options=options
-            ),
-        )
+        steps = self._storing((item,), None, options, single=True, block=True, in_thread=False)
+        return await drive(self._backend, steps)
 
     async def put_batch(
         self,
@@ -416,13 +429,8 @@ class DurableQueue(Generic[T]):
         """Store all ``items`` at once, or none of them (each with ``delay``
         and ``priority`` as for ``put``)."""
         options = self._options(delay, priority, None)
-        batch, records = self._records(items)
-        await drive(
-            self._backend,
-            self._put_steps(
-                records, batch, timeout, single=False, block=True, in_thread=False, options=options
-            ),
-        )
+        steps = self._storing(items, timeout, options, single=False, block=True, in_thread=False)
+        await drive(self._backend, steps)
 
     @overload
     def put_nowait(

@@ -75,10 +75,7 @@ class DurableSyncQueue(SyncFaceBase[T]):
         passes); ``delay``, ``priority`` and ``key`` as for the async ``put``."""
         q = self._q
         options = q._options(delay, priority, key)
-        batch, records = q._records((item,))
-        steps = q._put_steps(
-            records, batch, timeout, single=True, block=block, in_thread=True, options=options
-        )
+        steps = q._storing((item,), timeout, options, single=True, block=block, in_thread=True)
         stored = drive_blocking(q._backend, steps)
         return stored if key is not None else None
 
@@ -109,10 +106,7 @@ class DurableSyncQueue(SyncFaceBase[T]):
         """Store all ``items`` at once, or none of them."""
         q = self._q
         options = q._options(delay, priority, None)
-        batch, records = q._records(items)
-        steps = q._put_steps(
-            records, batch, timeout, single=False, block=block, in_thread=True, options=options
-        )
+        steps = q._storing(items, timeout, options, single=False, block=block, in_thread=True)
         drive_blocking(q._backend, steps)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
