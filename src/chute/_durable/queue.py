@@ -574,11 +574,14 @@ class DurableQueue(Generic[T]):
         if not bad:
             return out
         backend = self._backend
-        yield Run(backend.bury(bad, leased=lease))
         buried = {id(record) for record, _ in bad}
         good = [r for r in records if id(r) not in buried]
-        if good:
-            yield Run(backend.give_back(good, leased=lease))
+        # Made before the burial is sent: a backend that deletes a plain
+        # get's records later (Redis) keeps these from then on.
+        give_back = backend.give_back(good, leased=lease) if good else None
+        yield Run(backend.bury(bad, leased=lease))
+        if give_back is not None:
+            yield Run(give_back)
         raise undecodable(self._name, self._codec, error) from error
 
     def _get_steps(
