@@ -248,6 +248,13 @@ def make_unkept_option_queue(request: pytest.FixtureRequest) -> QueueFactory:
     return factory
 
 
+@pytest.fixture(params=sorted(KEYED_PUTS - IMMEDIATE_REMOVES))
+def make_keyed_stored_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that keep ``put(key=)`` in a store (a get there is a
+    claim that a cancelled caller gives back)."""
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
+
+
 @pytest.fixture(params=sorted(KEYED_PUTS & DELAYED_PUTS))
 def make_keyed_delaying_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that keep both ``put(key=)`` and ``put(delay=)``."""

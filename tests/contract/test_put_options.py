@@ -100,14 +100,19 @@ async def test_an_item_given_back_keeps_its_priority(make_prioritising_queue):
     assert job.item == "urgent"
     await job.anack()
     assert await q.get(timeout=10) == "urgent"
-    # A plain get undone (cancelled as it returned) puts it back as it was.
     await q.put("urgent again", priority=-1)
     getter = asyncio.create_task(q.get_batch(1, timeout=10))
     await asyncio.sleep(0)
-    getter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await getter
-    assert await q.get(timeout=10) == "urgent again"
+    if make_prioritising_queue.name == "memory":
+        # A memory get takes a stored item in one step: nothing to undo.
+        assert getter.done()
+        assert await getter == ["urgent again"]
+    else:
+        # A plain get undone (cancelled as it returned) puts it back as it was.
+        getter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+        assert await q.get(timeout=10) == "urgent again"
     assert await q.get(timeout=10) == "routine"
 
 
@@ -213,11 +218,13 @@ async def test_an_option_a_transport_does_not_keep_is_refused_and_nothing_stored
     assert await q.get() == "plain"
 
 
-async def test_a_plain_get_undone_after_its_key_was_put_again_loses_nothing(make_keyed_queue):
+async def test_a_plain_get_undone_after_its_key_was_put_again_loses_nothing(
+    make_keyed_stored_queue,
+):
     # A plain get frees the key when it takes the item; undone (its caller
     # cancelled) after another put took the key, the item comes back all
     # the same, without the key (two items, one key: nothing lost).
-    q = await make_keyed_queue()
+    q = await make_keyed_stored_queue()
     assert await q.put("first", key="k") is True
     backend = q._backend
     claimed = await backend.run(backend.claim(1, lease=None))

@@ -9,7 +9,8 @@ mutex, so a get or put that is cancelled or times out has either completed or
 left the queue unchanged.
 
 Notified-but-not-yet-running waiters are counted (``_get_promised``,
-``_put_promised``) so that a blocking call arriving later queues behind them
+``_put_promised``, which also holds the room of items put with a delay and
+not due yet) so that a blocking call arriving later queues behind them
 instead of taking what was promised; the ``*_nowait`` forms never wait and
 take what is there.
 
@@ -19,7 +20,9 @@ The package, one concern a module:
   with the measured fast paths inline;
 - ``waits.py``: how a caller waits (async and blocking loops, giving up);
 - ``state.py``: the fields, and how items and promises move under the mutex;
-- ``stores.py``: the FIFO, LIFO and priority stores;
+- ``stores.py``: the FIFO, LIFO and priority stores, and the ranked FIFO
+  that ``put(priority=)`` turns a ``Queue``'s store into;
+- ``alarms.py``: the process's one alarm thread (delayed puts and nacks);
 - ``job.py``: ``reserve()``'s job and reservations;
 - ``sync.py``: ``queue.sync``, the ``queue.Queue`` API for plain threads.
 

@@ -12,6 +12,7 @@ from .._contract import (
     SyncReservationBase,
     check_delay,
 )
+from .stores import Returned
 
 if TYPE_CHECKING:
     from .state import QueueState
@@ -25,14 +26,26 @@ T = TypeVar("T")
 class MemoryJob(JobBase[T]):
     """An item handed out by ``reserve()``; settle it with ack() or nack()."""
 
-    __slots__ = ("_error", "_queue")
+    __slots__ = ("_error", "_key", "_priority", "_queue")
 
     def __init__(
-        self, queue: QueueState[T], item: T, deliveries: int, error: ErrorInfo | None = None
+        self,
+        queue: QueueState[T],
+        item: T,
+        deliveries: int,
+        error: ErrorInfo | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> None:
         super().__init__(item, deliveries)
         self._queue = queue
         self._error = error  # the error of the item's last failed delivery
+        self._key = key  # held until the job is acknowledged or dead
+        self._priority = priority  # kept when it is given back
+
+    def _returned(self, error: ErrorInfo | None) -> Returned:
+        """The item as it goes back into the queue, all it carries kept."""
+        return Returned(self.item, self.deliveries, error, self._key, self._priority)
 
     def ack(self) -> None:
         """The item is done: it counts as ``task_done()`` for ``join()``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypeVar, overload
 
 from .._contract import (
     UNSET,
@@ -20,13 +20,14 @@ from .._contract import (
     check_max_deliveries,
     check_max_items,
     check_maxsize,
+    check_put_options,
     check_timeout,
 )
 from .._durable.backend import Capabilities
 from .._exceptions import QueueEmpty, QueueFull, QueueShutDown
 from .._waiters import GET, JOIN, PUT, AsyncWaiter, Waiter
 from .job import Reservation
-from .state import IMMEDIATE, NO_WAITER, OPEN, SHUTDOWN
+from .state import IMMEDIATE, NO_WAITER, OPEN, SHUTDOWN, PutOptions
 from .stores import Heap, Returned, Stack
 from .sync import SyncQueue
 from .waits import QueueWaits
@@ -34,6 +35,10 @@ from .waits import QueueWaits
 __all__ = ["LifoQueue", "PriorityQueue", "Queue"]
 
 T = TypeVar("T")
+
+# ``priority is not _PLAIN``: one identity check on the put fast path (0
+# is one object in CPython; another zero takes the checked path, harmlessly).
+_PLAIN = 0
 
 
 class Queue(QueueWaits[T]):
@@ -59,6 +64,9 @@ class Queue(QueueWaits[T]):
         immediate_shutdown_removes=True,
         priorities=False,
         delays=True,
+        delayed_puts=True,
+        prioritised_puts=True,
+        keyed_puts=True,
     )
 
     # -- introspection --------------------------------------------------------
@@ -116,14 +124,14 @@ class Queue(QueueWaits[T]):
         self._wake_list(wake)
 
     def qsize(self) -> int:
-        """The number of items stored now (exact)."""
-        return len(self._items)
+        """The number of items stored now (exact), delayed ones included."""
+        return len(self._items) + self._n_scheduled
 
     def empty(self) -> bool:
-        return not self._items
+        return not self._items and not self._n_scheduled
 
     def full(self) -> bool:
-        return 0 < self._maxsize <= len(self._items)
+        return 0 < self._maxsize <= len(self._items) + self._n_scheduled
 
     @property
     def is_shutdown(self) -> bool:
@@ -137,7 +145,7 @@ class Queue(QueueWaits[T]):
 
     async def aqsize(self) -> int:
         """``qsize()`` for code on a loop; answers at once (no round trip here)."""
-        return len(self._items)
+        return self.qsize()
 
     async def astatistics(self) -> QueueStatistics:
         """``statistics()`` for code on a loop; answers at once."""
@@ -153,7 +161,7 @@ class Queue(QueueWaits[T]):
 
     def statistics(self) -> QueueStatistics:
         with self._guard:
-            size = len(self._items)
+            size = len(self._items) + self._n_scheduled
             total_put = self._unfinished + self._done
             return QueueStatistics(
                 size=size,
@@ -168,24 +176,67 @@ class Queue(QueueWaits[T]):
                 unfinished_tasks=self._unfinished,
                 shutdown=self._state != OPEN,
                 delayed=len(self._delayed),
+                scheduled=self._n_scheduled,
             )
 
     def __repr__(self) -> str:
         state = ("open", "shut down", "shut down (immediate)")[self._state]
-        return (
-            f"<chute.{type(self).__name__} maxsize={self._maxsize} "
-            f"qsize={len(self._items)} {state}>"
-        )
+        return f"<chute.{type(self).__name__} maxsize={self._maxsize} qsize={self.qsize()} {state}>"
 
     # -- the async face: fast paths inline, waiting in _get_wait/_put_wait -----
 
-    async def put(self, item: T, timeout: float | None = None) -> None:
+    @overload
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: None = None,
+    ) -> None: ...
+
+    @overload
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str,
+    ) -> bool: ...
+
+    # The implementations take the options positionally too: CPython fills
+    # keyword-only defaults by dict lookups on every call, measurably slower
+    # on this path. Typed (the overloads above) they are keyword-only.
+    async def put(
+        self,
+        item: T,
+        timeout: float | None = None,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+    ) -> bool | None:
         """Put ``item``, waiting while the queue is full.
 
         Raises ``TimeoutError`` after ``timeout`` seconds and ``QueueShutDown``
         (carrying the item) once shut down; in both cases, and when cancelled,
         the item was not enqueued.
+
+        ``delay``: no get takes it for that many seconds (it counts toward
+        ``maxsize`` meanwhile). ``priority`` (``chute.Queue`` only): lower
+        numbers are taken first, equal ones in the order they were put.
+        ``key``: while an item put with that key is in the queue (waiting,
+        delayed or reserved), another put with it stores nothing and returns
+        False (with a key, True when stored): a put that is safe to retry.
         """
+        if delay is not None or priority is not _PLAIN or key is not None:
+            options = self._options(delay, priority, key)
+            if timeout is not None:
+                timeout = check_timeout(timeout)
+            stored = await self._put_wait([item], timeout, options)
+            return stored if key is not None else None
         if timeout is not None:
             timeout = check_timeout(timeout)
         # acquire/release rather than ``with``: half the cost on the hot path.
@@ -199,7 +250,7 @@ class Queue(QueueWaits[T]):
                 self._items.append(item)
                 self._unfinished += 1
                 if not self._getters:
-                    return
+                    return None
                 w = self._claim_getter()
             else:
                 w = NO_WAITER
@@ -209,30 +260,73 @@ class Queue(QueueWaits[T]):
             await self._put_wait([item], timeout)
         elif w is not None and not w.wake():
             self._void(w)
+        return None
 
-    def put_nowait(self, item: T) -> None:
-        """Put ``item`` at once; ``QueueFull`` if there is no room (not enqueued)."""
+    def _options(self, delay: object, priority: object, key: object) -> PutOptions:
+        """Check a put's options (nothing stored if one is wrong)."""
+        options = check_put_options(delay, priority, key)
+        if options[1] and not self.capabilities.prioritised_puts:
+            raise ValueError(
+                f"a {type(self).__name__} does not take priority=: {self._order_is}; "
+                "use chute.Queue for put(priority=)"
+            )
+        return options
+
+    #: How the queue orders its items (named when it refuses ``priority=``).
+    _order_is: ClassVar[str] = "it hands out items in the order they were put"
+
+    @overload
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: None = None
+    ) -> None: ...
+
+    @overload
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: str
+    ) -> bool: ...
+
+    def put_nowait(  # positional: see put()
+        self, item: T, delay: float | None = None, priority: int = 0, key: str | None = None
+    ) -> bool | None:
+        """Put ``item`` at once; ``QueueFull`` if there is no room (not enqueued).
+        ``delay``, ``priority`` and ``key`` as for ``put``."""
+        if delay is not None or priority is not _PLAIN or key is not None:
+            options = self._options(delay, priority, key)
+            stored = self._put_blocking([item], block=False, timeout=None, options=options)
+            return stored if key is not None else None
         mutex = self._mutex
         mutex.acquire()
         try:
             if self._state:
                 raise QueueShutDown(item=item)
             maxsize = self._maxsize
-            if maxsize and len(self._items) >= maxsize:
+            if maxsize and len(self._items) + self._n_scheduled >= maxsize:
                 raise QueueFull(f"queue is full (maxsize={maxsize})")
             wake = self._push_locked(item)  # refreshes thresholds if it claims a getter
         finally:
             mutex.release()
         if wake is not None:
             self._wake(wake)
+        return None
 
-    async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
+    async def put_batch(
+        self,
+        items: Iterable[T],
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+    ) -> None:
         """Put all ``items`` at once, or none of them.
 
         Waits until there is room for the whole batch (a batch larger than
         ``maxsize`` is a ``ValueError``); one lock and one wake-up round for
-        the lot. Cancelled or timed out, nothing was enqueued.
+        the lot. Cancelled or timed out, nothing was enqueued. ``delay`` and
+        ``priority`` (each item's) as for ``put``.
         """
+        options = None
+        if delay is not None or priority is not _PLAIN:
+            options = self._options(delay, priority, None)
         if timeout is not None:
             timeout = check_timeout(timeout)
         batch = list(items)
@@ -240,7 +334,7 @@ class Queue(QueueWaits[T]):
             raise ValueError(
                 f"a batch of {len(batch)} items can never fit a queue of maxsize {self._maxsize}"
             )
-        await self._put_wait(batch, timeout)
+        await self._put_wait(batch, timeout, options)
 
     async def get(self, timeout: float | None = None) -> T:
         """Remove and return the next item, waiting while the queue is empty.
@@ -364,15 +458,25 @@ class Queue(QueueWaits[T]):
                 self._state = IMMEDIATE
                 items = self._items
                 self._peak = max(self._peak, len(items))
+                out = []
                 while items:
-                    x = items.popleft()
-                    removed.append(x.item if type(x) is Returned else x)
+                    out.append(items.popleft())
                 self._nreturned = 0
-                self._n_removed += len(removed)
-                for item, _deliveries, _error in self._delayed.values():
-                    removed.append(item)
-                    self._in_flight -= 1
+                for batch in self._scheduled.values():
+                    out += batch
+                self._scheduled.clear()
+                self._put_promised -= self._n_scheduled
+                self._n_scheduled = 0
+                self._n_removed += len(out)  # what counted in the size
+                out += self._delayed.values()
+                self._in_flight -= len(self._delayed)
                 self._delayed.clear()
+                for x in out:
+                    if type(x) is Returned:
+                        if x.key is not None:
+                            self._keys.discard(x.key)  # reserved items keep theirs
+                        x = x.item
+                    removed.append(x)
                 n = min(len(removed), self._unfinished)
                 self._unfinished -= n
                 self._done += n
@@ -429,6 +533,17 @@ class LifoQueue(Queue[T]):
 
     __slots__ = ()
 
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        blocking_wait=True,
+        arrival_order_across_clients=True,
+        immediate_shutdown_removes=True,
+        priorities=False,
+        delays=True,
+        delayed_puts=True,
+        keyed_puts=True,
+    )
+    _order_is = "it hands out the newest item first"
+
     def _init_store(self) -> None:
         self._items = Stack()
 
@@ -447,7 +562,10 @@ class PriorityQueue(Queue[T]):
         immediate_shutdown_removes=True,
         priorities=True,
         delays=True,
+        delayed_puts=True,
+        keyed_puts=True,
     )
+    _order_is = "it orders by the items themselves (put (priority, data) tuples)"
 
     def _init_store(self) -> None:
         self._items = Heap()

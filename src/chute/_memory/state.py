@@ -14,14 +14,16 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._contract import DeadLetter, ErrorInfo, check_max_deliveries, check_maxsize
 from .._exceptions import JobSettledError, QueueShutDown
 from .._waiters import GET, JOIN, Waiter, WaitKind
+from . import alarms
 from .job import MemoryJob
-from .stores import Heap, Returned
+from .stores import Heap, Ranked, Returned
 
 if TYPE_CHECKING:
     from .sync import SyncQueue
@@ -33,6 +35,7 @@ __all__ = [
     "NO_WAKE",
     "OPEN",
     "SHUTDOWN",
+    "KeyTaken",
     "NeverFits",
     "QueueState",
     "TimedOut",
@@ -62,6 +65,19 @@ class NeverFits(ValueError):
         self.wake = wake
 
 
+class KeyTaken(Exception):
+    """Internal: a keyed put found its key in the queue and stored nothing;
+    ``wake``: the putters behind it that the room it gives up lets in."""
+
+    def __init__(self, wake: list[Waiter]) -> None:
+        super().__init__()
+        self.wake = wake
+
+
+#: A memory put's options, checked: (delay or None, priority, key or None).
+PutOptions = tuple[float | None, int, str | None]
+
+
 class QueueState(Generic[T]):
     """The fields of a memory queue and the moves made on them, mutex held."""
 
@@ -81,16 +97,19 @@ class QueueState(Generic[T]):
         "_in_flight",
         "_items",
         "_joiners",
+        "_keys",
         "_max_deliveries",
         "_maxsize",
         "_mutex",
         "_n_removed",
         "_n_returns",
+        "_n_scheduled",
         "_nreturned",
         "_peak",
         "_put_ceiling",
         "_put_promised",
         "_putters",
+        "_scheduled",
         "_state",
         "_sync",
         "_unfinished",
@@ -106,6 +125,8 @@ class QueueState(Generic[T]):
         self._putters: deque[Waiter] = deque()
         self._joiners: list[Waiter] = []
         self._get_promised = 0
+        # Room that is not free though no item is stored in it: promised to
+        # notified putters, or held by scheduled items (``_n_scheduled``).
         self._put_promised = 0
         self._unfinished = 0
         self._done = 0
@@ -113,6 +134,12 @@ class QueueState(Generic[T]):
         self._n_returns = 0
         self._n_removed = 0
         self._in_flight = 0
+        # Items put with a delay, until an alarm stores them (by batch; they
+        # count toward the bound from the put on), and the keys of the items
+        # in the queue (stored, scheduled or reserved).
+        self._scheduled: dict[object, list[Any]] = {}
+        self._n_scheduled = 0
+        self._keys: set[str] = set()
         # The peak is recorded when items leave (a size's local maximum is
         # always followed by a removal, or is the size now): a put that
         # grows the queue pays nothing for it, which is measurable.
@@ -122,8 +149,8 @@ class QueueState(Generic[T]):
         self._put_ceiling = 0
         self._refresh()
         self._dead: list[DeadLetter[T]] = []
-        # Items nacked with a delay, until their timer gives them back.
-        self._delayed: dict[MemoryJob[T], tuple[Any, int, ErrorInfo | None]] = {}
+        # Items nacked with a delay, until their alarm gives them back.
+        self._delayed: dict[MemoryJob[T], Returned] = {}
         self._sync: SyncQueue[T] | None = None
 
     # -- storage hooks (overridden by LifoQueue and PriorityQueue) -----------
@@ -185,6 +212,68 @@ class QueueState(Generic[T]):
             wake.append(w)
         return wake
 
+    def _store_with(
+        self, batch: list[Any], delay: float | None, priority: int, key: str | None
+    ) -> list[Waiter]:
+        """Store ``batch`` (room checked) as ``put(delay=, priority=, key=)``
+        asked: wrapped if it carries a key or a priority, scheduled if delayed."""
+        if key is not None or priority:
+            batch = [Returned(x, 0, None, key, priority) for x in batch]
+        if delay is not None:
+            token = object()
+            self._scheduled[token] = batch
+            self._n_scheduled += len(batch)
+            self._put_promised += len(batch)  # the room it holds until due
+            alarms.call_later(delay, _come_due, weakref.ref(self), token)
+            wake = NO_WAKE
+            self._unfinished += len(batch)
+        else:
+            self._push_into_store(batch)
+            wake = self._stored(len(batch))
+        if key is not None:
+            self._keys.add(key)
+        return wake
+
+    def _push_into_store(self, batch: list[Any]) -> None:
+        """Push items that may be wrapped (counted: gets take them on the
+        general path), ranking a FIFO at its first priority."""
+        wrapped = 0
+        for x in batch:
+            if type(x) is Returned:
+                wrapped += 1
+                if x.priority and type(self._items) is deque:
+                    self._items = Ranked.of(self._items)
+        self._push_all(batch)
+        self._nreturned += wrapped
+
+    def _come_due(self, token: object) -> None:
+        """A delayed put's time has come: store its items, feed the getters."""
+        with self._guard:
+            batch = self._scheduled.pop(token, None)
+            if batch is None:  # removed by shutdown(immediate=True) meanwhile
+                return
+            self._n_scheduled -= len(batch)
+            self._put_promised -= len(batch)
+            try:
+                self._push_into_store(batch)
+            except Exception as exc:
+                # A priority queue's item that cannot be ordered against
+                # those stored: nobody waits on the put any more to be told,
+                # so it goes to the dead letters, with why (never dropped).
+                info = ErrorInfo.of(exc)
+                for x in batch:
+                    if type(x) is Returned and x.key is not None:
+                        self._keys.discard(x.key)
+                    item = x.item if type(x) is Returned else x
+                    self._dead.append(dead_letter(item, 0, info))
+                wake = self._finish(len(batch))
+                if self._putters:  # the room it held is free
+                    wake += self._claim_putters()
+            else:
+                self._unfinished -= len(batch)  # counted at the put already
+                wake = self._stored(len(batch))
+        self._wake_list(wake)
+
     def _claim_getter(self) -> Waiter | None:
         if len(self._items) > self._get_promised:
             w = self._getters.popleft()
@@ -244,6 +333,8 @@ class QueueState(Generic[T]):
         out: list[Any] = []
         deliveries = 0
         error = None
+        key = None
+        priority = 0
         max_items = 1 if batch is None else batch
         while items and len(out) < max_items:
             try:
@@ -257,12 +348,16 @@ class QueueState(Generic[T]):
                 self._nreturned -= 1
                 deliveries = x.deliveries
                 error = x.error
+                key = x.key
+                priority = x.priority
+                if key is not None and not reserve:
+                    self._keys.discard(key)  # taken for good: the key is free
                 x = x.item
             out.append(x)
         value: Any
         if reserve:
             self._in_flight += 1
-            value = MemoryJob(self, out[0], deliveries + 1, error)
+            value = MemoryJob(self, out[0], deliveries + 1, error, key, priority)
         elif batch is None:
             value = out[0]
         else:
@@ -279,9 +374,9 @@ class QueueState(Generic[T]):
             return wake
         return []
 
-    def _give_back(self, item: Any, deliveries: int, error: ErrorInfo | None) -> Waiter | None:
+    def _give_back(self, returned: Returned) -> Waiter | None:
         """Return a reserved item to the store (front by the queue's order)."""
-        self._items.appendleft(Returned(item, deliveries, error))
+        self._items.appendleft(returned)
         self._nreturned += 1
         self._n_returns += 1
         if self._getters:
@@ -318,9 +413,15 @@ class QueueState(Generic[T]):
         return None
 
     def _try_put(
-        self, prev: Waiter | None, batch: list[Any], *, expired: bool
+        self,
+        prev: Waiter | None,
+        batch: list[Any],
+        *,
+        expired: bool,
+        options: PutOptions | None = None,
     ) -> list[Waiter] | None:
-        """One attempt of a blocking put; None means: enqueue a waiter and sleep."""
+        """One attempt of a blocking put; None means: enqueue a waiter and
+        sleep. Raises ``KeyTaken`` if its key is in the queue (nothing stored)."""
         if prev is not None and prev.notified:
             self._put_promised -= prev.need
             prev.notified = False
@@ -330,11 +431,17 @@ class QueueState(Generic[T]):
             raise QueueShutDown(items=batch)
         if not batch:
             return []  # an empty batch needs no room, even over a lowered bound
+        if options is not None and options[2] in self._keys:
+            # Answered before any wait for room: the key's item is in the
+            # queue. A putter woken for room passes that room on.
+            raise KeyTaken(self._claim_putters() if prev is not None and self._putters else [])
         maxsize = self._maxsize
         # Room promised to notified putters is theirs, and a newcomer queues
         # behind the putters already waiting: one fair order.
         room = maxsize - len(self._items) - self._put_promised
         if not maxsize or (len(batch) <= room and (prev is not None or not self._putters)):
+            if options is not None:
+                return self._store_with(batch, *options)
             self._push_all(batch)
             return self._stored(len(batch))
         if len(batch) > maxsize:  # the bound was lowered while it waited
@@ -430,6 +537,8 @@ class QueueState(Generic[T]):
             wake: list[Waiter] = []
             if ok or dead:
                 self._in_flight -= 1
+                if job._key is not None:
+                    self._keys.discard(job._key)
                 if dead:
                     job._outcome = "dead"
                     self._dead.append(dead_letter(job.item, job.deliveries, info))
@@ -438,16 +547,14 @@ class QueueState(Generic[T]):
                 wake = self._finish(1)
             elif delay:
                 job._outcome = "retried"
-                self._delayed[job] = (job.item, job.deliveries, info)
-                # A timer of the queue's own, not the caller's loop: the item
+                self._delayed[job] = job._returned(info)
+                # The process's alarm thread, not the caller's loop: the item
                 # must come back even if that loop has ended by then.
-                timer = threading.Timer(delay, self._undelay, (job,))
-                timer.daemon = True
-                timer.start()
+                alarms.call_later(delay, _undelay, weakref.ref(self), job)
             else:
                 job._outcome = "retried"
                 self._in_flight -= 1
-                w = self._give_back(job.item, job.deliveries, info)
+                w = self._give_back(job._returned(info))
                 if w is not None:
                     wake = [w]
         self._wake_list(wake)
@@ -458,9 +565,25 @@ class QueueState(Generic[T]):
             if entry is None:  # taken by shutdown(immediate=True) meanwhile
                 return
             self._in_flight -= 1
-            w = self._give_back(*entry)
+            w = self._give_back(entry)
         if w is not None:
             self._wake(w)
+
+
+# The alarm thread holds a queue only weakly: a queue nobody uses any more
+# is not kept alive by an item it would have handed out in a day.
+
+
+def _come_due(ref: weakref.ref[QueueState[Any]], token: object) -> None:
+    queue = ref()
+    if queue is not None:
+        queue._come_due(token)
+
+
+def _undelay(ref: weakref.ref[QueueState[Any]], job: MemoryJob[Any]) -> None:
+    queue = ref()
+    if queue is not None:
+        queue._undelay(job)
 
 
 def dead_letter(item: Any, deliveries: int, error: ErrorInfo | None) -> DeadLetter[Any]:

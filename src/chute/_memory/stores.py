@@ -1,4 +1,5 @@
-"""The stores behind the memory queues: FIFO (a deque), LIFO and priority.
+"""The stores behind the memory queues: FIFO (a deque), LIFO and priority,
+and the ranked FIFO a ``chute.Queue`` becomes at its first ``put(priority=)``.
 
 Every store answers ``append`` (put), ``popleft`` (the next to get) and
 ``appendleft`` (give an item back in front, by the queue's own order).
@@ -6,28 +7,43 @@ Every store answers ``append`` (put), ``popleft`` (the next to get) and
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from .._contract import ErrorInfo
 
-__all__ = ["Heap", "Returned", "Stack"]
+__all__ = ["Heap", "Ranked", "Returned", "Stack"]
 
 
 class Returned:
-    """An item given back by a failed reservation, with its delivery count
-    and the error it last failed with (kept for the dead letters).
+    """An item stored with more than itself: given back by a failed
+    reservation (its delivery count and the error it last failed with, kept
+    for the dead letters), or put with a ``key`` or a ``priority``.
 
     Stored in the queue itself so the queue's order decides where it goes:
     the front of a FIFO, the top of a LIFO, its place by priority in a heap.
+    A get unwraps it on the general path (the fast paths take only plain
+    items: the queue counts the wrapped ones it holds).
     """
 
-    __slots__ = ("deliveries", "error", "item")
+    __slots__ = ("deliveries", "error", "item", "key", "priority")
 
-    def __init__(self, item: Any, deliveries: int, error: ErrorInfo | None) -> None:
+    def __init__(
+        self,
+        item: Any,
+        deliveries: int,
+        error: ErrorInfo | None,
+        key: str | None = None,
+        priority: int = 0,
+    ) -> None:
         self.item = item
         self.deliveries = deliveries
         self.error = error
+        self.key = key
+        self.priority = priority
 
     def __lt__(self, other: object) -> bool:
         return bool(self.item < (other.item if isinstance(other, Returned) else other))
@@ -111,3 +127,35 @@ class Heap(list[Any]):
         return top
 
     appendleft = append
+
+
+class Ranked(list[Any]):
+    """A FIFO by ``put(priority=)``: lower priorities first, equal ones in
+    the order they were put; a given-back item goes in front of its equals.
+
+    A heap of ``(priority, order, item)``: the order numbers are unique, so
+    items themselves are never compared (any item can be stored).
+    """
+
+    __slots__ = ()
+    _order = itertools.count()  # puts: rising, behind every equal priority
+    _front = itertools.count(-1, -1)  # give-backs: falling, ahead of them all
+
+    @classmethod
+    def of(cls, items: Iterable[Any]) -> Ranked:
+        """The ranked store of a FIFO's ``items``, in their order."""
+        ranked = cls()
+        for x in items:
+            ranked.append(x)
+        return ranked
+
+    def append(self, x: Any) -> None:
+        priority = x.priority if type(x) is Returned else 0
+        heapq.heappush(self, (priority, next(self._order), x))
+
+    def appendleft(self, x: Any) -> None:
+        priority = x.priority if type(x) is Returned else 0
+        heapq.heappush(self, (priority, next(self._front), x))
+
+    def popleft(self) -> Any:
+        return heapq.heappop(self)[2]

@@ -7,7 +7,7 @@ section); waiting goes through ``waits.py``'s blocking loop.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
 from .._contract import SyncFaceBase, check_max_items, check_timeout
 from .job import SyncReservation
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["SyncQueue"]
 
 T = TypeVar("T")
+
+_PLAIN = 0  # as in queue.py: ``priority is not _PLAIN`` on the fast path
 
 
 class SyncQueue(SyncFaceBase[T]):
@@ -36,8 +38,46 @@ class SyncQueue(SyncFaceBase[T]):
         """The queue this face belongs to."""
         return self._q
 
-    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        """Put ``item``; ``QueueFull`` if not done within ``timeout`` (not enqueued)."""
+    @overload
+    def put(
+        self,
+        item: T,
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: None = None,
+    ) -> None: ...
+
+    @overload
+    def put(
+        self,
+        item: T,
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str,
+    ) -> bool: ...
+
+    def put(  # positional: see Queue.put()
+        self,
+        item: T,
+        block: bool = True,
+        timeout: float | None = None,
+        delay: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+    ) -> bool | None:
+        """Put ``item``; ``QueueFull`` if not done within ``timeout`` (not
+        enqueued). ``delay``, ``priority`` and ``key`` as for the async ``put``."""
+        if delay is not None or priority is not _PLAIN or key is not None:
+            q = self._q
+            options = q._options(delay, priority, key)
+            stored = q._put_blocking([item], block=block, timeout=timeout, options=options)
+            return stored if key is not None else None
         if not block:
             return self._q.put_nowait(item)  # as queue.Queue: exactly put_nowait()
         q = self._q
@@ -50,10 +90,10 @@ class SyncQueue(SyncFaceBase[T]):
                 q._items.append(item)
                 q._unfinished += 1
                 if not q._getters:
-                    return
+                    return None
                 wake = q._claim_getter()
                 if wake is None:
-                    return
+                    return None
             else:
                 wake = NO_WAITER
         finally:
@@ -62,15 +102,39 @@ class SyncQueue(SyncFaceBase[T]):
             q._put_blocking([item], block=block, timeout=timeout)
         else:
             q._wake(wake)
+        return None
 
-    def put_nowait(self, item: T) -> None:
-        self._q.put_nowait(item)
+    @overload
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: None = None
+    ) -> None: ...
+
+    @overload
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: str
+    ) -> bool: ...
+
+    def put_nowait(
+        self, item: T, *, delay: float | None = None, priority: int = 0, key: str | None = None
+    ) -> bool | None:
+        return self._q.put_nowait(item, delay=delay, priority=priority, key=key)
 
     def put_batch(
-        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+        self,
+        items: Iterable[T],
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        delay: float | None = None,
+        priority: int = 0,
     ) -> None:
-        """Put all ``items`` at once, or none (``QueueFull`` on timeout)."""
-        self._q._put_blocking(list(items), block=block, timeout=timeout)
+        """Put all ``items`` at once, or none (``QueueFull`` on timeout);
+        ``delay`` and ``priority`` as for ``put``."""
+        q = self._q
+        options = None
+        if delay is not None or priority is not _PLAIN:
+            options = q._options(delay, priority, None)
+        q._put_blocking(list(items), block=block, timeout=timeout, options=options)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Remove and return an item; ``QueueEmpty`` if none within ``timeout``."""

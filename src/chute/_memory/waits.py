@@ -29,7 +29,7 @@ from .._waiters import (
     check_not_on_loop,
     expire,
 )
-from .state import NeverFits, QueueState, TimedOut
+from .state import KeyTaken, NeverFits, PutOptions, QueueState, TimedOut
 
 __all__ = ["QueueWaits"]
 
@@ -92,11 +92,15 @@ class QueueWaits(QueueState[T]):
                 if handle is not None:
                     handle.cancel()
 
-    async def _put_wait(self, batch: list[Any], timeout: float | None) -> None:
+    async def _put_wait(
+        self, batch: list[Any], timeout: float | None, options: PutOptions | None = None
+    ) -> bool:
+        """Store ``batch``, waiting for room; False if its key was in the queue."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         waiter: AsyncWaiter | None = None
         never: NeverFits | None = None
+        taken = False
         expired = timeout == 0
         mutex = self._mutex
         while True:
@@ -105,11 +109,13 @@ class QueueWaits(QueueState[T]):
             mutex.acquire()
             try:
                 try:
-                    wake = self._try_put(waiter, batch, expired=expired)
+                    wake = self._try_put(waiter, batch, expired=expired, options=options)
                 except TimedOut:
                     raise TimeoutError(f"put timed out after {timeout} seconds") from None
                 except NeverFits as exc:
                     never, wake = exc, exc.wake  # woken below, with the mutex released
+                except KeyTaken as exc:
+                    taken, wake = True, exc.wake
                 if wake is None:
                     front = waiter is not None
                     waiter = AsyncWaiter(loop, len(batch), PUT)
@@ -124,7 +130,7 @@ class QueueWaits(QueueState[T]):
                 self._wake_list(wake)
                 if never is not None:
                     raise ValueError(*never.args)
-                return
+                return not taken
             assert waiter is not None
             handle = None if deadline is None else loop.call_at(deadline, expire, waiter.fut)
             try:
@@ -235,8 +241,16 @@ class QueueWaits(QueueState[T]):
         self._wake_list(wake)
         return value
 
-    def _put_blocking(self, batch: list[Any], *, block: bool, timeout: float | None) -> None:
-        """``q.sync``'s put and put_batch: all or none, ``QueueFull`` when it times out."""
+    def _put_blocking(
+        self,
+        batch: list[Any],
+        *,
+        block: bool,
+        timeout: float | None,
+        options: PutOptions | None = None,
+    ) -> bool:
+        """``q.sync``'s put and put_batch: all or none, ``QueueFull`` when it
+        times out; False if its key was in the queue (nothing stored)."""
         if timeout is not None:
             timeout = check_timeout(timeout)
         if not block:
@@ -247,7 +261,7 @@ class QueueWaits(QueueState[T]):
             )
         try:
             wake = self._blocking(
-                lambda prev, expired: self._try_put(prev, batch, expired=expired),
+                lambda prev, expired: self._try_put(prev, batch, expired=expired, options=options),
                 kind=PUT,
                 need=len(batch),
                 timeout=timeout,
@@ -256,6 +270,9 @@ class QueueWaits(QueueState[T]):
         except NeverFits as exc:
             self._wake_list(exc.wake)
             raise ValueError(*exc.args) from None
+        except KeyTaken as exc:
+            self._wake_list(exc.wake)
+            return False
         except TimedOut:
             raise QueueFull(
                 f"queue is full (maxsize={self._maxsize})"
@@ -263,6 +280,7 @@ class QueueWaits(QueueState[T]):
                 else f"put timed out after {timeout} seconds"
             ) from None
         self._wake_list(wake)
+        return True
 
     def _join_blocking(self) -> None:
         with self._guard:
