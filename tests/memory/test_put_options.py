@@ -171,3 +171,66 @@ def test_a_queue_left_with_a_delayed_item_is_not_kept_alive_by_it():
     del q
     gc.collect()
     assert ref() is None
+
+
+async def test_a_given_back_item_the_heap_cannot_order_is_dead_lettered_not_lost():
+    q = chute.PriorityQueue()
+    assert q.put_nowait((1, {"a": 1}), key="k") is True
+    job = await q.reserve()
+    q.put_nowait((1, {"b": 2}))  # stored: the heap held nothing to compare it with
+    job.nack()  # (1, {"a": 1}) cannot be ordered against (1, {"b": 2})
+    [dead] = q.dead_letters()
+    assert dead.item == (1, {"a": 1})
+    assert dead.error_type == "TypeError"
+    s = q.statistics()
+    assert (s.size, s.in_flight, s.unfinished_tasks) == (1, 0, 1)
+    assert q.put_nowait((2, "x"), key="k") is True  # its key is free
+
+
+async def test_a_putter_whose_item_is_refused_passes_its_room_on():
+    q = chute.PriorityQueue(maxsize=2)
+    q.put_nowait((1, {"a": 1}))
+    q.put_nowait((0, "x"))
+    refused = asyncio.create_task(q.put((1, {"b": 2})))
+    behind = asyncio.create_task(q.put((5, "ok")))
+    await wait_until(lambda: q.statistics().putters_waiting == 2)
+    assert await q.get() == (0, "x")  # room for one, promised to the first putter
+    with pytest.raises(TypeError):
+        await asyncio.wait_for(refused, 10)
+    await asyncio.wait_for(behind, 10)  # the room went on to it
+    assert q.qsize() == 2
+
+
+async def test_put_nowait_with_options_sees_the_room_a_plain_one_sees():
+    q = chute.Queue(maxsize=3)
+    q.put_nowait("a")
+    batch = asyncio.create_task(q.put_batch(["b1", "b2", "b3"]))  # cannot fit: waits
+    await wait_until(lambda: q.statistics().putters_waiting == 1)
+    assert q.put_nowait("k", key="k") is True  # as a plain put_nowait would
+    q.sync.put("d", block=False, delay=60)
+    with pytest.raises(chute.QueueFull):
+        q.put_nowait("full", key="other")
+    assert q.qsize() == 3
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+
+
+async def test_peak_size_counts_scheduled_items():
+    q = chute.Queue()
+    await q.put_batch([1, 2, 3])
+    await q.put("later", delay=60)
+    await q.get()
+    assert q.statistics().peak_size == 4
+
+
+def test_a_delayed_nack_does_not_keep_its_queue_alive_after_it_came_back():
+    q = chute.Queue()
+    q.put_nowait("x")
+    job = q.sync.reserve(block=False).__enter__()
+    job.nack(delay=0.01)
+    assert q.sync.get(timeout=10) == "x"  # it came back
+    ref = weakref.ref(q)
+    del q, job
+    gc.collect()
+    assert ref() is None

@@ -45,8 +45,9 @@ class Alarms:
                 self._cond.notify()
 
     def _start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="chute-alarms", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name="chute-alarms", daemon=True)
+        thread.start()  # if it cannot start, the next call tries again
+        self._thread = thread
 
     def _run(self) -> None:
         heap = self._heap
@@ -63,8 +64,10 @@ class Alarms:
                     self._cond.wait(min(wait, threading.TIMEOUT_MAX))
             try:
                 fn(*args)
-            except Exception:  # one failing alarm must not stop the others
+            except BaseException:  # one failing alarm must not stop the others
                 log.exception("a chute alarm failed")
+            # Not kept until the next alarm: they may be all that holds a queue.
+            del fn, args
 
     def _after_fork(self) -> None:
         # The thread did not survive the fork; the entries did (the child's

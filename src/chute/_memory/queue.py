@@ -272,6 +272,22 @@ class Queue(QueueWaits[T]):
             )
         return options
 
+    def _put_now(self, item: T, options: PutOptions) -> bool:
+        """``put_nowait`` with options: the room it sees is the plain one's
+        (as ``queue.Queue``'s, blocked putters not counted); False if the
+        key is in the queue."""
+        with self._guard:
+            if self._state:
+                raise QueueShutDown(item=item)
+            if options[2] in self._keys:
+                return False
+            maxsize = self._maxsize
+            if maxsize and len(self._items) + self._n_scheduled >= maxsize:
+                raise QueueFull(f"queue is full (maxsize={maxsize})")
+            wake = self._store_with([item], *options)
+        self._wake_list(wake)
+        return True
+
     #: How the queue orders its items (named when it refuses ``priority=``).
     _order_is: ClassVar[str] = "it hands out items in the order they were put"
 
@@ -291,8 +307,7 @@ class Queue(QueueWaits[T]):
         """Put ``item`` at once; ``QueueFull`` if there is no room (not enqueued).
         ``delay``, ``priority`` and ``key`` as for ``put``."""
         if delay is not None or priority is not _PLAIN or key is not None:
-            options = self._options(delay, priority, key)
-            stored = self._put_blocking([item], block=False, timeout=None, options=options)
+            stored = self._put_now(item, self._options(delay, priority, key))
             return stored if key is not None else None
         mutex = self._mutex
         mutex.acquire()
@@ -373,7 +388,7 @@ class Queue(QueueWaits[T]):
         mutex.acquire()
         try:
             n = len(self._items)
-            if n and not self._nreturned and not self._state:
+            if n and not self._nreturned and not self._state and not self._n_scheduled:
                 if n > self._peak:
                     self._peak = n
                 item: T = self._items.popleft()
@@ -457,7 +472,7 @@ class Queue(QueueWaits[T]):
             if immediate:
                 self._state = IMMEDIATE
                 items = self._items
-                self._peak = max(self._peak, len(items))
+                self._peak = max(self._peak, len(items) + self._n_scheduled)
                 out = []
                 while items:
                     out.append(items.popleft())

@@ -23,7 +23,7 @@ from .._exceptions import JobSettledError, QueueShutDown
 from .._waiters import GET, JOIN, Waiter, WaitKind
 from . import alarms
 from .job import MemoryJob
-from .stores import Heap, Ranked, Returned
+from .stores import Ranked, Returned
 
 if TYPE_CHECKING:
     from .sync import SyncQueue
@@ -38,6 +38,7 @@ __all__ = [
     "KeyTaken",
     "NeverFits",
     "QueueState",
+    "Refused",
     "TimedOut",
 ]
 
@@ -62,6 +63,16 @@ class NeverFits(ValueError):
 
     def __init__(self, message: str, wake: list[Waiter]) -> None:
         super().__init__(message)
+        self.wake = wake
+
+
+class Refused(Exception):
+    """Internal: the store refused an item of a put (``error``, for the
+    caller); ``wake``: the putters that the room it gives up lets in."""
+
+    def __init__(self, error: Exception, wake: list[Waiter]) -> None:
+        super().__init__()
+        self.error = error
         self.wake = wake
 
 
@@ -150,7 +161,7 @@ class QueueState(Generic[T]):
         self._refresh()
         self._dead: list[DeadLetter[T]] = []
         # Items nacked with a delay, until their alarm gives them back.
-        self._delayed: dict[MemoryJob[T], Returned] = {}
+        self._delayed: dict[object, Returned] = {}
         self._sync: SyncQueue[T] | None = None
 
     # -- storage hooks (overridden by LifoQueue and PriorityQueue) -----------
@@ -167,7 +178,10 @@ class QueueState(Generic[T]):
     def _refresh(self) -> None:
         """Recompute the fast paths' thresholds after any change of state."""
         closed = self._state
-        self._get_floor = HUGE if closed or self._nreturned else self._get_promised
+        # The general path while wrapped items are stored (it unwraps them)
+        # or scheduled ones wait (it counts them in the peak size).
+        wrapped = self._nreturned or self._n_scheduled
+        self._get_floor = HUGE if closed or wrapped else self._get_promised
         maxsize = self._maxsize
         if closed or (maxsize and self._putters):
             self._put_ceiling = -1
@@ -187,7 +201,8 @@ class QueueState(Generic[T]):
         """Store every item of ``batch``, or none: an item the store refuses
         (a priority that cannot be compared) leaves the queue as it was."""
         items = self._items
-        snapshot = list(items) if type(items) is Heap and len(batch) > 1 else None
+        # Heaps are restored from a copy; deques drop what was appended.
+        snapshot = list(items) if not isinstance(items, deque) and len(batch) > 1 else None
         pushed = 0
         try:
             for item in batch:
@@ -221,10 +236,11 @@ class QueueState(Generic[T]):
             batch = [Returned(x, 0, None, key, priority) for x in batch]
         if delay is not None:
             token = object()
+            # First: if the alarm cannot be set, nothing has changed yet.
+            alarms.call_later(delay, _come_due, weakref.ref(self), token)
             self._scheduled[token] = batch
             self._n_scheduled += len(batch)
             self._put_promised += len(batch)  # the room it holds until due
-            alarms.call_later(delay, _come_due, weakref.ref(self), token)
             wake = NO_WAKE
             self._unfinished += len(batch)
         else:
@@ -266,6 +282,7 @@ class QueueState(Generic[T]):
                         self._keys.discard(x.key)
                     item = x.item if type(x) is Returned else x
                     self._dead.append(dead_letter(item, 0, info))
+                self._n_removed += len(batch)  # counted in the size, never got
                 wake = self._finish(len(batch))
                 if self._putters:  # the room it held is free
                     wake += self._claim_putters()
@@ -281,7 +298,7 @@ class QueueState(Generic[T]):
             self._get_promised += 1
             # Only the get floor depends on what changed (a full _refresh()
             # is measurable here: this runs once per wake-up).
-            if not self._state and not self._nreturned:
+            if not self._state and not self._nreturned and not self._n_scheduled:
                 self._get_floor = self._get_promised
             return w
         return None
@@ -327,8 +344,8 @@ class QueueState(Generic[T]):
     def _take(self, *, reserve: bool, batch: int | None) -> tuple[Any, list[Waiter]]:
         """Pop one item (or up to ``batch``); claim putters for the room made."""
         items = self._items
-        if len(items) > self._peak:
-            self._peak = len(items)
+        if len(items) + self._n_scheduled > self._peak:
+            self._peak = len(items) + self._n_scheduled
         pop = items.popleft
         out: list[Any] = []
         deliveries = 0
@@ -374,14 +391,26 @@ class QueueState(Generic[T]):
             return wake
         return []
 
-    def _give_back(self, returned: Returned) -> Waiter | None:
-        """Return a reserved item to the store (front by the queue's order)."""
-        self._items.appendleft(returned)
+    def _give_back(self, returned: Returned) -> list[Waiter]:
+        """Return a reserved item to the store (front by the queue's order).
+
+        One the store cannot order (a ``PriorityQueue`` item that no longer
+        compares with those stored) goes to the dead letters with that
+        error, rather than being lost: it is settled, nobody is left to tell.
+        """
+        try:
+            self._items.appendleft(returned)
+        except Exception as exc:
+            if returned.key is not None:
+                self._keys.discard(returned.key)
+            self._dead.append(dead_letter(returned.item, returned.deliveries, ErrorInfo.of(exc)))
+            return self._finish(1)
         self._nreturned += 1
         self._n_returns += 1
         if self._getters:
-            return self._claim_getter()
-        return None
+            w = self._claim_getter()
+            return [w] if w is not None else []
+        return []
 
     def _try_get(
         self, prev: Waiter | None, *, reserve: bool, batch: int | None, expired: bool
@@ -400,8 +429,8 @@ class QueueState(Generic[T]):
         if n > self._get_promised or (closed and n):
             if batch is None and not reserve and not self._nreturned:
                 # The common case, kept short: one plain item.
-                if n > self._peak:
-                    self._peak = n
+                if n + self._n_scheduled > self._peak:
+                    self._peak = n + self._n_scheduled
                 return items.popleft(), (self._claim_putters() if self._putters else NO_WAKE)
             if batch is not None and not closed:
                 batch = min(batch, n - self._get_promised)  # leave the promised items
@@ -440,9 +469,15 @@ class QueueState(Generic[T]):
         # behind the putters already waiting: one fair order.
         room = maxsize - len(self._items) - self._put_promised
         if not maxsize or (len(batch) <= room and (prev is not None or not self._putters)):
-            if options is not None:
-                return self._store_with(batch, *options)
-            self._push_all(batch)
+            try:
+                if options is not None:
+                    return self._store_with(batch, *options)
+                self._push_all(batch)
+            except Exception as exc:
+                # The store refused an item (a priority it cannot order):
+                # nothing stored, and the room this putter was promised
+                # goes to those behind it.
+                raise Refused(exc, self._claim_putters() if self._putters else []) from None
             return self._stored(len(batch))
         if len(batch) > maxsize:  # the bound was lowered while it waited
             raise NeverFits(
@@ -547,27 +582,25 @@ class QueueState(Generic[T]):
                 wake = self._finish(1)
             elif delay:
                 job._outcome = "retried"
-                self._delayed[job] = job._returned(info)
+                token = object()
                 # The process's alarm thread, not the caller's loop: the item
                 # must come back even if that loop has ended by then.
-                alarms.call_later(delay, _undelay, weakref.ref(self), job)
+                alarms.call_later(delay, _undelay, weakref.ref(self), token)
+                self._delayed[token] = job._returned(info)
             else:
                 job._outcome = "retried"
                 self._in_flight -= 1
-                w = self._give_back(job._returned(info))
-                if w is not None:
-                    wake = [w]
+                wake = self._give_back(job._returned(info))
         self._wake_list(wake)
 
-    def _undelay(self, key: MemoryJob[T]) -> None:
+    def _undelay(self, token: object) -> None:
         with self._guard:
-            entry = self._delayed.pop(key, None)
+            entry = self._delayed.pop(token, None)
             if entry is None:  # taken by shutdown(immediate=True) meanwhile
                 return
             self._in_flight -= 1
-            w = self._give_back(entry)
-        if w is not None:
-            self._wake(w)
+            wake = self._give_back(entry)
+        self._wake_list(wake)
 
 
 # The alarm thread holds a queue only weakly: a queue nobody uses any more
@@ -580,10 +613,10 @@ def _come_due(ref: weakref.ref[QueueState[Any]], token: object) -> None:
         queue._come_due(token)
 
 
-def _undelay(ref: weakref.ref[QueueState[Any]], job: MemoryJob[Any]) -> None:
+def _undelay(ref: weakref.ref[QueueState[Any]], token: object) -> None:
     queue = ref()
     if queue is not None:
-        queue._undelay(job)
+        queue._undelay(token)
 
 
 def dead_letter(item: Any, deliveries: int, error: ErrorInfo | None) -> DeadLetter[Any]:

@@ -76,7 +76,10 @@ class SyncQueue(SyncFaceBase[T]):
         if delay is not None or priority is not _PLAIN or key is not None:
             q = self._q
             options = q._options(delay, priority, key)
-            stored = q._put_blocking([item], block=block, timeout=timeout, options=options)
+            if not block:
+                stored = q._put_now(item, options)  # as queue.Queue: exactly put_nowait()
+            else:
+                stored = q._put_blocking([item], block=True, timeout=timeout, options=options)
             return stored if key is not None else None
         if not block:
             return self._q.put_nowait(item)  # as queue.Queue: exactly put_nowait()

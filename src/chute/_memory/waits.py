@@ -29,7 +29,7 @@ from .._waiters import (
     check_not_on_loop,
     expire,
 )
-from .state import KeyTaken, NeverFits, PutOptions, QueueState, TimedOut
+from .state import KeyTaken, NeverFits, PutOptions, QueueState, Refused, TimedOut
 
 __all__ = ["QueueWaits"]
 
@@ -100,6 +100,7 @@ class QueueWaits(QueueState[T]):
         deadline = None if timeout is None else loop.time() + timeout
         waiter: AsyncWaiter | None = None
         never: NeverFits | None = None
+        refused: Refused | None = None
         taken = False
         expired = timeout == 0
         mutex = self._mutex
@@ -116,6 +117,8 @@ class QueueWaits(QueueState[T]):
                     never, wake = exc, exc.wake  # woken below, with the mutex released
                 except KeyTaken as exc:
                     taken, wake = True, exc.wake
+                except Refused as exc:
+                    refused, wake = exc, exc.wake
                 if wake is None:
                     front = waiter is not None
                     waiter = AsyncWaiter(loop, len(batch), PUT)
@@ -130,6 +133,8 @@ class QueueWaits(QueueState[T]):
                 self._wake_list(wake)
                 if never is not None:
                     raise ValueError(*never.args)
+                if refused is not None:
+                    raise refused.error
                 return not taken
             assert waiter is not None
             handle = None if deadline is None else loop.call_at(deadline, expire, waiter.fut)
@@ -273,6 +278,9 @@ class QueueWaits(QueueState[T]):
         except KeyTaken as exc:
             self._wake_list(exc.wake)
             return False
+        except Refused as exc:
+            self._wake_list(exc.wake)
+            raise exc.error from None
         except TimedOut:
             raise QueueFull(
                 f"queue is full (maxsize={self._maxsize})"
