@@ -6,6 +6,10 @@ consumers (4): ``Workers(q, handle, min_workers=4, max_workers=4).run()``
 against four tasks that each loop ``async with q.reserve() as job: await
 handle(job.item)`` until the queue is drained. Both acknowledge every item;
 the run checks that each was handled exactly once.
+
+A third column is the same ``Workers`` with ``chute.metrics`` watching the
+queue and the pool, scraped by a thread every ``SCRAPE_EVERY`` seconds
+(some 300 times as often as Prometheus's usual 15 s): what metrics cost.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .memory import _check
 
 CONSUMERS = 4
 DEFAULT_ITEMS = 100_000
+SCRAPE_EVERY = 0.05
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,15 @@ PEERS = (
             "await handle(job.item)` until `QueueShutDown`."
         ),
     ),
+    Way(
+        "scraped",
+        versus="chute.Workers",
+        note=(
+            "scraped: the same Workers with chute.metrics watching the queue and the pool, "
+            f"scraped (`generate_latest`) by a thread every {SCRAPE_EVERY * 1000:g} ms; its "
+            "(Nx) is chute.Workers' rate / its own (1.00x: metrics cost nothing)."
+        ),
+    ),
 )
 NOTES = (
     "The items are stored and the queue shut down before the clock starts; the clock "
@@ -85,17 +99,48 @@ async def _by_hand(q: Any, out: list[int]) -> None:
     await asyncio.gather(*(consume() for _ in range(CONSUMERS)))
 
 
-async def _workers(q: Any, out: list[int]) -> None:
+async def _workers(q: Any, out: list[int], *, scraped: bool = False) -> None:
     import chute
 
     async def handle(item: int) -> None:
         await _handle(item, out)
 
-    await chute.Workers(q, handle, min_workers=CONSUMERS, max_workers=CONSUMERS).run()
+    workers = chute.Workers(q, handle, min_workers=CONSUMERS, max_workers=CONSUMERS)
+    if not scraped:
+        await workers.run()
+        return
+    import threading
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    import chute.metrics
+
+    registry = CollectorRegistry()
+    collector = chute.metrics.ChuteCollector()
+    collector.watch(q, name="w")
+    collector.watch(workers, name="w")
+    registry.register(collector)
+    done = threading.Event()
+    scrapes = []
+
+    def scrape() -> None:
+        while not done.wait(SCRAPE_EVERY):
+            scrapes.append(generate_latest(registry))
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        await workers.run()
+    finally:
+        done.set()
+        scraper.join()
 
 
 async def run_once(sc: Scenario, way: Way, module: Any, n: int, timeout: float) -> float:
     import chute
+
+    if way.name == "scraped":
+        import chute.metrics  # imported before the clock starts, not in the first run
 
     with tempfile.TemporaryDirectory(prefix="chute-bench-") as folder:
         if sc.transport == "memory":
@@ -107,9 +152,11 @@ async def run_once(sc: Scenario, way: Way, module: Any, n: int, timeout: float) 
                 await q.put_batch(range(lo, min(lo + 1_000, n)))
             q.shutdown()
             out: list[int] = []
-            run = _workers if way.name == SUBJECT.name else _by_hand
             t0 = time.perf_counter()
-            await asyncio.wait_for(run(q, out), timeout)
+            if way.name == "by hand":
+                await asyncio.wait_for(_by_hand(q, out), timeout)
+            else:
+                await asyncio.wait_for(_workers(q, out, scraped=way.name == "scraped"), timeout)
             elapsed = time.perf_counter() - t0
         finally:
             aclose = getattr(q, "aclose", None)

@@ -57,6 +57,14 @@ def positive(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535 (0: any free one)."""
+    value = natural(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port (0 to 65535): {text!r}")
+    return value
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -245,6 +253,15 @@ def build() -> Parser:
         "--schedules", type=handler, metavar="module:NAME",
         help="also put the slots of these schedules (a list of chute.every() or chute.cron() "
         "in module), each once however many workers run them",
+    )  # fmt: skip
+    worker.add_argument(
+        "--metrics-port", type=port, metavar="PORT",
+        help="serve Prometheus metrics of the queue and the pool on http://HOST:PORT/metrics "
+        "(needs chute[metrics])",
+    )  # fmt: skip
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="HOST",
+        help="the address the metrics are served on (default 127.0.0.1; 0.0.0.0 for all)",
     )  # fmt: skip
     worker.add_argument("--max-deliveries", action=_Removed, help=argparse.SUPPRESS)
 

@@ -159,6 +159,7 @@ def worker(args: argparse.Namespace) -> int:
             )
             guard.workers = workers
             dead0 = (await asyncio.to_thread(q.statistics)).dead_lettered
+            metrics = _serve_metrics(args, out, q, workers)
 
             def look() -> live.Numbers:
                 return live.look(q, workers, dead_at_start=dead0, total=_total(args.until_empty))
@@ -167,6 +168,8 @@ def worker(args: argparse.Namespace) -> int:
             try:
                 stats = await drive(workers, view, args.grace, until_empty=args.until_empty)
             finally:
+                if metrics is not None:
+                    metrics.shutdown()
                 final = await asyncio.to_thread(look)
                 view.close(final)
             return stats, final, guard
@@ -189,6 +192,24 @@ def worker(args: argparse.Namespace) -> int:
     )
     _leave_stuck_handlers(out)
     return 0
+
+
+def _serve_metrics(args: argparse.Namespace, out: Any, queue: Any, workers: Workers[Any]) -> Any:
+    """``--metrics-port``: the HTTP server of ``chute.metrics``, or None."""
+    if args.metrics_port is None:
+        return None
+    try:
+        from .. import metrics
+    except ImportError as exc:
+        raise Failure(f"--metrics-port: {exc}") from None
+    try:
+        _, server = metrics.serve(args.metrics_port, queue, workers, host=args.metrics_host)
+    except OSError as exc:
+        where = f"{args.metrics_host}:{args.metrics_port}"
+        raise Failure(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
+    host, port = server.server_address[:2]
+    live.say(out, f"metrics on http://{host}:{port}/metrics")
+    return server
 
 
 def _leave_stuck_handlers(out: Any) -> None:

@@ -41,6 +41,7 @@ import pickle
 import signal
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -49,6 +50,7 @@ from typing import Any, Generic, Literal, TypeVar
 from .._exceptions import ChuteError, QueueShutDown
 from .._schedules import Schedule, Scheduler
 from .failures import _count, _FailureLog, _message, _name_of, _short, logger
+from .histogram import BUCKETS, HandlingTimes, HistogramSnapshot
 from .leases import LeaseKeeper
 from .processes import _ProcessPool
 from .scaling import plan
@@ -227,6 +229,9 @@ class Workers(Generic[T]):
         self._dead = 0
         self._failures = _FailureLog(logger)
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        #: How long the handlers take, from when chute.metrics watches the
+        #: pool (counting costs a little on every job: only when asked).
+        self._handling: HandlingTimes | None = None
         #: (when, processed) now and then, for the throughput.
         self._marks: collections.deque[tuple[float, int]] = collections.deque()
 
@@ -235,6 +240,11 @@ class Workers(Generic[T]):
     @property
     def workers(self) -> int:
         return len(self._tasks)
+
+    @property
+    def queue(self) -> Any:
+        """The queue the pool takes its items from."""
+        return self._queue
 
     @property
     def grace(self) -> float:
@@ -309,6 +319,8 @@ class Workers(Generic[T]):
         assert me is not None
         reserve, handler, is_async = self._queue.reserve, self._handler, self._async
         waiting, latencies = self._waiting, self._latencies
+        bounds = BUCKETS
+        first = bounds[0]
         clock = time.monotonic
         looked_again = False  # a delay ran out between a reserve and the look after it
         while not self._stopping:
@@ -367,6 +379,17 @@ class Workers(Generic[T]):
                         loop = asyncio.get_running_loop()
                         await loop.run_in_executor(self._executor, handler, job.item)
                 finally:
+                    took = clock() - t0
+                    times = self._handling
+                    if times is not None:
+                        # Bumped inline, the usual bucket first: a method
+                        # call per job is measurable here (benchmarks, workers).
+                        cells = times.cells
+                        if took <= first:
+                            cells[0] += 1
+                        else:
+                            cells[bisect_left(bounds, took)] += 1
+                        cells[-1] += took
                     if keeper is not None:
                         keeper.stop()
             except asyncio.CancelledError as exc:
@@ -391,7 +414,7 @@ class Workers(Generic[T]):
                 await asyncio.shield(_settle(job, "nack", error=exc))
                 raise
             else:
-                latencies.append(clock() - t0)
+                latencies.append(took)
                 try:
                     await job.aack()  # settled off the loop's thread
                 except asyncio.CancelledError:
@@ -683,6 +706,17 @@ class Workers(Generic[T]):
             latency_p50=_percentile(lat, 0.50),
             latency_p95=_percentile(lat, 0.95),
         )
+
+    def handling_times(self) -> HistogramSnapshot | None:
+        """How long the handlers took (failures too), as cumulative counts
+        per bucket of seconds: a Prometheus histogram. Counted from the
+        first ``time_handlers()`` on (``chute.metrics`` calls it); None before."""
+        return None if self._handling is None else self._handling.snapshot()
+
+    def time_handlers(self) -> None:
+        """Start counting handling times for ``handling_times()`` (idempotent)."""
+        if self._handling is None:
+            self._handling = HandlingTimes()
 
     def __repr__(self) -> str:
         busy = len(self._tasks) - len(self._waiting)
