@@ -61,6 +61,12 @@ class QueueStatistics:
     #: Items put with ``put(delay=)`` and not due yet: a part of ``size``
     #: (they count toward ``maxsize``), though no get takes them before then.
     scheduled: int = 0
+    #: Seconds the oldest item a get could take now has waited since it was
+    #: put (an item put with ``delay=``: since it came due; an item given
+    #: back by ``nack()``: since it was first put), by the store's clock;
+    #: None when no item is ready, or where the queue does not keep put
+    #: times (the in-process queues).
+    oldest_ready_age: float | None = None
 
 
 class Unset(enum.Enum):
@@ -130,7 +136,9 @@ class DeadLetter(Generic[T]):
     overran the lease on its last try) or ``"undecodable"``. ``error_type``,
     ``error`` and ``traceback`` describe the last exception it failed with
     (``None`` where none was given: a bare ``nack()`` or an expired lease).
-    ``died_at`` is a Unix timestamp.
+    ``died_at`` is a Unix timestamp. ``id`` is the letter's stable id in its
+    store (a stored queue's, for ``requeue_dead(ids)`` and
+    ``purge_dead(ids)``); None for the in-process queues.
     """
 
     item: T
@@ -140,6 +148,7 @@ class DeadLetter(Generic[T]):
     error_type: str | None = None
     error: str | None = None
     traceback: str | None = None
+    id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain values (``item`` as given), for JSON."""
@@ -151,6 +160,7 @@ class DeadLetter(Generic[T]):
             "error_type": self.error_type,
             "error": self.error,
             "traceback": self.traceback,
+            "id": self.id,
         }
 
 

@@ -128,6 +128,9 @@ IMMEDIATE_REMOVES = _declaring("immediate_shutdown_removes")
 RESERVE = set(TRANSPORTS)  # reserve(): every transport
 DEAD_LETTERS = set(TRANSPORTS)  # max_deliveries and the dead letters: every transport
 FAIR = {"memory"}  # waiters served in arrival order, promised items kept for them
+# A store keeps the items: dead letters with ids (pages, requeue and purge by
+# id), and put times (statistics().oldest_ready_age).
+STORED = set(TRANSPORTS) - {"memory", "process", "process-peer"}
 # A cancel lands before the cancelled call runs again. Not so when the call
 # runs in another process: cancelling it there is a message, which the call
 # may beat (process-peer covers the same paths in the tests that can be
@@ -208,6 +211,12 @@ def make_durable_queue(request: pytest.FixtureRequest) -> QueueFactory:
 @pytest.fixture(params=sorted(DEAD_LETTERS))
 def make_dead_letter_queue(request: pytest.FixtureRequest) -> QueueFactory:
     """Transports that offer max_deliveries and dead letters."""
+    return QueueFactory(request.param, TRANSPORTS[request.param].make)
+
+
+@pytest.fixture(params=sorted(STORED))
+def make_stored_queue(request: pytest.FixtureRequest) -> QueueFactory:
+    """Transports that keep their items in a store (SQLite, Redis, PostgreSQL)."""
     return QueueFactory(request.param, TRANSPORTS[request.param].make)
 
 

@@ -4,6 +4,7 @@ the loop), ``closed``, and the capabilities the SQLite backend declares."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -24,7 +25,12 @@ async def test_aqsize_and_astatistics_answer_as_their_sync_forms(tmp_path):
         job = await q.reserve()
         assert await q.aqsize() == q.qsize() == 2
         stats = await q.astatistics()
-        assert stats == q.statistics()
+        later = q.statistics()
+        # The same, but for the age of the oldest ready item, which grows.
+        assert stats.oldest_ready_age is not None
+        assert later.oldest_ready_age is not None
+        assert 0 <= stats.oldest_ready_age <= later.oldest_ready_age
+        assert stats == dataclasses.replace(later, oldest_ready_age=stats.oldest_ready_age)
         assert (stats.size, stats.in_flight, stats.maxsize, stats.total_put) == (2, 1, 5, 3)
         await job.aack()
 

@@ -148,9 +148,15 @@ def _old_file(path) -> None:
 async def test_a_file_of_the_previous_schema_is_migrated_in_place(tmp_path):
     path = tmp_path / "old.db"
     _old_file(path)
+    opened = time.time()
     async with chute.open(f"sqlite:///{path}", "q", create=False) as q:
         # Opened as a look (create=False, no bounds): the stored ones hold.
         assert (q.maxsize, q.unfinished_tasks) == (10, 3)
+        # Its items kept no put time: they count from the migration.
+        s = await q.astatistics()
+        assert s.size == 3
+        assert s.oldest_ready_age is not None
+        assert 0 <= s.oldest_ready_age <= time.time() - opened
         (old,) = q.dead_letters()
         assert (old.item, old.deliveries, old.died_at) == ("old dead", 2, 1700000000.0)
         assert old.reason == "failed"
@@ -174,7 +180,7 @@ async def test_a_file_of_the_previous_schema_is_migrated_in_place(tmp_path):
         assert (await q.astatistics()).scheduled == 1
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     finally:
         conn.close()
 

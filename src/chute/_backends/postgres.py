@@ -38,6 +38,7 @@ from .._durable.backend import (
     Record,
     Settle,
     Stored,
+    row_ids,
 )
 from .._durable.queue import DurableQueue, checked_opening
 from .._durable.steps import answer, shielded
@@ -292,7 +293,8 @@ class PostgresBackend:
             rows = await fn(conn)
             if rows and rows[0][0] is None:
                 return Claimed([], rows[0][4], seq)
-            return Claimed([Record(r[0], r[1], r[2], r[3], (r[5], r[6])) for r in rows], None, seq)
+            records = [Record(r[0], r[1], r[2], r[3], (r[5], r[6], r[7])) for r in rows]
+            return Claimed(records, None, seq)
 
         return Sql(claim, _claimed_rings(n))
 
@@ -306,6 +308,7 @@ class PostgresBackend:
             leased,
             [r.extra[0] if r.extra else 0 for r in records],
             [r.extra[1] if r.extra else None for r in records],
+            [r.extra[2] if r.extra else None for r in records],
         )
         return Sql(fn, {Wait.GET: len(records)})
 
@@ -338,8 +341,8 @@ class PostgresBackend:
 
     # -- the queue -------------------------------------------------------------------
 
-    def counts(self) -> Sql[Counts]:
-        return Sql(self._fn("counts", fetch="fetchrow", then=_counts))
+    def counts(self, *, oldest: bool = False) -> Sql[Counts]:
+        return Sql(self._fn("counts", oldest, fetch="fetchrow", then=_counts))
 
     def _change(self, sql: str, *args: Any) -> Fn[None]:
         """An UPDATE of the queue's row, and a ring of everyone, in one statement."""
@@ -374,26 +377,44 @@ class PostgresBackend:
     def reopen(self) -> Sql[None]:
         return Sql(self._change(f"UPDATE {self._s}.chute_queue SET state = 0"), EVERYONE)
 
-    def dead_letters(self, *, purge: bool) -> Sql[list[DeadRecord]]:
-        columns = "id, data, deliveries, died_at, reason, last_error"
+    def dead_letters(
+        self, *, limit: int | None = None, offset: int = 0, newest_first: bool = False
+    ) -> Sql[list[DeadRecord]]:
         dead = f"{self._s}.chute_dead"
+        order = "DESC" if newest_first else "ASC"
+        # The page's ids first, from the (queue, id) index alone: the rows
+        # an offset skips are never read from the table.
         sql = (
-            f"WITH d AS (DELETE FROM {dead} WHERE queue = $1 RETURNING {columns}) "
-            "SELECT * FROM d ORDER BY id"
-            if purge
-            else f"SELECT {columns} FROM {dead} WHERE queue = $1 ORDER BY id"
+            f"SELECT {_DEAD_COLUMNS} FROM {dead} WHERE id IN ("
+            f"SELECT id FROM {dead} WHERE queue = $1 ORDER BY id {order} LIMIT $2 OFFSET $3) "
+            f"ORDER BY id {order}"
         )
-        queue = self._id
+        args = (self._id, limit, offset)
 
         async def listing(conn: Any) -> list[DeadRecord]:
-            rows = await conn.fetch(sql, queue)
-            return [DeadRecord.from_row(*row[1:]) for row in rows]
+            return [DeadRecord.from_row(*row) for row in await conn.fetch(sql, *args)]
 
         return Sql(listing)
 
-    def requeue_dead(self) -> Sql[int]:
-        return Sql(self._fn("requeue_dead"), EVERYONE)
+    def purge_dead(self, ids: list[str] | None = None) -> Sql[list[DeadRecord]]:
+        dead = f"{self._s}.chute_dead"
+        chosen = "" if ids is None else " AND id = ANY($2::bigint[])"
+        sql = (
+            f"WITH d AS (DELETE FROM {dead} WHERE queue = $1{chosen} RETURNING {_DEAD_COLUMNS}) "
+            "SELECT * FROM d ORDER BY id"
+        )
+        args = (self._id,) if ids is None else (self._id, row_ids(ids))
 
+        async def purging(conn: Any) -> list[DeadRecord]:
+            return [DeadRecord.from_row(*row) for row in await conn.fetch(sql, *args)]
+
+        return Sql(purging)
+
+    def requeue_dead(self, ids: list[str] | None = None) -> Sql[int]:
+        return Sql(self._fn("requeue_dead", None if ids is None else row_ids(ids)), EVERYONE)
+
+
+_DEAD_COLUMNS = "id, data, deliveries, died_at, reason, last_error"
 
 #: The schema's functions that take the sender last (their notification says who).
 _SENDS = {"put", "take_back", "claim", "give_back", "bury", "settle", "task_done", "requeue_dead"}

@@ -9,9 +9,18 @@ and the counters (its field ``v``, the schema, marks the queue as chute's:
 (a stream: the item, its deliveries, why it died and its last error; the
 entry's id says when); ``chute:{name}:later``, the items given back with a
 delay (a sorted set); ``chute:{name}:back``, the ids of entries given back
-in place (still pending, but waiting to be claimed); and
+in place (still pending, but waiting to be claimed);
 ``chute:{name}:errors``, the last error of each item that failed with one
-(a hash by entry id, deleted with the entry).
+(a hash by entry id, deleted with the entry); and ``chute:{name}:deadrank``,
+the dead letters' ids in order (a sorted set, kept by every burial), where
+a page of dead letters at an offset finds its first entry by rank instead
+of walking the stream to it.
+
+The age of the oldest ready item (``statistics().oldest_ready_age``) is,
+here, the time since the oldest waiting entry joined the stream (its id's
+milliseconds): for an item put with a delay, or given back with one, since
+the get that moved it into the stream once due; for an item given back
+without a delay, or by a cancelled get, since its put.
 
 The bounds (``maxsize``, ``max_deliveries``) are stored in the meta hash
 and the scripts read them at every call. Every change is one Lua script
@@ -34,6 +43,7 @@ place, made claimable at once (``XCLAIM ... IDLE``).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, cast
@@ -451,7 +461,7 @@ class RedisBackend(ServerLink):
 
     # -- the queue -------------------------------------------------------------------------
 
-    def counts(self) -> Script[Counts]:
+    def counts(self, *, oldest: bool = False) -> Script[Counts]:
         def parse(reply: Any) -> Counts:
             if text(reply[0]) == "gone":
                 raise self._gone()
@@ -469,9 +479,10 @@ class RedisBackend(ServerLink):
                 dead=m.dead,
                 unfinished=m.unfinished,
                 scheduled=m.scheduled,
+                oldest_ready_age=None if m.oldest_ms is None else m.oldest_ms / 1000,
             )
 
-        return Script("read", [self._consumer], parse)
+        return Script("read", [self._consumer, int(oldest)], parse)
 
     def _control(self, args: list[Any], rings: Rings, *, unblock: bool = False) -> Script[None]:
         def parse(reply: Any) -> None:
@@ -507,26 +518,16 @@ class RedisBackend(ServerLink):
 
         return Script("declare", self._declare_args(maxsize, max_deliveries, False), parse)
 
-    def dead_letters(self, *, purge: bool) -> Script[list[DeadRecord]]:
-        def parse(reply: Any) -> list[DeadRecord]:
-            out: list[DeadRecord] = []
-            for i in range(0, len(reply), 5):
-                id_, data, deliveries, reason, error = reply[i : i + 5]
-                out.append(
-                    DeadRecord(
-                        data=data,
-                        deliveries=int(text(deliveries) or 0),
-                        # Buried with an id of the server's clock: when it died.
-                        died_at=int(text(id_).split("-")[0]) / 1000,
-                        reason=text(reason) or "failed",  # schema 1 kept no reason
-                        error=error_info(error),
-                    )
-                )
-            return out
+    def dead_letters(
+        self, *, limit: int | None = None, offset: int = 0, newest_first: bool = False
+    ) -> Script[list[DeadRecord]]:
+        args = ["page", offset, -1 if limit is None else limit, int(newest_first)]
+        return Script("dead", args, _dead_records)
 
-        return Script("dead", ["purge" if purge else "list"], parse)
+    def purge_dead(self, ids: list[str] | None = None) -> Script[list[DeadRecord]]:
+        return Script("dead", ["purge", *_chosen(ids)], _dead_records)
 
-    def requeue_dead(self) -> Script[int]:
+    def requeue_dead(self, ids: list[str] | None = None) -> Script[int]:
         def parse(reply: Any) -> int:
             n = int(reply)
             if n < 0:
@@ -535,7 +536,41 @@ class RedisBackend(ServerLink):
             self.hub.ring({Wait.GET: n, Wait.JOIN: ALL})
             return n
 
-        return Script("dead", ["requeue"], parse)
+        return Script("dead", ["requeue", *_chosen(ids)], parse)
+
+
+#: A stream entry id as the server makes one: two unsigned 64-bit numbers.
+_ENTRY_ID = re.compile(r"(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
+
+
+def _chosen(ids: list[str] | None) -> list[str]:
+    """The dead script's arguments for ``ids``: all, or these (each checked
+    to be an entry id the server could have made: ``ValueError`` if not)."""
+    if ids is None:
+        return ["all"]
+    for id_ in ids:
+        found = _ENTRY_ID.fullmatch(id_)
+        if found is None or any(int(part) >= 2**64 for part in found.groups()):
+            raise ValueError(f"{id_!r} is not a dead letter id of this queue (a stream entry id)")
+    return ["ids", *ids]
+
+
+def _dead_records(reply: Any) -> list[DeadRecord]:
+    out: list[DeadRecord] = []
+    for i in range(0, len(reply), 5):
+        id_, data, deliveries, reason, error = reply[i : i + 5]
+        out.append(
+            DeadRecord(
+                data=data,
+                deliveries=int(text(deliveries) or 0),
+                # Buried with an id of the server's clock: when it died.
+                died_at=int(text(id_).split("-")[0]) / 1000,
+                reason=text(reason) or "failed",  # schema 1 kept no reason
+                error=error_info(error),
+                id=text(id_),
+            )
+        )
+    return out
 
 
 class RedisQueue(DurableQueue[T]):

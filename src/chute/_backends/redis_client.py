@@ -179,12 +179,17 @@ class Meta(NamedTuple):
     held: int  # on a lease (or whose lease ran out, not yet claimed again)
     delayed: int  # given back with a delay, not claimable yet
     scheduled: int  # put with a delay, not due yet
+    #: Asked for: ms since the oldest waiting entry joined the stream.
+    oldest_ms: int | None = None
 
     @classmethod
     def of(cls, reply: Any) -> Meta:
         v = [None if x in (None, b"") else int(text(x)) for x in reply]
         n = [0 if x is None else x for x in v]
-        return cls(n[0], n[1], n[2], v[3], *n[4:13])
+        oldest = v[13] if len(v) > 13 else None
+        if oldest is not None and oldest < 0:  # asked, and none waits
+            oldest = None
+        return cls(n[0], n[1], n[2], v[3], *n[4:13])._replace(oldest_ms=oldest)
 
 
 class Backoff:

@@ -44,7 +44,18 @@ GROUP = "chute"
 #: (and how soon the finisher tries again while the server is away).
 POLL = 0.02
 #: The key parts of a queue, in the order the scripts see them as KEYS.
-KEY_PARTS = ("items", "meta", "dead", "later", "back", "errors", "keys", "keyof", "marks")
+KEY_PARTS = (
+    "items",
+    "meta",
+    "dead",
+    "later",
+    "back",
+    "errors",
+    "keys",
+    "keyof",
+    "marks",
+    "deadrank",
+)
 #: id, pending count: what the scripts check a plain get's entry against.
 Pair = tuple[bytes, int]
 

@@ -142,15 +142,32 @@ local function finish(K, consumer, first)
   end
   return #ids
 end
+-- A dead letter's id as a member of the dead letters' index (K[10]): its
+-- two numbers zero-padded, so that the members' order (all of score 0,
+-- ordered as strings) is the stream's, and a rank finds an entry in
+-- O(log n) where walking the stream to an offset costs O(offset).
+local function pad(digits)
+  return string.rep('0', 20 - #digits) .. digits
+end
+local function dead_member(id)
+  local dash = string.find(id, '-', 1, true)
+  return pad(string.sub(id, 1, dash - 1)) .. '-' .. pad(string.sub(id, dash + 1))
+end
+local function member_id(member)
+  return string.match(string.sub(member, 1, 20), '^0*(%d+)$') .. '-'
+      .. string.match(string.sub(member, 22), '^0*(%d+)$')
+end
 -- To the dead letters, with why: reason, and the error given (or else the
 -- last one the item failed with). The dead entry's id tells when.
 local function bury(K, id, data, deliveries, reason, err)
   if not err or err == '' then err = redis.call('HGET', K[6], id) end
+  local dead
   if err then
-    redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries, 'r', reason, 'e', err)
+    dead = redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries, 'r', reason, 'e', err)
   else
-    redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries, 'r', reason)
+    dead = redis.call('XADD', K[3], '*', 'd', data, 'n', deliveries, 'r', reason)
   end
+  redis.call('ZADD', K[10], 0, dead_member(dead))
   remove(K, id)
   redis.call('HINCRBY', K[2], 'dead', 1)
   if tonumber(redis.call('HGET', K[2], 'unfinished')) > 0 then
@@ -473,18 +490,22 @@ return 'ok'
 """
 )
 
-# ARGV: consumer, then the entries plain gets returned, to delete first
-# (FINISH's), so that the counts never show them as held.
+# ARGV: consumer, oldest (1 | 0), then the entries plain gets returned, to
+# delete first (FINISH's), so that the counts never show them as held.
 # -> {v, state, maxsize, maxdel, total_put, total_got, peak, dead, unfinished,
-#     ready, held, delayed} | {'gone'}
+#     ready, held, delayed, scheduled, oldest} | {'gone'}
+# oldest (asked for, else -1): ms since the oldest waiting entry joined the
+# stream (by its id), -1 if none waits: the first entry the group has not
+# handed out yet, or the first given back in place (pending with the huge
+# idle time release() sets: XPENDING's IDLE filter finds it in id order).
 READ = (
     LIB
     + r"""
 local m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'maxdel', 'total_put',
                      'total_got', 'peak', 'dead', 'unfinished')
 if not m[1] then return {'gone'} end
-if #ARGV > 1 then
-  finish(KEYS, ARGV[1], 2)
+if #ARGV > 2 then
+  finish(KEYS, ARGV[1], 3)
   m = redis.call('HMGET', KEYS[2], 'v', 'state', 'maxsize', 'maxdel', 'total_put',
                  'total_got', 'peak', 'dead', 'unfinished')
 end
@@ -493,6 +514,25 @@ m[#m + 1] = pel_count(KEYS[1]) - redis.call('SCARD', KEYS[5])
 local scheduled = tonumber(redis.call('HGET', KEYS[2], 'scheduled') or '0')
 m[#m + 1] = redis.call('ZCARD', KEYS[4]) - scheduled
 m[#m + 1] = scheduled
+local since = nil
+if ARGV[2] == '1' then
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == 'chute' then
+      local e = redis.call('XRANGE', KEYS[1], '(' .. f['last-delivered-id'], '+', 'COUNT', 1)
+      if #e > 0 then since = id_parts(e[1][1]) end
+    end
+  end
+  if redis.call('SCARD', KEYS[5]) > 0 then
+    local p = redis.call('XPENDING', KEYS[1], 'chute', 'IDLE', 900000000000, '-', '+', 1)
+    if #p > 0 then
+      local ms = id_parts(p[1][1])
+      if not since or ms < since then since = ms end
+    end
+  end
+end
+m[#m + 1] = since and math.max(0, now_ms() - since) or -1
 return m
 """
 )
@@ -513,33 +553,111 @@ end
 return 'ok'
 """
 
-# ARGV: 'list' | 'purge' | 'requeue'
-# -> id, data, deliveries, reason, error, ... (list, purge) | count | -1 (shut down)
-# A dead letter of schema 1 has no reason and no error: "" for each.
-DEAD = r"""
-local entries = redis.call('XRANGE', KEYS[3], '-', '+')
-local out = {}
-for _, e in ipairs(entries) do
-  local kv, f = e[2], {}
-  for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
-  if f['d'] then
-    out[#out + 1] = e[1]; out[#out + 1] = f['d']; out[#out + 1] = f['n'] or '0'
-    out[#out + 1] = f['r'] or ''; out[#out + 1] = f['e'] or ''
+# ARGV: 'page', offset, limit (-1: all), newest first (1 | 0)
+#     | 'purge', 'all' | 'ids', id, ... | 'requeue', 'all' | 'ids', id, ...
+# -> id, data, deliveries, reason, error, ... (page, purge: oldest first)
+#    | count | -1 (requeue: shut down)
+# A dead letter of schema 1 has no reason and no error: "" for each. A page
+# at an offset starts at the entry of that rank in the index (K[10]), which
+# is made again first if it does not match the stream (a queue of an older
+# chute, or dead letters written by one): the entries skipped are neither
+# read nor sent. Ids no longer there are passed over.
+DEAD = (
+    LIB
+    + r"""
+local function same(K)
+  local n = redis.call('XLEN', K[3])
+  if redis.call('ZCARD', K[10]) ~= n then return false end
+  if n == 0 then return true end
+  local first = redis.call('XRANGE', K[3], '-', '+', 'COUNT', 1)[1][1]
+  local last = redis.call('XREVRANGE', K[3], '+', '-', 'COUNT', 1)[1][1]
+  return redis.call('ZRANGE', K[10], 0, 0)[1] == dead_member(first)
+     and redis.call('ZRANGE', K[10], -1, -1)[1] == dead_member(last)
+end
+local function index(K)
+  if same(K) then return end
+  redis.call('DEL', K[10])
+  local start = '-'
+  while true do
+    local es = redis.call('XRANGE', K[3], start, '+', 'COUNT', 1000)
+    if #es == 0 then break end
+    local args = {}
+    for _, e in ipairs(es) do
+      args[#args + 1] = 0
+      args[#args + 1] = dead_member(e[1])
+    end
+    redis.call('ZADD', K[10], unpack(args))
+    start = '(' .. es[#es][1]
   end
 end
-if ARGV[1] == 'purge' then
-  redis.call('DEL', KEYS[3])
-  redis.call('HSET', KEYS[2], 'dead', 0)
-elseif ARGV[1] == 'requeue' then
-  if redis.call('HGET', KEYS[2], 'state') ~= '0' then return -1 end
-  for i = 2, #out, 5 do redis.call('XADD', KEYS[1], '*', 'd', out[i]) end
-  redis.call('DEL', KEYS[3])
-  redis.call('HSET', KEYS[2], 'dead', 0)
-  redis.call('HINCRBY', KEYS[2], 'unfinished', #out / 5)
-  return #out / 5
+local function listed(entries, out)
+  for _, e in ipairs(entries) do
+    local kv, f = e[2], {}
+    for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+    if f['d'] then
+      out[#out + 1] = e[1]; out[#out + 1] = f['d']; out[#out + 1] = f['n'] or '0'
+      out[#out + 1] = f['r'] or ''; out[#out + 1] = f['e'] or ''
+    end
+  end
+  return out
 end
-return out
+-- The entries asked for (all, or those of the ids still there), oldest first.
+local function chosen(K)
+  if ARGV[2] == 'all' then return redis.call('XRANGE', K[3], '-', '+') end
+  local ids = {}
+  for i = 3, #ARGV do
+    if #redis.call('XRANGE', K[3], ARGV[i], ARGV[i]) > 0 then ids[#ids + 1] = ARGV[i] end
+  end
+  table.sort(ids, id_less)
+  local entries = {}
+  for _, id in ipairs(ids) do entries[#entries + 1] = redis.call('XRANGE', K[3], id, id)[1] end
+  return entries
+end
+local function drop(K, entries)
+  if ARGV[2] == 'all' then
+    redis.call('DEL', K[3], K[10])
+    redis.call('HSET', K[2], 'dead', 0)
+    return
+  end
+  for _, e in ipairs(entries) do
+    redis.call('XDEL', K[3], e[1])
+    redis.call('ZREM', K[10], dead_member(e[1]))
+  end
+  local left = tonumber(redis.call('HGET', K[2], 'dead') or '0') - #entries
+  redis.call('HSET', K[2], 'dead', math.max(left, 0))
+end
+if ARGV[1] == 'page' then
+  -- The numbers passed on as the strings they came as: a Lua number of 2^53
+  -- or more would be sent as "4.6e+18", which no command takes.
+  local offset, limit, newest = ARGV[2], ARGV[3], ARGV[4] == '1'
+  if limit == '0' then return {} end
+  local from = newest and '+' or '-'
+  if offset ~= '0' then
+    index(KEYS)
+    local m = redis.call(newest and 'ZREVRANGE' or 'ZRANGE', KEYS[10], offset, offset)
+    if #m == 0 then return {} end
+    from = member_id(m[1])
+  end
+  local range = newest and 'XREVRANGE' or 'XRANGE'
+  local to = newest and '-' or '+'
+  if limit == '-1' then return listed(redis.call(range, KEYS[3], from, to), {}) end
+  return listed(redis.call(range, KEYS[3], from, to, 'COUNT', limit), {})
+end
+if ARGV[1] == 'purge' then
+  local entries = chosen(KEYS)
+  drop(KEYS, entries)
+  return listed(entries, {})
+end
+-- requeue
+if redis.call('HGET', KEYS[2], 'state') ~= '0' then return -1 end
+local entries = chosen(KEYS)
+local out = listed(entries, {})
+for i = 2, #out, 5 do redis.call('XADD', KEYS[1], '*', 'd', out[i]) end
+drop(KEYS, entries)
+redis.call('HINCRBY', KEYS[2], 'unfinished', #out / 5)
+return #out / 5
 """
+)
 
 
 SCRIPTS = {

@@ -39,6 +39,7 @@ from .._durable.backend import (
     Settle,
     Stored,
     never_fits,
+    row_ids,
 )
 from .._durable.queue import DurableQueue, checked_opening
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
@@ -228,11 +229,12 @@ class SqliteBackend:
                 )
             rows: list[tuple[Any, ...]]
             if options is PLAIN:
-                rows = [(name, r) for r in records]
+                rows = [(name, r, now) for r in records]
                 statement = _INSERT
             else:
                 leased, due = (_SCHEDULED, now + delay) if delay else (_READY, 0)
-                rows = [(name, r, leased, due, priority, key) for r in records]
+                ready_at = due or now
+                rows = [(name, r, leased, due, priority, key, ready_at) for r in records]
                 statement = _INSERT_WITH
             if n == 1:
                 last = c.execute(statement, rows[0]).lastrowid or 0
@@ -293,12 +295,12 @@ class SqliteBackend:
                 if not found:
                     break
                 after = _in_order(found[-1])
-                for id_, data, deliveries, token, leased, priority, key in found:
+                for id_, data, deliveries, token, leased, priority, key, ready_at in found:
                     if leased == _LEASED and limit is not None and deliveries >= limit:
                         # Its holder's lease ran out on the last delivery allowed.
                         _to_dead(c, name, id_, now, "lease expired")
                         continue
-                    rows.append(Record(id_, data, deliveries, token, (priority, key)))
+                    rows.append(Record(id_, data, deliveries, token, (priority, key, ready_at)))
                 if len(found) < want:
                     break
             if not rows:
@@ -347,9 +349,9 @@ class SqliteBackend:
                 # A plain get freed their keys: a put may have taken one since.
                 # Then the item comes back without it (nothing lost).
                 c.executemany(
-                    "INSERT INTO chute_item (id, queue, data, deliveries, token, priority, key) "
-                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN EXISTS (SELECT 1 FROM chute_item "
-                    "WHERE queue = ?2 AND key = ?7) THEN NULL ELSE ?7 END)",
+                    "INSERT INTO chute_item (id, queue, data, deliveries, token, priority, key, "
+                    "ready_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN EXISTS (SELECT 1 FROM "
+                    "chute_item WHERE queue = ?2 AND key = ?7) THEN NULL ELSE ?7 END, ?8)",
                     [(r.key, name, r.data, r.deliveries, r.token, *r.extra) for r in records],
                 )
                 c.execute("UPDATE chute_queue SET stored = stored + ? WHERE name = ?", (n, name))
@@ -454,7 +456,7 @@ class SqliteBackend:
 
     # -- the queue ---------------------------------------------------------------
 
-    def counts(self) -> Op[Counts]:
+    def counts(self, *, oldest: bool = False) -> Op[Counts]:
         name = self.name
 
         def counts(c: sqlite3.Connection) -> Counts:
@@ -462,6 +464,10 @@ class SqliteBackend:
             row = _queue_row(c, name)
             leased, delayed, scheduled = c.execute(_OUT, (name, now)).fetchone()
             out = leased + delayed
+            age = None
+            if oldest:
+                (since,) = c.execute(_OLDEST, (name, now)).fetchone()
+                age = None if since is None else max(0.0, now - since)
             return Counts(
                 maxsize=row.maxsize,
                 max_deliveries=row.max_deliveries,
@@ -475,6 +481,7 @@ class SqliteBackend:
                 dead=row.dead,
                 unfinished=row.unfinished,
                 scheduled=scheduled,
+                oldest_ready_age=age,
             )
 
         return Op(counts, write=False)
@@ -499,35 +506,38 @@ class SqliteBackend:
             EVERYONE,
         )
 
-    def dead_letters(self, *, purge: bool) -> Op[list[DeadRecord]]:
-        name = self.name
+    def dead_letters(
+        self, *, limit: int | None = None, offset: int = 0, newest_first: bool = False
+    ) -> Op[list[DeadRecord]]:
+        # In id order on the (queue) index (which holds the row id): the
+        # rows skipped by the offset are stepped over in the index alone.
+        sql = _DEAD_LETTERS + (" ORDER BY id DESC" if newest_first else " ORDER BY id")
+        args = (self.name, -1 if limit is None else limit, offset)
 
         def listing(c: sqlite3.Connection) -> list[DeadRecord]:
-            rows = c.execute(_DEAD_LETTERS + " ORDER BY id", (name,)).fetchall()
-            return [DeadRecord.from_row(*row[1:]) for row in rows]
+            return [DeadRecord.from_row(*row) for row in c.execute(sql + " LIMIT ? OFFSET ?", args)]
+
+        return Op(listing, write=False)
+
+    def purge_dead(self, ids: list[str] | None = None) -> Op[list[DeadRecord]]:
+        name, chosen = self.name, None if ids is None else row_ids(ids)
 
         def purging(c: sqlite3.Connection) -> list[DeadRecord]:
-            rows = c.execute(
-                "DELETE FROM chute_dead WHERE queue = ? "
-                "RETURNING id, data, deliveries, died_at, reason, last_error",
-                (name,),
-            ).fetchall()
+            rows = _take_dead(c, name, chosen, _DEAD_COLUMNS)
             c.execute("UPDATE chute_queue SET dead = dead - ? WHERE name = ?", (len(rows), name))
-            return [DeadRecord.from_row(*row[1:]) for row in sorted(rows)]
+            return [DeadRecord.from_row(*row) for row in rows]
 
-        return Op(purging) if purge else Op(listing, write=False)
+        return Op(purging)
 
-    def requeue_dead(self) -> Op[int]:
-        name = self.name
+    def requeue_dead(self, ids: list[str] | None = None) -> Op[int]:
+        name, chosen = self.name, None if ids is None else row_ids(ids)
 
         def requeue(c: sqlite3.Connection) -> int:
             if _queue_row(c, name).state:
                 raise QueueShutDown("cannot requeue into a queue that is shut down")
-            rows = c.execute(
-                "DELETE FROM chute_dead WHERE queue = ? RETURNING id, data", (name,)
-            ).fetchall()
-            rows.sort()
-            c.executemany(_INSERT, [(name, d) for _, d in rows])
+            rows = _take_dead(c, name, chosen, "id, data")
+            now = time.time()
+            c.executemany(_INSERT, [(name, d, now) for _, d in rows])
             n = len(rows)
             c.execute(
                 "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
@@ -588,15 +598,17 @@ class SqliteQueue(DurableQueue[T]):
 
 # -- SQL ------------------------------------------------------------------------------
 
-_INSERT = "INSERT INTO chute_item (queue, data) VALUES (?, ?)"
+#: ``ready_at``: when the item is claimable from (put, or due), for the age
+#: of the oldest ready item; kept when it is given back.
+_INSERT = "INSERT INTO chute_item (queue, data, ready_at) VALUES (?, ?, ?)"
 #: A put with a delay, a priority or a key.
 _INSERT_WITH = (
-    "INSERT INTO chute_item (queue, data, leased, visible_at, priority, key) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO chute_item (queue, data, leased, visible_at, priority, key, ready_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 #: What a claim reads of an item: its key, data, deliveries, token, state
-#: (given as a constant), priority and put key.
-_COLUMNS = "id, data, deliveries, token, {state}, priority, key"
+#: (given as a constant), priority, put key and when it became ready.
+_COLUMNS = "id, data, deliveries, token, {state}, priority, key, ready_at"
 #: The first claimable items in the queue's order (priority, then id), ?1
 #: the queue, after (priority ?2, id ?5), at most ?3, ?4 the time: not
 #: leased (in order on their own index, however many are out on leases),
@@ -639,9 +651,41 @@ _NEXT_DUE = " UNION ALL ".join(
     f"SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = {state}"
     for state in (1, 2, 3)
 )
-_DEAD_LETTERS = (
-    "SELECT id, data, deliveries, died_at, reason, last_error FROM chute_dead WHERE queue = ?"
+_DEAD_COLUMNS = "id, data, deliveries, died_at, reason, last_error"
+_DEAD_LETTERS = f"SELECT {_DEAD_COLUMNS} FROM chute_dead WHERE queue = ?"
+#: When the oldest item claimable now (?1 the queue, ?2 the time) became
+#: ready, in index seeks only, however many items wait: for each priority
+#: (at most _LANES, found by a skip scan of the order index), the earliest
+#: ready time among its first _HEAD items in id order; the earliest due
+#: time of items put with a delay that came due (not yet made ready by a
+#: claim); and that of items whose lease or delay ran out (few: they are
+#: claimed first). Ids grow with put times, so in a priority only items
+#: put with a delay, which came due later than they were put, can stand
+#: before an older one: looking past the first one covers them (all but
+#: more than _HEAD of them together at the head: then the age says less).
+_LANES, _HEAD = 1000, 8
+_OLDEST = f"""
+WITH RECURSIVE lane(p, n) AS (
+    SELECT (SELECT priority FROM chute_item WHERE queue = ?1 AND leased = 0
+            ORDER BY priority LIMIT 1), 1
+    UNION ALL
+    SELECT (SELECT priority FROM chute_item WHERE queue = ?1 AND leased = 0
+            AND priority > lane.p ORDER BY priority LIMIT 1), n + 1
+    FROM lane WHERE lane.p IS NOT NULL AND lane.n < {_LANES}
 )
+SELECT min(at) FROM (
+    SELECT (SELECT min(ready_at) FROM chute_item WHERE id IN (
+                SELECT id FROM chute_item WHERE queue = ?1 AND leased = 0
+                AND priority = lane.p ORDER BY id LIMIT {_HEAD})) AS at
+    FROM lane WHERE lane.p IS NOT NULL
+    UNION ALL
+    SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = 3 AND visible_at <= ?2
+    UNION ALL
+    SELECT min(ready_at) FROM chute_item WHERE queue = ?1 AND leased = 1 AND visible_at <= ?2
+    UNION ALL
+    SELECT min(ready_at) FROM chute_item WHERE queue = ?1 AND leased = 2 AND visible_at <= ?2
+)
+"""
 _CHUNK = 500  # ids per statement: far below any SQLite's limit on variables
 
 
@@ -707,6 +751,23 @@ def _set_bounds(c: sqlite3.Connection, name: str, path: str, bounds: dict[str, i
 def _no_queue(name: str, path: str, names: list[str]) -> str:
     there = f"queues here: {', '.join(names)}" if names else "no queues here"
     return f"no queue {name!r} in {path}; {there}"
+
+
+def _take_dead(
+    c: sqlite3.Connection, name: str, ids: list[int] | None, columns: str
+) -> list[tuple[Any, ...]]:
+    """Delete the queue's dead letters (``ids``: those of them still there)
+    and answer their ``columns`` (the id first), in id order."""
+    sql = f"DELETE FROM chute_dead WHERE queue = ? {{}}RETURNING {columns}"
+    if ids is None:
+        rows = c.execute(sql.format(""), (name,)).fetchall()
+    else:
+        rows = []
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            rows += c.execute(sql.format(f"AND id IN ({_marks(chunk)}) "), (name, *chunk))
+    rows.sort(key=lambda row: row[0])
+    return rows
 
 
 def _count_settled(c: sqlite3.Connection, name: str) -> None:

@@ -33,7 +33,7 @@ from .._exceptions import ChuteError, QueueNotFound
 
 R = TypeVar("R")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x63687574  # "chut": marks a file as chute's
 POLL_INTERVAL = 0.005  # seconds between looks for other processes' commits
 MAX_GROUP = 512  # calls committed together at most
@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS chute_item (
     deliveries INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     priority INTEGER NOT NULL DEFAULT 0,
-    key TEXT
+    key TEXT,
+    ready_at REAL
 );
 CREATE INDEX IF NOT EXISTS chute_item_order ON chute_item (queue, priority, id) WHERE leased = 0;
 CREATE INDEX IF NOT EXISTS chute_item_leased ON chute_item (queue, visible_at) WHERE leased = 1;
@@ -93,7 +94,10 @@ CREATE TABLE IF NOT EXISTS chute_mark (
 #: kept no errors and no reasons: its dead letters list with
 #: reason "failed" and no error; its items given back with a delay look like
 #: leases until they come due. Schema 2 had no priorities, keys, delayed
-#: puts or schedules: its items get priority 0 and no key.
+#: puts or schedules: its items get priority 0 and no key. Schema 3 kept no
+#: put times: its items count as put when the file was migrated (``@NOW``,
+#: a constant default: no row is rewritten), so that the age of the oldest
+#: ready item is never more than it was.
 _MIGRATIONS = {
     1: """
 ALTER TABLE chute_item ADD COLUMN last_error TEXT;
@@ -114,6 +118,10 @@ CREATE TABLE IF NOT EXISTS chute_mark (
     slot INTEGER NOT NULL,
     PRIMARY KEY (queue, name)
 );
+""",
+    3: """
+ALTER TABLE chute_item ADD COLUMN ready_at REAL DEFAULT @NOW;
+UPDATE chute_item SET ready_at = visible_at WHERE leased = 3;
 """,
 }
 
@@ -700,10 +708,11 @@ def _prepare(conn: sqlite3.Connection, path: str, durability: str) -> None:
                         if found == 0
                         else [_MIGRATIONS[v] for v in range(found, SCHEMA_VERSION)]
                     )
+                    now = repr(time.time())
                     for script in scripts:
                         for statement in script.split(";"):
                             if statement.strip():
-                                conn.execute(statement)
+                                conn.execute(statement.replace("@NOW", now))
                     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")

@@ -70,6 +70,7 @@ through it, and looks again at its next poll.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Protocol, TypeVar
@@ -95,6 +96,7 @@ __all__ = [
     "Settle",
     "Stored",
     "Unreachable",
+    "row_ids",
 ]
 
 R = TypeVar("R")
@@ -228,6 +230,11 @@ class Counts(NamedTuple):
     unfinished: int
     #: The part of ``ready`` put with a delay and not due yet.
     scheduled: int = 0
+    #: Asked for (``counts(oldest=True)``): seconds, by the store's clock,
+    #: since the oldest item claimable now became ready (put, or came due);
+    #: None if none is, or if not asked. Computed by the store, so that a
+    #: client's clock running apart from the server's does not skew it.
+    oldest_ready_age: float | None = None
 
 
 class DeadRecord(NamedTuple):
@@ -238,13 +245,21 @@ class DeadRecord(NamedTuple):
     died_at: float  # Unix time
     reason: str  # "failed", "lease expired", "undecodable"
     error: ErrorInfo | None
+    #: Its id in the store (a row id, a stream entry id), as text.
+    id: str | None = None
 
     @classmethod
     def from_row(
-        cls, data: bytes, deliveries: int, died_at: float, reason: str, error: str | None
+        cls,
+        id_: int,
+        data: bytes,
+        deliveries: int,
+        died_at: float,
+        reason: str,
+        error: str | None,
     ) -> DeadRecord:
         """As a SQL store keeps it: the error as JSON (``ErrorInfo.to_json``)."""
-        return cls(data, deliveries, died_at, reason, ErrorInfo.from_json(error))
+        return cls(data, deliveries, died_at, reason, ErrorInfo.from_json(error), str(id_))
 
 
 class Call(Generic[R_co]):
@@ -368,8 +383,9 @@ class Backend(Protocol):
 
     # -- the queue ---------------------------------------------------------
 
-    def counts(self) -> Call[Counts]:
-        """A snapshot; read-only."""
+    def counts(self, *, oldest: bool = False) -> Call[Counts]:
+        """A snapshot; read-only. With ``oldest``, its ``oldest_ready_age``
+        too (a few more index seeks: asked by ``statistics()`` only)."""
         ...
 
     def configure(self, *, maxsize: int | Unset, max_deliveries: int | Unset | None) -> Call[None]:
@@ -385,13 +401,25 @@ class Backend(Protocol):
         """Record the queue as open again."""
         ...
 
-    def dead_letters(self, *, purge: bool) -> Call[list[DeadRecord]]:
-        """The dead letters, oldest first; with ``purge``, removed too."""
+    def dead_letters(
+        self, *, limit: int | None = None, offset: int = 0, newest_first: bool = False
+    ) -> Call[list[DeadRecord]]:
+        """A page of the dead letters (each with its ``id``): oldest first
+        (or newest first), ``offset`` skipped (in the store: the skipped
+        ones are not sent), at most ``limit`` (None: all). Read-only."""
         ...
 
-    def requeue_dead(self) -> Call[int]:
-        """Every dead letter back at the end of the queue (deliveries from
-        zero, unfinished again); how many. ``QueueShutDown`` if shut down."""
+    def purge_dead(self, ids: list[str] | None = None) -> Call[list[DeadRecord]]:
+        """Remove the dead letters (with ``ids``: those of them still there,
+        in one atomic step) and answer them, oldest first. ``ValueError``,
+        when building the call, for an id this store could not have made."""
+        ...
+
+    def requeue_dead(self, ids: list[str] | None = None) -> Call[int]:
+        """The dead letters (with ``ids``: those of them still there) back at
+        the end of the queue in the order they died (deliveries from zero,
+        unfinished again), in one atomic step; how many. ``QueueShutDown``
+        if shut down (nothing moved); ``ValueError`` as for ``purge_dead``."""
         ...
 
     # -- running calls, and the end ----------------------------------------
@@ -414,6 +442,21 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """``close`` without blocking the loop."""
         ...
+
+
+#: A row id as a SQL store writes it: what ``str()`` of a positive int gives.
+_ROW_ID = re.compile(r"[1-9][0-9]{0,18}")
+
+
+def row_ids(ids: list[str]) -> list[int]:
+    """Dead letter ids of a SQL store (row ids, as text) as ints, or
+    ``ValueError`` naming the first that such a store could not have made."""
+    out = []
+    for id_ in ids:
+        if not _ROW_ID.fullmatch(id_) or int(id_) >= 2**63:
+            raise ValueError(f"{id_!r} is not a dead letter id of this queue (a row id)")
+        out.append(int(id_))
+    return out
 
 
 def never_fits(n: int, maxsize: int) -> ValueError:

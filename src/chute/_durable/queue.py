@@ -175,13 +175,13 @@ class DurableQueue(Generic[T]):
 
     # -- counts --------------------------------------------------------------------
 
-    def _counts(self) -> Counts:
+    def _counts(self, *, oldest: bool = False) -> Counts:
         self._check_open()
-        return self._backend.run_sync(self._backend.counts())
+        return self._backend.run_sync(self._backend.counts(oldest=oldest))
 
-    async def _acounts(self) -> Counts:
+    async def _acounts(self, *, oldest: bool = False) -> Counts:
         self._check_open()
-        return await self._backend.run(self._backend.counts())
+        return await self._backend.run(self._backend.counts(oldest=oldest))
 
     @property
     def maxsize(self) -> int:
@@ -218,12 +218,13 @@ class DurableQueue(Generic[T]):
         return 0 < c.maxsize <= c.ready
 
     def statistics(self) -> QueueStatistics:
-        """Counts from the store (getters and putters waiting: in this process)."""
-        return self._statistics(self._counts())
+        """Counts from the store (getters and putters waiting: in this
+        process), and how long the oldest ready item has waited."""
+        return self._statistics(self._counts(oldest=True))
 
     async def astatistics(self) -> QueueStatistics:
         """``statistics()`` without blocking the loop."""
-        return self._statistics(await self._acounts())
+        return self._statistics(await self._acounts(oldest=True))
 
     def _statistics(self, c: Counts) -> QueueStatistics:
         return QueueStatistics(
@@ -240,6 +241,7 @@ class DurableQueue(Generic[T]):
             shutdown=c.state is not QueueState.OPEN,
             delayed=c.delayed,
             scheduled=c.scheduled,
+            oldest_ready_age=c.oldest_ready_age,
         )
 
     def configure(
@@ -710,20 +712,62 @@ class DurableQueue(Generic[T]):
         self._check_open()
         return await drive(self._backend, self._reserve_steps(timeout, block=True, in_thread=False))
 
-    def dead_letters(self) -> list[DeadLetter[T]]:
-        """The dead letters, oldest first, each with why it died (they stay)."""
-        self._check_open()
-        return [self._dead_letter(r) for r in self._run(self._backend.dead_letters(purge=False))]
+    def dead_letters(
+        self, limit: int | None = None, offset: int = 0, *, newest_first: bool = False
+    ) -> list[DeadLetter[T]]:
+        """The dead letters, oldest first (``newest_first``: the other way),
+        each with why it died and its ``id``; they stay. A page: ``offset``
+        skipped, then at most ``limit`` (None: all of them). The total is
+        ``statistics().dead_lettered``."""
+        return [self._dead_letter(r) for r in self._run(self._listing(limit, offset, newest_first))]
 
-    def purge_dead(self) -> list[DeadLetter[T]]:
-        """Remove the dead letters and return them, oldest first."""
-        self._check_open()
-        return [self._dead_letter(r) for r in self._run(self._backend.dead_letters(purge=True))]
+    async def adead_letters(
+        self, limit: int | None = None, offset: int = 0, *, newest_first: bool = False
+    ) -> list[DeadLetter[T]]:
+        """``dead_letters()`` without blocking the loop."""
+        records = await self._arun(self._listing(limit, offset, newest_first))
+        return [self._dead_letter(r) for r in records]
 
-    def requeue_dead(self) -> int:
-        """Put every dead letter back at the end of the queue; how many."""
+    def purge_dead(self, ids: Iterable[str] | None = None) -> list[DeadLetter[T]]:
+        """Remove the dead letters and return them, oldest first. With ``ids``
+        (``DeadLetter.id``), only those, at once; an id no longer there is
+        passed over (the list says what was removed). ``ValueError`` for an
+        id this store could not have made, and nothing removed."""
         self._check_open()
-        return self._run(self._backend.requeue_dead())
+        records = self._run(self._backend.purge_dead(_dead_ids(ids)))
+        return [self._dead_letter(r) for r in records]
+
+    async def apurge_dead(self, ids: Iterable[str] | None = None) -> list[DeadLetter[T]]:
+        """``purge_dead()`` without blocking the loop."""
+        self._check_open()
+        records = await self._arun(self._backend.purge_dead(_dead_ids(ids)))
+        return [self._dead_letter(r) for r in records]
+
+    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
+        """Put the dead letters back at the end of the queue, in the order they
+        died, to be tried afresh; how many. With ``ids``, only those, at
+        once (an id no longer there is passed over). ``QueueShutDown`` if
+        the queue is shut down, and ``ValueError`` for an id this store
+        could not have made: nothing moved."""
+        self._check_open()
+        return self._run(self._backend.requeue_dead(_dead_ids(ids)))
+
+    async def arequeue_dead(self, ids: Iterable[str] | None = None) -> int:
+        """``requeue_dead()`` without blocking the loop."""
+        self._check_open()
+        return await self._arun(self._backend.requeue_dead(_dead_ids(ids)))
+
+    def _listing(
+        self, limit: object, offset: object, newest_first: object
+    ) -> Call[list[DeadRecord]]:
+        limit, offset = _page(limit, offset)
+        self._check_open()
+        return self._backend.dead_letters(
+            limit=limit, offset=offset, newest_first=bool(newest_first)
+        )
+
+    async def _arun(self, call: Call[R]) -> R:
+        return await self._backend.run(call)
 
     def _run(self, call: Call[R]) -> R:
         return self._backend.run_sync(call)
@@ -743,7 +787,40 @@ class DurableQueue(Generic[T]):
             error_type=None if info is None else info.type,
             error=None if info is None else info.message,
             traceback=None if info is None else info.traceback,
+            id=record.id,
         )
+
+
+def _page(limit: object, offset: object) -> tuple[int | None, int]:
+    """A page of dead letters asked for, checked: ``limit`` None or an int
+    >= 0, ``offset`` an int >= 0 (either beyond any store's count is cut to
+    one that every store takes, and means the same)."""
+    checked = None if limit is None else _at_least_0(limit, "limit", " or None")
+    return checked, _at_least_0(offset, "offset", "")
+
+
+def _at_least_0(value: object, what: str, or_none: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int{or_none}, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, not {value}")
+    return min(value, 2**62)
+
+
+def _dead_ids(ids: Iterable[str] | None) -> list[str] | None:
+    """``ids`` as a list without repeats (None: every dead letter). Whether
+    each is one the store could have made, its backend checks."""
+    if ids is None:
+        return None
+    if isinstance(ids, str | bytes):
+        raise TypeError(
+            "ids must be an iterable of dead letter ids (DeadLetter.id), not one string"
+        )
+    out = list(dict.fromkeys(ids))
+    for id_ in out:
+        if not isinstance(id_, str):
+            raise TypeError(f"a dead letter id is a str (DeadLetter.id), not {type(id_).__name__}")
+    return out
 
 
 def _take_back(backend: Backend) -> Any:
