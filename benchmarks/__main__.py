@@ -15,7 +15,19 @@ import os
 import sys
 from typing import Any
 
-from . import harness, memory, options, peers, postgres, process, redis, sqlite, workers
+from . import (
+    dashboard,
+    harness,
+    memory,
+    options,
+    peers,
+    postgres,
+    process,
+    redis,
+    scaling,
+    sqlite,
+    workers,
+)
 
 DEFAULT_ITEMS = 200_000
 
@@ -61,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "run only scenarios whose name contains it (case-insensitive; -> matches →); "
             "'process' selects the process scenarios, 'sqlite' the SQLite ones, "
             "'redis' the Redis ones, 'postgres' the PostgreSQL ones, 'options' what a "
-            "delay, a priority and a key cost"
+            "delay, a priority and a key cost, 'scaling' how cost grows with consumers and stored "
+            "items, 'dashboard' the dashboard's pages"
         ),
     )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -134,6 +147,24 @@ GROUPS: tuple[tuple[Any, ...], ...] = (
         "ints",
         workers.NOTES,
         workers.DEFAULT_ITEMS,
+    ),
+    (
+        scaling.SCENARIOS,
+        scaling.run_once,
+        scaling.SUBJECT,
+        scaling.PEERS,
+        "ints",
+        scaling.NOTES,
+        scaling.DEFAULT_ITEMS,
+    ),
+    (
+        dashboard.SCENARIOS,
+        dashboard.run_once,
+        dashboard.SUBJECT,
+        dashboard.PEERS,
+        "pages",
+        dashboard.NOTES,
+        dashboard.DEFAULT_ITEMS,
     ),
 )
 

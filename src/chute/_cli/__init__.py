@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "configure": queues.configure,
         "tour": _tour,
         "bench": _bench,
+        "dashboard": _dashboard,
     }[args.command]
     try:
         return command(args)
@@ -99,6 +100,12 @@ def _bench(args: Any) -> int:
     if args.items:
         argv += ["--items", str(args.items)]
     return int(bench_main(argv))
+
+
+def _dashboard(args: Any) -> int:
+    from .dashboard import dashboard
+
+    return dashboard(args)
 
 
 def _tour(args: Any) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from typing import Any
 
 from .._contract import UNSET
@@ -301,6 +302,29 @@ def build() -> Parser:
     )
     _queue_args(inspect)
     inspect.add_argument("--json", action="store_true", help="one JSON object")
+
+    board = sub.add_parser(
+        "dashboard",
+        help="a web page over the queues at URL: numbers, charts, dead letters",
+        description="Serve a live web page over every queue at URL: depth, delayed, in flight, "
+        "dead letters, the oldest ready item's age and small charts of the last minutes; a "
+        "queue's dead letters, page by page, with requeue and purge. Needs chute[dashboard]. "
+        "Listening beyond this machine (--host other than 127.0.0.1) asks for a token, "
+        "made up and printed if --token is not given.",
+    )
+    _queue_args(board, name=False)
+    board.add_argument(
+        "--host", default="127.0.0.1", metavar="HOST",
+        help="the address to listen on (default 127.0.0.1: this machine only)",
+    )  # fmt: skip
+    board.add_argument(
+        "--port", type=port, default=8000, metavar="PORT", help="the port (default 8000)"
+    )
+    board.add_argument(
+        "--token", default=os.environ.get("CHUTE_DASHBOARD_TOKEN"), metavar="TOKEN",
+        help="ask every request for this token (default: $CHUTE_DASHBOARD_TOKEN; on a "
+        "non-loopback --host one is made up if neither is given)",
+    )  # fmt: skip
 
     ls = sub.add_parser(
         "ls",
