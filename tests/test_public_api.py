@@ -16,9 +16,24 @@ def test_all_names_exist_and_are_public():
     for name in chute.__all__:
         assert hasattr(chute, name), name
     assert sorted(chute.__all__) == sorted(set(chute.__all__))
-    public = {n for n in dir(chute) if not n.startswith("_")}
-    # Nothing public besides __all__ (the modules themselves are private).
+    # Nothing public besides __all__ (the modules themselves are private),
+    # except the modules of the extras, imported by name where installed
+    # (``import chute.metrics``), never by ``import chute``.
+    extras = {"metrics", "dashboard"}
+    public = {n for n in dir(chute) if not n.startswith("_")} - extras
     assert public == set(chute.__all__) - {"__version__"}
+
+
+def test_import_chute_does_not_import_the_extras():
+    import subprocess
+    import sys
+
+    code = (
+        "import chute, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('aiohttp', 'prometheus_client') or m in ('chute.metrics', 'chute.dashboard')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_exceptions_subclass_the_stdlib_ones():
