@@ -11,8 +11,8 @@ import time
 import pytest
 
 import chute
-from chute._backends import sqlite as sqlite_backend
 from chute._backends.sqlite_db import SCHEMA_VERSION
+from chute._backends.sqlite_sql import DEAD_LETTERS, OLDEST
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -101,13 +101,11 @@ def test_the_oldest_ready_item_and_a_dead_page_are_found_by_index_seeks(tmp_path
     with chute.open(url(tmp_path), "q") as q:
         q.sync.put(1)
     path = tmp_path / "q.db"
-    oldest = _plan(path, sqlite_backend._OLDEST, "q", time.time())
+    oldest = _plan(path, OLDEST, "q", time.time())
     touching = [step for step in oldest if "chute_item" in step]
     assert len(touching) >= 5, oldest  # the skip scan, the heads, the late and due ones
     assert all(step.startswith("SEARCH") for step in touching), oldest
     assert not any("TEMP B-TREE" in step for step in oldest), oldest
     for order in ("", " DESC"):
-        page = _plan(
-            path, sqlite_backend._DEAD_LETTERS + f" ORDER BY id{order} LIMIT ? OFFSET ?", "q", 50, 9
-        )
+        page = _plan(path, DEAD_LETTERS + f" ORDER BY id{order} LIMIT ? OFFSET ?", "q", 50, 9)
         assert page == ["SEARCH chute_dead USING INDEX chute_dead_queue (queue=?)"], page

@@ -1,10 +1,12 @@
 """The PostgreSQL transport: a queue in the database the application already
 runs, as a backend of the durable core (``chute._durable``).
 
-Each primitive is one call of a PL/pgSQL function (``postgres_sql.py``: the
-schema, the exact bound, the claim and its ``EXPLAIN``), sent over asyncpg
-from the calling task's loop, or from the store's own loop for a plain
-thread (``postgres_link.py``: the connections, the listener, the errors).
+Each primitive is one call of a PL/pgSQL function (``postgres_functions.py``:
+the exact bound, the waking, the claim and its ``EXPLAIN``; the tables and
+their installation: ``postgres_sql.py``), sent over asyncpg from the
+calling task's loop, or from the store's own loop for a plain thread
+(``postgres_link.py``: the connections, the listener, the errors). The
+dead-letter calls are in ``postgres_dead_letters.py``.
 A getter with nothing to take waits in this process's hub, rung by the
 store's ``LISTEN`` connection when a put commits elsewhere, and looks again
 every second only for leases of other processes that ran out.
@@ -32,20 +34,20 @@ from .._durable.backend import (
     Capabilities,
     Claimed,
     Counts,
-    DeadRecord,
     PutOptions,
     QueueState,
     Record,
     Settle,
     Stored,
-    row_ids,
 )
 from .._durable.queue import DurableQueue, checked_opening
 from .._durable.steps import answer, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import QueueNotFound
+from .postgres_dead_letters import PostgresDeadLetters
 from .postgres_link import (
     Fn,
+    Sql,
     Store,
     Through,
     is_lost,
@@ -77,25 +79,6 @@ POLL = 0.05
 IDLE_LOOK = 1.0
 
 
-class Sql(Call[R]):
-    """A PostgreSQL backend's call: a coroutine function of a connection,
-    and whom it rings once it committed (a function of its answer);
-    ``through``: the same made on a caller's connection, where only the
-    commit's notification rings (this process's own included)."""
-
-    __slots__ = ("fn", "rings", "through")
-
-    def __init__(
-        self,
-        fn: Fn[R],
-        rings: Callable[[R], Rings] | Rings | None = None,
-        through: Fn[R] | None = None,
-    ) -> None:
-        self.fn = fn
-        self.rings = rings
-        self.through = through
-
-
 def _duplicate_if_empty(ids: list[int] | None) -> list[int] | Stored | None:
     """``chute_put``'s answer: ids, NULL (no room), or none (a key in the queue)."""
     return DUPLICATE if ids == [] else ids
@@ -110,7 +93,7 @@ def _claimed_rings(n: int) -> Callable[[Claimed], Rings]:
     return lambda claimed: rings if claimed.records else {}
 
 
-class PostgresBackend:
+class PostgresBackend(PostgresDeadLetters):
     """One named queue in one PostgreSQL database, for this process."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -377,44 +360,6 @@ class PostgresBackend:
     def reopen(self) -> Sql[None]:
         return Sql(self._change(f"UPDATE {self._s}.chute_queue SET state = 0"), EVERYONE)
 
-    def dead_letters(
-        self, *, limit: int | None = None, offset: int = 0, newest_first: bool = False
-    ) -> Sql[list[DeadRecord]]:
-        dead = f"{self._s}.chute_dead"
-        order = "DESC" if newest_first else "ASC"
-        # The page's ids first, from the (queue, id) index alone: the rows
-        # an offset skips are never read from the table.
-        sql = (
-            f"SELECT {_DEAD_COLUMNS} FROM {dead} WHERE id IN ("
-            f"SELECT id FROM {dead} WHERE queue = $1 ORDER BY id {order} LIMIT $2 OFFSET $3) "
-            f"ORDER BY id {order}"
-        )
-        args = (self._id, limit, offset)
-
-        async def listing(conn: Any) -> list[DeadRecord]:
-            return [DeadRecord.from_row(*row) for row in await conn.fetch(sql, *args)]
-
-        return Sql(listing)
-
-    def purge_dead(self, ids: list[str] | None = None) -> Sql[list[DeadRecord]]:
-        dead = f"{self._s}.chute_dead"
-        chosen = "" if ids is None else " AND id = ANY($2::bigint[])"
-        sql = (
-            f"WITH d AS (DELETE FROM {dead} WHERE queue = $1{chosen} RETURNING {_DEAD_COLUMNS}) "
-            "SELECT * FROM d ORDER BY id"
-        )
-        args = (self._id,) if ids is None else (self._id, row_ids(ids))
-
-        async def purging(conn: Any) -> list[DeadRecord]:
-            return [DeadRecord.from_row(*row) for row in await conn.fetch(sql, *args)]
-
-        return Sql(purging)
-
-    def requeue_dead(self, ids: list[str] | None = None) -> Sql[int]:
-        return Sql(self._fn("requeue_dead", None if ids is None else row_ids(ids)), EVERYONE)
-
-
-_DEAD_COLUMNS = "id, data, deliveries, died_at, reason, last_error"
 
 #: The schema's functions that take the sender last (their notification says who).
 _SENDS = {"put", "take_back", "claim", "give_back", "bury", "settle", "task_done", "requeue_dead"}

@@ -16,6 +16,11 @@ A store holds:
 
 Errors leave here as chute's: a driver exception never reaches users.
 
+Here too: :class:`Sql`, what a backend call is (a function of a
+connection, and whom it rings), shared by the backend (``postgres.py``),
+its dead-letter calls (``postgres_dead_letters.py``) and :class:`Through`,
+which runs calls on a caller's connection.
+
 Why asyncpg, for both faces: measured on one server, its single statements
 tie with psycopg 3's (about 14,000 puts/s each), but end to end (one
 producer, four consumers) it moved 5,500-7,100 items/s against psycopg's
@@ -37,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from .._durable.backend import Unreachable
+from .._durable.backend import Call, Unreachable
 from .._durable.steps import drive
 from .._durable.waiting import ALL, EVERYONE, Hub, Rings, Wait
 from .._exceptions import ChuteError, LeaseLost, QueueNotFound, QueueShutDown
@@ -49,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the postgresql:// transport needs asyncpg: pip install 'chute[postgres]'"
     ) from exc
 
-__all__ = ["Fn", "Store", "failure", "is_lost", "place", "result_of", "wait_through"]
+__all__ = ["Fn", "Sql", "Store", "failure", "is_lost", "place", "result_of", "wait_through"]
 
 R = TypeVar("R")
 Fn = Callable[[Any], Awaitable[R]]
@@ -440,6 +445,25 @@ def refusal(exc: Any, queue: str, where: str, store: Store) -> BaseException:
     return failure(exc, store.url, store.schema)
 
 
+class Sql(Call[R]):
+    """A PostgreSQL backend's call: a coroutine function of a connection,
+    and whom it rings once it committed (a function of its answer);
+    ``through``: the same made on a caller's connection, where only the
+    commit's notification rings (this process's own included)."""
+
+    __slots__ = ("fn", "rings", "through")
+
+    def __init__(
+        self,
+        fn: Fn[R],
+        rings: Callable[[R], Rings] | Rings | None = None,
+        through: Fn[R] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.rings = rings
+        self.through = through
+
+
 class Through:
     """``queue``'s backend, its calls run on the caller's asyncpg
     ``connection``, in the transaction it has open (a put that exists if it
@@ -467,7 +491,7 @@ class Through:
         )
         return await drive(self, steps)  # type: ignore[arg-type]
 
-    async def run(self, call: Any, *, undo: Any = None) -> Any:
+    async def run(self, call: Sql[R], *, undo: Any = None) -> R:
         fn = call.through or call.fn
         try:
             # In a savepoint: a refusal (shut down, too big) leaves the

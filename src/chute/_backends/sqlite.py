@@ -11,8 +11,9 @@ and whose item went to someone else — is refused instead of deleting the
 item twice.
 
 Each primitive is one function of a connection, run by the file's thread
-in a group commit (``sqlite_db.Database``); the queue users see is the
-durable core's (``chute._durable``).
+in a group commit (``sqlite_db.Database``), whose statements are in
+``sqlite_sql.py``; the queue users see is the durable core's
+(``chute._durable``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import concurrent.futures
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from .._contract import UNSET, ErrorInfo, Outcome, Unset
 from .._durable.backend import (
@@ -45,6 +46,29 @@ from .._durable.queue import DurableQueue, checked_opening
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, LeaseLost, QueueNotFound, QueueShutDown
 from .sqlite_db import DURABILITY, Database, _stored_names
+from .sqlite_sql import (
+    CHUNK,
+    DEAD_COLUMNS,
+    DEAD_LETTERS,
+    DUE_SCHEDULED,
+    INSERT,
+    INSERT_WITH,
+    LATE_ROWS,
+    NEXT_DUE,
+    OLDEST,
+    OUT_COUNTS,
+    READY_ROWS,
+    ROOM,
+    bound_columns,
+    count_settled,
+    in_order,
+    marks,
+    no_queue,
+    queue_row,
+    set_bounds,
+    take_dead,
+    to_dead,
+)
 
 __all__ = ["SqliteBackend", "SqliteQueue"]
 
@@ -116,10 +140,10 @@ class SqliteBackend:
             # chute's tables must not get them from a look.
             names = _stored_names(path)
             if name not in names:
-                raise QueueNotFound(_no_queue(name, path, names))
+                raise QueueNotFound(no_queue(name, path, names))
         self._db = Database.acquire(path, durability, create)
         self.hub = self._db.hub(name)
-        bounds = _columns(maxsize, max_deliveries)
+        bounds = bound_columns(maxsize, max_deliveries)
         try:
             self._db.call(lambda c: self._declare(c, bounds, create), touches=name)
         except BaseException:
@@ -131,7 +155,7 @@ class SqliteBackend:
             c.execute(
                 "INSERT INTO chute_queue (name) VALUES (?) ON CONFLICT DO NOTHING", (self.name,)
             )
-        _set_bounds(c, self.name, self.where, bounds)
+        set_bounds(c, self.name, self.where, bounds)
 
     @classmethod
     def queue_names(cls, path: str, **options: Any) -> list[str]:
@@ -198,7 +222,7 @@ class SqliteBackend:
 
         def insert(c: sqlite3.Connection) -> tuple[int, int] | Stored | None:
             now = time.time()
-            row = c.execute(_ROOM, (name, now)).fetchone()
+            row = c.execute(ROOM, (name, now)).fetchone()
             if row is None:
                 raise ChuteError(f"no queue named {name!r} in this file")
             state, maxsize, ready = row  # the bound in the file: every process keeps it
@@ -230,12 +254,12 @@ class SqliteBackend:
             rows: list[tuple[Any, ...]]
             if options is PLAIN:
                 rows = [(name, r, now) for r in records]
-                statement = _INSERT
+                statement = INSERT
             else:
                 leased, due = (_SCHEDULED, now + delay) if delay else (_READY, 0)
                 ready_at = due or now
                 rows = [(name, r, leased, due, priority, key, ready_at) for r in records]
-                statement = _INSERT_WITH
+                statement = INSERT_WITH
             if n == 1:
                 last = c.execute(statement, rows[0]).lastrowid or 0
             else:
@@ -277,28 +301,28 @@ class SqliteBackend:
         name, db = self.name, self._db
 
         def claim(c: sqlite3.Connection) -> Claimed:
-            queue = _queue_row(c, name)
+            queue = queue_row(c, name)
             if queue.state == QueueState.IMMEDIATE:
                 raise QueueShutDown()
             limit = queue.max_deliveries
             now = time.time()
-            c.execute(_DUE_SCHEDULED, (name, now))
+            c.execute(DUE_SCHEDULED, (name, now))
             rows: list[Record] = []
             after = _FIRST
             while len(rows) < n:
                 want = n - len(rows)
-                found = c.execute(_READY_ROWS, (name, after[0], want, now, after[1])).fetchall()
-                for late in _LATE_ROWS:  # leases, then delays, that ran out
+                found = c.execute(READY_ROWS, (name, after[0], want, now, after[1])).fetchall()
+                for late in LATE_ROWS:  # leases, then delays, that ran out
                     found += c.execute(late, (name, after[0], want, now, after[1])).fetchall()
-                found.sort(key=_in_order)
+                found.sort(key=in_order)
                 del found[want:]
                 if not found:
                     break
-                after = _in_order(found[-1])
+                after = in_order(found[-1])
                 for id_, data, deliveries, token, leased, priority, key, ready_at in found:
                     if leased == _LEASED and limit is not None and deliveries >= limit:
                         # Its holder's lease ran out on the last delivery allowed.
-                        _to_dead(c, name, id_, now, "lease expired")
+                        to_dead(c, name, id_, now, "lease expired")
                         continue
                     rows.append(Record(id_, data, deliveries, token, (priority, key, ready_at)))
                 if len(found) < want:
@@ -306,15 +330,15 @@ class SqliteBackend:
             if not rows:
                 if queue.state == QueueState.SHUTDOWN:
                     raise QueueShutDown()
-                due = [at for (at,) in c.execute(_NEXT_DUE, (name,)) if at is not None]
+                due = [at for (at,) in c.execute(NEXT_DUE, (name,)) if at is not None]
                 return Claimed([], min(due, default=None), db.seq + 1)  # as of our commit
             ids = [r.key for r in rows]
-            chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+            chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
             if lease is not None:
                 for chunk in chunks:  # one statement per chunk of a batch
                     c.execute(
                         "UPDATE chute_item SET leased = 1, visible_at = ?, token = token + 1, "
-                        f"deliveries = deliveries + 1 WHERE id IN ({_marks(chunk)})",
+                        f"deliveries = deliveries + 1 WHERE id IN ({marks(chunk)})",
                         (now + lease, *chunk),
                     )
                 rows = [Record(i, d, k + 1, t + 1, x) for i, d, k, t, x in rows]
@@ -324,7 +348,7 @@ class SqliteBackend:
                 )
             else:
                 for chunk in chunks:
-                    c.execute(f"DELETE FROM chute_item WHERE id IN ({_marks(chunk)})", chunk)
+                    c.execute(f"DELETE FROM chute_item WHERE id IN ({marks(chunk)})", chunk)
                 c.execute(
                     "UPDATE chute_queue SET stored = stored - ?1, total_got = total_got + ?1 "
                     "WHERE name = ?2",
@@ -367,7 +391,7 @@ class SqliteBackend:
             for record, info in records:
                 why = info.to_json()
                 if leased:  # still stored, on our lease
-                    _to_dead(c, name, record.key, now, "undecodable", why)
+                    to_dead(c, name, record.key, now, "undecodable", why)
                     continue
                 c.execute(  # already taken out of the queue by the get
                     "INSERT INTO chute_dead (queue, data, deliveries, died_at, reason, last_error) "
@@ -397,7 +421,7 @@ class SqliteBackend:
                 "DELETE FROM chute_item WHERE id = ? AND token = ? AND leased = 1", (id_, token)
             ).rowcount:
                 raise LeaseLost(lost)
-            _count_settled(c, name)  # on failure the savepoint restores the row
+            count_settled(c, name)  # on failure the savepoint restores the row
             return "acked"
 
         def nack(c: sqlite3.Connection) -> Outcome:
@@ -407,11 +431,11 @@ class SqliteBackend:
             ).fetchone()
             if row is None:
                 raise LeaseLost(lost)
-            queue = _queue_row(c, name)
+            queue = queue_row(c, name)
             limit = queue.max_deliveries
             if queue.state == QueueState.IMMEDIATE or (limit is not None and row[0] >= limit):
-                _count_settled(c, name)
-                _to_dead(c, name, id_, time.time(), "failed", why, counted=True)
+                count_settled(c, name)
+                to_dead(c, name, id_, time.time(), "failed", why, counted=True)
                 return "dead"
             c.execute(
                 "UPDATE chute_item SET leased = ?, visible_at = ?, "
@@ -461,12 +485,12 @@ class SqliteBackend:
 
         def counts(c: sqlite3.Connection) -> Counts:
             now = time.time()
-            row = _queue_row(c, name)
-            leased, delayed, scheduled = c.execute(_OUT, (name, now)).fetchone()
+            row = queue_row(c, name)
+            leased, delayed, scheduled = c.execute(OUT_COUNTS, (name, now)).fetchone()
             out = leased + delayed
             age = None
             if oldest:
-                (since,) = c.execute(_OLDEST, (name, now)).fetchone()
+                (since,) = c.execute(OLDEST, (name, now)).fetchone()
                 age = None if since is None else max(0.0, now - since)
             return Counts(
                 maxsize=row.maxsize,
@@ -487,8 +511,8 @@ class SqliteBackend:
         return Op(counts, write=False)
 
     def configure(self, *, maxsize: int | Unset, max_deliveries: int | Unset | None) -> Op[None]:
-        name, path, bounds = self.name, self.where, _columns(maxsize, max_deliveries)
-        return Op(lambda c: _set_bounds(c, name, path, bounds), {Wait.PUT: ALL})
+        name, path, bounds = self.name, self.where, bound_columns(maxsize, max_deliveries)
+        return Op(lambda c: set_bounds(c, name, path, bounds), {Wait.PUT: ALL})
 
     def shutdown(self, *, immediate: bool) -> Op[Any]:
         state, name = (QueueState.IMMEDIATE if immediate else QueueState.SHUTDOWN), self.name
@@ -511,7 +535,7 @@ class SqliteBackend:
     ) -> Op[list[DeadRecord]]:
         # In id order on the (queue) index (which holds the row id): the
         # rows skipped by the offset are stepped over in the index alone.
-        sql = _DEAD_LETTERS + (" ORDER BY id DESC" if newest_first else " ORDER BY id")
+        sql = DEAD_LETTERS + (" ORDER BY id DESC" if newest_first else " ORDER BY id")
         args = (self.name, -1 if limit is None else limit, offset)
 
         def listing(c: sqlite3.Connection) -> list[DeadRecord]:
@@ -523,7 +547,7 @@ class SqliteBackend:
         name, chosen = self.name, None if ids is None else row_ids(ids)
 
         def purging(c: sqlite3.Connection) -> list[DeadRecord]:
-            rows = _take_dead(c, name, chosen, _DEAD_COLUMNS)
+            rows = take_dead(c, name, chosen, DEAD_COLUMNS)
             c.execute("UPDATE chute_queue SET dead = dead - ? WHERE name = ?", (len(rows), name))
             return [DeadRecord.from_row(*row) for row in rows]
 
@@ -533,11 +557,11 @@ class SqliteBackend:
         name, chosen = self.name, None if ids is None else row_ids(ids)
 
         def requeue(c: sqlite3.Connection) -> int:
-            if _queue_row(c, name).state:
+            if queue_row(c, name).state:
                 raise QueueShutDown("cannot requeue into a queue that is shut down")
-            rows = _take_dead(c, name, chosen, "id, data")
+            rows = take_dead(c, name, chosen, "id, data")
             now = time.time()
-            c.executemany(_INSERT, [(name, d, now) for _, d in rows])
+            c.executemany(INSERT, [(name, d, now) for _, d in rows])
             n = len(rows)
             c.execute(
                 "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
@@ -594,218 +618,3 @@ class SqliteQueue(DurableQueue[T]):
     @property
     def _db(self) -> Database:
         return self._backend._db  # type: ignore[attr-defined, no-any-return]
-
-
-# -- SQL ------------------------------------------------------------------------------
-
-#: ``ready_at``: when the item is claimable from (put, or due), for the age
-#: of the oldest ready item; kept when it is given back.
-_INSERT = "INSERT INTO chute_item (queue, data, ready_at) VALUES (?, ?, ?)"
-#: A put with a delay, a priority or a key.
-_INSERT_WITH = (
-    "INSERT INTO chute_item (queue, data, leased, visible_at, priority, key, ready_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-#: What a claim reads of an item: its key, data, deliveries, token, state
-#: (given as a constant), priority, put key and when it became ready.
-_COLUMNS = "id, data, deliveries, token, {state}, priority, key, ready_at"
-#: The first claimable items in the queue's order (priority, then id), ?1
-#: the queue, after (priority ?2, id ?5), at most ?3, ?4 the time: not
-#: leased (in order on their own index, however many are out on leases),
-#: leases that ran out, and delays that did (each on its own index), merged
-#: in Python. Three plain statements, not one UNION ALL ordered: that one
-#: sorts each part in a temporary B-tree, whose memory, freed at the top of
-#: the thread's heap, glibc hands back to the system after every claim
-#: (measured: 150-1,400 us a claim instead of 7, depending on the process's
-#: heap). Items put with a delay that came due are made ready first (one
-#: UPDATE on their own index), so that their priority counts exactly.
-_READY_ROWS = (
-    f"SELECT {_COLUMNS.format(state=0)} FROM chute_item "
-    "WHERE queue = ?1 AND leased = 0 AND (priority, id) > (?2, ?5) ORDER BY priority, id LIMIT ?3"
-)
-_LATE_ROWS = tuple(
-    f"SELECT {_COLUMNS.format(state=state)} FROM chute_item WHERE queue = ?1 AND leased = {state} "
-    "AND visible_at <= ?4 AND (priority, id) > (?2, ?5) ORDER BY priority, id LIMIT ?3"
-    for state in (1, 2)
-)
-_DUE_SCHEDULED = (
-    "UPDATE chute_item SET leased = 0, visible_at = 0 "
-    "WHERE queue = ?1 AND leased = 3 AND visible_at <= ?2"
-)
-#: Items out of the queue for now, ?1 the queue and ?2 the time: on a lease,
-#: and given back with a delay (each counted on its own index); and items
-#: put with a delay, not due yet (in the queue).
-_OUT = (
-    "SELECT (SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 1 AND visible_at > ?2), "
-    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 2 AND visible_at > ?2), "
-    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 3 AND visible_at > ?2)"
-)
-_OUT_SUM = (
-    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 1 AND visible_at > ?2) + "
-    "(SELECT count(*) FROM chute_item WHERE queue = ?1 AND leased = 2 AND visible_at > ?2)"
-)
-#: A queue's state, bound, and items stored and not out: what a put looks at.
-_ROOM = f"SELECT state, maxsize, stored - ({_OUT_SUM}) FROM chute_queue WHERE name = ?1"
-#: When the next lease or delay runs out (each on its own index).
-_NEXT_DUE = " UNION ALL ".join(
-    f"SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = {state}"
-    for state in (1, 2, 3)
-)
-_DEAD_COLUMNS = "id, data, deliveries, died_at, reason, last_error"
-_DEAD_LETTERS = f"SELECT {_DEAD_COLUMNS} FROM chute_dead WHERE queue = ?"
-#: When the oldest item claimable now (?1 the queue, ?2 the time) became
-#: ready, in index seeks only, however many items wait: for each priority
-#: (at most _LANES, found by a skip scan of the order index), the earliest
-#: ready time among its first _HEAD items in id order; the earliest due
-#: time of items put with a delay that came due (not yet made ready by a
-#: claim); and that of items whose lease or delay ran out (few: they are
-#: claimed first). Ids grow with put times, so in a priority only items
-#: put with a delay, which came due later than they were put, can stand
-#: before an older one: looking past the first one covers them (all but
-#: more than _HEAD of them together at the head: then the age says less).
-_LANES, _HEAD = 1000, 8
-_OLDEST = f"""
-WITH RECURSIVE lane(p, n) AS (
-    SELECT (SELECT priority FROM chute_item WHERE queue = ?1 AND leased = 0
-            ORDER BY priority LIMIT 1), 1
-    UNION ALL
-    SELECT (SELECT priority FROM chute_item WHERE queue = ?1 AND leased = 0
-            AND priority > lane.p ORDER BY priority LIMIT 1), n + 1
-    FROM lane WHERE lane.p IS NOT NULL AND lane.n < {_LANES}
-)
-SELECT min(at) FROM (
-    SELECT (SELECT min(ready_at) FROM chute_item WHERE id IN (
-                SELECT id FROM chute_item WHERE queue = ?1 AND leased = 0
-                AND priority = lane.p ORDER BY id LIMIT {_HEAD})) AS at
-    FROM lane WHERE lane.p IS NOT NULL
-    UNION ALL
-    SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = 3 AND visible_at <= ?2
-    UNION ALL
-    SELECT min(ready_at) FROM chute_item WHERE queue = ?1 AND leased = 1 AND visible_at <= ?2
-    UNION ALL
-    SELECT min(ready_at) FROM chute_item WHERE queue = ?1 AND leased = 2 AND visible_at <= ?2
-)
-"""
-_CHUNK = 500  # ids per statement: far below any SQLite's limit on variables
-
-
-def _in_order(row: tuple[Any, ...]) -> tuple[int, int]:
-    """A claimed row's place in the queue's order: (priority, id)."""
-    return row[5], row[0]
-
-
-def _marks(chunk: list[int]) -> str:
-    return ",".join("?" * len(chunk))
-
-
-class _Stored(NamedTuple):
-    """A queue's row of ``chute_queue``: its bounds, state and counters."""
-
-    maxsize: int
-    state: int
-    max_deliveries: int | None
-    stored: int
-    unfinished: int
-    total_put: int
-    total_got: int
-    peak: int
-    dead: int
-
-
-def _queue_row(c: sqlite3.Connection, name: str) -> _Stored:
-    row = c.execute(
-        "SELECT maxsize, state, max_deliveries, stored, unfinished, total_put, total_got, "
-        "peak, dead FROM chute_queue WHERE name = ?",
-        (name,),
-    ).fetchone()
-    if row is None:
-        raise ChuteError(f"no queue named {name!r} in this file")
-    return _Stored(*row)
-
-
-def _columns(maxsize: int | Unset, max_deliveries: int | Unset | None) -> dict[str, int | None]:
-    """The bounds passed (checked by the core): the columns to set."""
-    bounds: dict[str, int | None] = {}
-    if maxsize is not UNSET:
-        bounds["maxsize"] = maxsize
-    if max_deliveries is not UNSET:
-        bounds["max_deliveries"] = max_deliveries
-    return bounds
-
-
-def _set_bounds(c: sqlite3.Connection, name: str, path: str, bounds: dict[str, int | None]) -> None:
-    """Store ``bounds`` (columns named by ``_columns``, never by a caller)
-    for the queue; ``QueueNotFound`` if it does not exist."""
-    if bounds:
-        columns = ", ".join(f"{column} = ?" for column in bounds)
-        found = c.execute(
-            f"UPDATE chute_queue SET {columns} WHERE name = ?", (*bounds.values(), name)
-        ).rowcount
-    else:
-        found = c.execute("SELECT 1 FROM chute_queue WHERE name = ?", (name,)).fetchone()
-    if not found:
-        names = [n for (n,) in c.execute("SELECT name FROM chute_queue ORDER BY name")]
-        raise QueueNotFound(_no_queue(name, path, names))
-
-
-def _no_queue(name: str, path: str, names: list[str]) -> str:
-    there = f"queues here: {', '.join(names)}" if names else "no queues here"
-    return f"no queue {name!r} in {path}; {there}"
-
-
-def _take_dead(
-    c: sqlite3.Connection, name: str, ids: list[int] | None, columns: str
-) -> list[tuple[Any, ...]]:
-    """Delete the queue's dead letters (``ids``: those of them still there)
-    and answer their ``columns`` (the id first), in id order."""
-    sql = f"DELETE FROM chute_dead WHERE queue = ? {{}}RETURNING {columns}"
-    if ids is None:
-        rows = c.execute(sql.format(""), (name,)).fetchall()
-    else:
-        rows = []
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i : i + _CHUNK]
-            rows += c.execute(sql.format(f"AND id IN ({_marks(chunk)}) "), (name, *chunk))
-    rows.sort(key=lambda row: row[0])
-    return rows
-
-
-def _count_settled(c: sqlite3.Connection, name: str) -> None:
-    """An item leaves for good: one fewer stored, one fewer unfinished."""
-    if not c.execute(
-        "UPDATE chute_queue SET unfinished = unfinished - 1, stored = stored - 1 "
-        "WHERE name = ? AND unfinished > 0",
-        (name,),
-    ).rowcount:
-        raise ValueError(
-            "task_done() was already called for every item: this job cannot be settled"
-        )
-
-
-def _to_dead(
-    c: sqlite3.Connection,
-    name: str,
-    id_: int,
-    now: float,
-    reason: str,
-    error: str | None = None,
-    *,
-    counted: bool = False,
-) -> None:
-    """Move a stored item to the dead letters, with why: ``error`` (JSON of
-    an ``ErrorInfo``) if given, else the last one it failed with."""
-    c.execute(
-        "INSERT INTO chute_dead (queue, data, deliveries, died_at, reason, last_error) "
-        "SELECT queue, data, deliveries, ?, ?, coalesce(?, last_error) FROM chute_item "
-        "WHERE id = ?",
-        (now, reason, error, id_),
-    )
-    c.execute("DELETE FROM chute_item WHERE id = ?", (id_,))
-    if counted:  # stored and unfinished already taken down by the caller
-        c.execute("UPDATE chute_queue SET dead = dead + 1 WHERE name = ?", (name,))
-    else:
-        c.execute(
-            "UPDATE chute_queue SET dead = dead + 1, stored = stored - 1, "
-            "unfinished = max(unfinished - 1, 0) WHERE name = ?",
-            (name,),
-        )

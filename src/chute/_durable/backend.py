@@ -4,8 +4,9 @@ A backend holds only what its engine does differently: how to store
 records atomically within a bound, claim them with a lease and a fencing
 token, give them back, settle them, bury them, count them, and how to wait.
 Everything users see (argument checks, codecs, the async and blocking
-faces, deadlines, cancellation, decode-and-bury, statistics, join) is
-written once above it, in :mod:`chute._durable.queue`.
+faces, deadlines, cancellation, decode-and-bury, statistics, join, dead
+letters) is written once above it, in :mod:`chute._durable.queue` (the
+dead-letter calls in :mod:`chute._durable.dead_letters`).
 
 **Calls, not coroutines.** Each primitive *describes* one change or one
 look and returns a :class:`Call`, an object only its backend understands

@@ -2,9 +2,10 @@
 
 Argument checks, codecs, the async face and ``q.sync`` (one set of steps,
 two drivers: see ``steps.py``), deadlines and wake-ups, cancellation that
-completes or leaves the queue unchanged, decode-and-bury, dead letters,
-statistics, iteration and ``join`` live here, once. A transport is a
-backend (``_backends/``) plus a few lines that build it.
+completes or leaves the queue unchanged, decode-and-bury, statistics,
+iteration and ``join`` live here, once; the dead-letter calls in
+``dead_letters.py`` (a base of the queue). A transport is a backend
+(``_backends/``) plus a few lines that build it.
 
 Every blocking wait follows one pattern: look (one backend call); if the
 answer is "not now", get in line in the backend's hub and look once more
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._codecs import Codec, encode_item, get_codec, undecodable
 from .._contract import (
     UNSET,
-    DeadLetter,
     ErrorInfo,
     QueueStatistics,
     Unset,
@@ -38,15 +38,14 @@ from .backend import (
     DUPLICATE,
     PLAIN,
     Backend,
-    Call,
     Claimed,
     Counts,
-    DeadRecord,
     PutOptions,
     QueueState,
     Record,
     Unreachable,
 )
+from .dead_letters import DeadLetterMixin
 from .job import DurableJob, DurableReservation
 from .steps import Run, Sleep, Steps, drive, drive_blocking
 from .waiting import Wait, Waiter
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["DurableQueue"]
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 #: The longest a get waits on the store in one go (a backend with
 #: ``blocking_wait``): then it looks again, for leases that ran out and for
@@ -106,7 +104,7 @@ def _shut(items: list[Any], single: bool) -> QueueShutDown:
     return QueueShutDown(item=items[0]) if single else QueueShutDown(items=items)
 
 
-class DurableQueue(Generic[T]):
+class DurableQueue(DeadLetterMixin[T]):
     """A named queue in a store; made by ``chute.open(url, name)``.
 
     The contract of ``chute.Queue``, durable: an item is stored when
@@ -693,7 +691,7 @@ class DurableQueue(Generic[T]):
         self._check_open()
         self._backend.run_sync(self._backend.reopen())
 
-    # -- reservations and dead letters ---------------------------------------------
+    # -- reservations (dead letters: see dead_letters.py) --------------------------
 
     def reserve(self, timeout: float | None = None) -> DurableReservation[T]:
         """``async with q.reserve() as job``: at-least-once delivery with a lease."""
@@ -711,116 +709,6 @@ class DurableQueue(Generic[T]):
     async def _reserve(self, timeout: float | None) -> DurableJob[T]:
         self._check_open()
         return await drive(self._backend, self._reserve_steps(timeout, block=True, in_thread=False))
-
-    def dead_letters(
-        self, limit: int | None = None, offset: int = 0, *, newest_first: bool = False
-    ) -> list[DeadLetter[T]]:
-        """The dead letters, oldest first (``newest_first``: the other way),
-        each with why it died and its ``id``; they stay. A page: ``offset``
-        skipped, then at most ``limit`` (None: all of them). The total is
-        ``statistics().dead_lettered``."""
-        return [self._dead_letter(r) for r in self._run(self._listing(limit, offset, newest_first))]
-
-    async def adead_letters(
-        self, limit: int | None = None, offset: int = 0, *, newest_first: bool = False
-    ) -> list[DeadLetter[T]]:
-        """``dead_letters()`` without blocking the loop."""
-        records = await self._arun(self._listing(limit, offset, newest_first))
-        return [self._dead_letter(r) for r in records]
-
-    def purge_dead(self, ids: Iterable[str] | None = None) -> list[DeadLetter[T]]:
-        """Remove the dead letters and return them, oldest first. With ``ids``
-        (``DeadLetter.id``), only those, at once; an id no longer there is
-        passed over (the list says what was removed). ``ValueError`` for an
-        id this store could not have made, and nothing removed."""
-        self._check_open()
-        records = self._run(self._backend.purge_dead(_dead_ids(ids)))
-        return [self._dead_letter(r) for r in records]
-
-    async def apurge_dead(self, ids: Iterable[str] | None = None) -> list[DeadLetter[T]]:
-        """``purge_dead()`` without blocking the loop."""
-        self._check_open()
-        records = await self._arun(self._backend.purge_dead(_dead_ids(ids)))
-        return [self._dead_letter(r) for r in records]
-
-    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Put the dead letters back at the end of the queue, in the order they
-        died, to be tried afresh; how many. With ``ids``, only those, at
-        once (an id no longer there is passed over). ``QueueShutDown`` if
-        the queue is shut down, and ``ValueError`` for an id this store
-        could not have made: nothing moved."""
-        self._check_open()
-        return self._run(self._backend.requeue_dead(_dead_ids(ids)))
-
-    async def arequeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        """``requeue_dead()`` without blocking the loop."""
-        self._check_open()
-        return await self._arun(self._backend.requeue_dead(_dead_ids(ids)))
-
-    def _listing(
-        self, limit: object, offset: object, newest_first: object
-    ) -> Call[list[DeadRecord]]:
-        limit, offset = _page(limit, offset)
-        self._check_open()
-        return self._backend.dead_letters(
-            limit=limit, offset=offset, newest_first=bool(newest_first)
-        )
-
-    async def _arun(self, call: Call[R]) -> R:
-        return await self._backend.run(call)
-
-    def _run(self, call: Call[R]) -> R:
-        return self._backend.run_sync(call)
-
-    def _dead_letter(self, record: DeadRecord) -> DeadLetter[T]:
-        info = record.error
-        try:
-            item = self._codec.decode(record.data)
-        except Exception:
-            # Handed back as stored rather than hidden: often why it died.
-            item = record.data
-        return DeadLetter(
-            item=item,
-            deliveries=record.deliveries,
-            died_at=record.died_at,
-            reason=record.reason,
-            error_type=None if info is None else info.type,
-            error=None if info is None else info.message,
-            traceback=None if info is None else info.traceback,
-            id=record.id,
-        )
-
-
-def _page(limit: object, offset: object) -> tuple[int | None, int]:
-    """A page of dead letters asked for, checked: ``limit`` None or an int
-    >= 0, ``offset`` an int >= 0 (either beyond any store's count is cut to
-    one that every store takes, and means the same)."""
-    checked = None if limit is None else _at_least_0(limit, "limit", " or None")
-    return checked, _at_least_0(offset, "offset", "")
-
-
-def _at_least_0(value: object, what: str, or_none: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int{or_none}, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, not {value}")
-    return min(value, 2**62)
-
-
-def _dead_ids(ids: Iterable[str] | None) -> list[str] | None:
-    """``ids`` as a list without repeats (None: every dead letter). Whether
-    each is one the store could have made, its backend checks."""
-    if ids is None:
-        return None
-    if isinstance(ids, str | bytes):
-        raise TypeError(
-            "ids must be an iterable of dead letter ids (DeadLetter.id), not one string"
-        )
-    out = list(dict.fromkeys(ids))
-    for id_ in out:
-        if not isinstance(id_, str):
-            raise TypeError(f"a dead letter id is a str (DeadLetter.id), not {type(id_).__name__}")
-    return out
 
 
 def _take_back(backend: Backend) -> Any:
