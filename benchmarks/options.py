@@ -106,7 +106,9 @@ NOTES = (
 )
 
 
-def _url(transport: str) -> str:
+def store_url(transport: str) -> str:
+    """Where a queue of ``transport`` goes: a new SQLite file in a temporary
+    folder, or the benchmark's own Redis or PostgreSQL server."""
     if transport == "sqlite":
         return f"sqlite:///{os.path.join(_files.name, f'q{next(_names)}.db')}"
     if transport == "redis":
@@ -128,7 +130,7 @@ async def run_once(sc: Scenario, way: Way, module: Any, n: int, timeout: float) 
         n *= _MEMORY_SCALE
         opened: Any = contextlib.nullcontext(chute.Queue())
     else:
-        opened = chute.open(_url(sc.transport), name)
+        opened = chute.open(store_url(sc.transport), name)
     async with opened as q:
         option = way.option
         t0 = time.perf_counter()

@@ -19,19 +19,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from .memory import _check
+from .options import store_url
 
 DEFAULT_ITEMS = 2_000
 CONSUMERS = 4
 #: Items put a batch while filling a queue.
 FILL_BATCH = 5_000
 
-_files = tempfile.TemporaryDirectory(prefix="chute-bench-scaling-")
 _names = itertools.count()
 #: (transport, stored): the queue filled once and reused by every run (each
 #: run puts its own N items in front of the clock and takes N back).
@@ -91,25 +90,13 @@ NOTES = (
 )
 
 
-def _url(transport: str) -> str:
-    if transport == "sqlite":
-        return f"sqlite:///{os.path.join(_files.name, f's{next(_names)}.db')}"
-    if transport == "redis":
-        from .redis import server_url as redis_url
-
-        return redis_url()
-    from .postgres import server_url as postgres_url
-
-    return postgres_url()
-
-
 async def _open(transport: str) -> Any:
     import chute
 
     if transport == "memory":
         return chute.Queue()
     name = f"scaling-{os.getpid()}-{next(_names)}"
-    return await chute.open(_url(transport), name)
+    return await chute.open(store_url(transport), name)
 
 
 async def _queue(transport: str, stored: int, n: int) -> Any:
