@@ -15,7 +15,7 @@ import traceback
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, Protocol, TypeVar
 
 from ._exceptions import QueueShutDown
 
@@ -344,6 +344,11 @@ class JobBase(Generic[T]):
 
     def nack(self, delay: float | None = None, *, error: BaseException | None = None) -> None:
         raise NotImplementedError
+
+    #: ``ack()`` and ``nack()`` settle at once, with no I/O to wait for (an
+    #: in-process queue's job): a caller on a loop may call them directly,
+    #: and ``aack()`` is only ``ack()``. A stored queue's job says False.
+    settles_at_once: ClassVar[bool] = True
 
     async def aack(self) -> None:
         """``ack()`` for code on an event loop. Here it settles at once (an

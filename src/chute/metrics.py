@@ -206,9 +206,8 @@ def _pool_metrics(pools: list[tuple[str, Workers[Any]]]) -> dict[str, Any]:
         families["failed"].add_metric(label, pool._failed)
         families["retried"].add_metric(label, pool._retried)
         families["dead"].add_metric(label, pool._dead)
-        running = pool.workers
-        families["running"].add_metric(label, running)
-        families["busy"].add_metric(label, max(0, running - len(pool._waiting)))
+        families["running"].add_metric(label, pool.workers)
+        families["busy"].add_metric(label, pool.busy_count())
         times = pool.handling_times()
         if times is not None:
             families["handling"].add_metric(

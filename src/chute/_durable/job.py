@@ -35,6 +35,8 @@ class DurableJob(JobBase[T]):
 
     __slots__ = ("_queue", "_record")
 
+    settles_at_once = False  # ack() and nack() are a round trip to the store
+
     def __init__(self, queue: DurableQueue[T], item: T, record: Record) -> None:
         super().__init__(item, record.deliveries)
         self._queue = queue

@@ -44,13 +44,13 @@ class LeaseKeeper:
             lease / 2, self._due
         )
 
-    @classmethod
-    def of(cls, queue: Any, job: Any, worker: asyncio.Task[Any]) -> LeaseKeeper | None:
-        """A keeper for ``job`` if ``queue`` hands out leases (a stored queue)."""
+    @staticmethod
+    def lease_of(queue: Any) -> float | None:
+        """The lease ``queue``'s jobs are handed out with, to keep (a stored
+        queue's visibility timeout), or None: a queue without leases.
+        Asked once per worker: it is a property of the queue."""
         lease = getattr(queue, "visibility_timeout", None)
-        if lease is None or not callable(getattr(job, "extend", None)):
-            return None
-        return cls(job, float(lease), worker)
+        return None if lease is None else float(lease)
 
     def _due(self) -> None:
         self._timer = None

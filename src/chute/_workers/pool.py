@@ -205,8 +205,9 @@ class Workers(Generic[T]):
             self.max_workers = min(self.max_workers, processes)
             self.min_workers = min(self.min_workers, self.max_workers)
         self._pool: _ProcessPool | None = None
-        self._waiting: dict[asyncio.Task[None], None] = {}  # workers in reserve()
-        self._tasks: dict[asyncio.Task[None], None] = {}  # every worker
+        #: Every worker, and whether it waits in reserve() now (a flag each
+        #: worker flips itself: two dict updates a job were measurable).
+        self._tasks: dict[asyncio.Task[None], _Slot] = {}
         self._stopping = False
         self._closed_log = False  # "stopped" was logged
         self._immediate = False  # shutdown(immediate=True): no grace left
@@ -258,7 +259,16 @@ class Workers(Generic[T]):
 
     def _busy(self) -> list[asyncio.Task[None]]:
         """The workers handling an item now."""
-        return [task for task in self._tasks if task not in self._waiting]
+        return [task for task, slot in self._tasks.items() if not slot.waiting]
+
+    def busy_count(self) -> int:
+        """How many workers handle an item now (safe from another thread:
+        the workers are copied in one step before they are counted)."""
+        return sum(1 for slot in list(self._tasks.values()) if not slot.waiting)
+
+    def _idle(self) -> list[asyncio.Task[None]]:
+        """The workers waiting in reserve() now."""
+        return [task for task, slot in self._tasks.items() if slot.waiting]
 
     def start(self) -> None:
         """Start ``min_workers`` workers (at least one) and the autoscaler."""
@@ -292,12 +302,10 @@ class Workers(Generic[T]):
     def _grow(self, n: int) -> None:
         for _ in range(n):
             task = asyncio.ensure_future(self._work())
-            self._tasks[task] = None
-            self._waiting[task] = None
+            self._tasks[task] = _Slot()
             task.add_done_callback(self._gone)
 
     def _gone(self, task: asyncio.Task[None]) -> None:
-        self._waiting.pop(task, None)
         self._tasks.pop(task, None)
         error = None if task.cancelled() else task.exception()
         if error is not None:
@@ -318,9 +326,10 @@ class Workers(Generic[T]):
         me = asyncio.current_task()
         assert me is not None
         reserve, handler, is_async = self._queue.reserve, self._handler, self._async
-        waiting, latencies = self._waiting, self._latencies
+        slot, latencies = self._tasks[me], self._latencies
         bounds = BUCKETS
         first = bounds[0]
+        lease = LeaseKeeper.lease_of(self._queue)  # None: no leases to keep
         clock = time.monotonic
         looked_again = False  # a delay ran out between a reserve and the look after it
         while not self._stopping:
@@ -340,7 +349,7 @@ class Workers(Generic[T]):
                     # stored queue keeps items that no reserve will take.
                     looked_again = True
                     continue
-                waiting.pop(me, None)
+                slot.waiting = False
                 if not self._stopping:
                     logger.info("the queue is shut down and drained: stopping")
                 self._drained = True
@@ -350,7 +359,7 @@ class Workers(Generic[T]):
                 # Closed, not shut down: is_shutdown is another state (and
                 # on a closed stored queue it raises).
                 if self._queue.closed:
-                    waiting.pop(me, None)
+                    slot.waiting = False
                     if not self._stopping:
                         logger.warning("the queue was closed under the pool: stopping")
                     self.shutdown()  # the queue was closed under the pool: it ends
@@ -366,9 +375,9 @@ class Workers(Generic[T]):
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
             looked_again = False
-            waiting.pop(me, None)
+            slot.waiting = False
             t0 = clock()
-            keeper = LeaseKeeper.of(self._queue, job, me)
+            keeper = None if lease is None else LeaseKeeper(job, lease, me)
             try:
                 try:
                     if is_async:
@@ -398,7 +407,7 @@ class Workers(Generic[T]):
                     if me.cancelling():
                         raise  # and the pool is stopping past its grace
                     self._lease_lost(job, keeper.lost)
-                    waiting[me] = None
+                    slot.waiting = True
                     continue
                 if me.cancelling():
                     # The pool is stopping past its grace period: someone else's now.
@@ -416,7 +425,10 @@ class Workers(Generic[T]):
             else:
                 latencies.append(took)
                 try:
-                    await job.aack()  # settled off the loop's thread
+                    if getattr(job, "settles_at_once", False):
+                        job.ack()  # no I/O: a coroutine here costs a measurable part
+                    else:
+                        await job.aack()  # settled off the loop's thread
                 except asyncio.CancelledError:
                     self._processed += 1  # the acknowledgement was sent: it stands
                     raise
@@ -432,7 +444,7 @@ class Workers(Generic[T]):
                     )
                 else:
                     self._processed += 1
-            waiting[me] = None
+            slot.waiting = True
 
     def _lease_lost(self, job: Any, exc: BaseException) -> None:
         self._failed += 1
@@ -513,7 +525,7 @@ class Workers(Generic[T]):
                 depth = self._queue.qsize()
             except Exception:  # the queue is unreachable or closed: keep the pool
                 return self.workers
-        n, idle = self.workers, len(self._waiting)
+        n, idle = self.workers, len(self._idle())
         stuck = self._processed == self._seen  # nothing finished since the last look
         self._seen = self._processed
         change, self._quiet = plan(
@@ -535,9 +547,8 @@ class Workers(Generic[T]):
                 _count(depth, "item"),
             )
         elif change < 0:
-            for task in list(self._waiting)[:-change]:
+            for task in self._idle()[:-change]:
                 task.cancel()  # idle in reserve(): cancelling takes nothing
-                del self._waiting[task]
                 del self._tasks[task]
             logger.debug(
                 "scaled down from %s to %d (%d idle)", _count(n, "worker"), self.workers, idle
@@ -570,7 +581,7 @@ class Workers(Generic[T]):
                 task.cancel()  # their items are given back
         if self._stop is not None:
             self._stop.set()
-        for task in list(self._waiting):
+        for task in self._idle():
             if not task.cancelling():
                 task.cancel()  # waiting in reserve(): takes nothing
         if self._supervisor is not None:
@@ -625,7 +636,7 @@ class Workers(Generic[T]):
                 task.cancel()  # their items are given back
             if late:
                 await asyncio.wait(late)
-        waiting = list(self._waiting)
+        waiting = self._idle()
         for task in waiting:
             if not task.cancelling():  # once is enough: it is on its way out
                 task.cancel()
@@ -700,7 +711,7 @@ class Workers(Generic[T]):
             failed=self._failed,
             retried=self._retried,
             dead=self._dead,
-            in_flight=len(self._tasks) - len(self._waiting),
+            in_flight=self.busy_count(),
             workers=self.workers,
             throughput=(self._processed - then) / (now - since) if now > since else 0.0,
             latency_p50=_percentile(lat, 0.50),
@@ -719,8 +730,17 @@ class Workers(Generic[T]):
             self._handling = HandlingTimes()
 
     def __repr__(self) -> str:
-        busy = len(self._tasks) - len(self._waiting)
+        busy = self.busy_count()
         return f"<chute.Workers {self.workers} workers ({busy} busy), {self._processed} processed>"
+
+
+class _Slot:
+    """A worker's flag: waiting in reserve() (True) or handling an item."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting = True
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
