@@ -170,6 +170,7 @@ def worker(args: argparse.Namespace) -> int:
             finally:
                 if metrics is not None:
                     metrics.shutdown()
+                    metrics.server_close()
                 final = await asyncio.to_thread(look)
                 view.close(final)
             return stats, final, guard

@@ -112,6 +112,9 @@ class Watcher:
         self.looks = 0
         self._listed_at = -LIST_EVERY
         self._changed = asyncio.Condition()
+        # One look at a time (the loop's, and one a change asks for): two
+        # would open the same queue twice.
+        self._looking = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -133,6 +136,10 @@ class Watcher:
 
     async def look(self) -> None:
         """Read every queue once (and list them again now and then)."""
+        async with self._looking:
+            await self._look()
+
+    async def _look(self) -> None:
         now = time.monotonic()
         try:
             if now - self._listed_at >= LIST_EVERY or self.error is not None:
@@ -174,13 +181,18 @@ class Watcher:
         q = self.queues.get(name)
         if q is None or q.closed:
             q = await open_queue(self.url, name, create=False, codec=self.codec)
+            other = self.queues.get(name)
+            if other is not None and not other.closed:  # opened meanwhile (a page, a look)
+                await _close(q)
+                return other
             self.queues[name] = q
         return q
 
     async def relist(self) -> None:
         """List the queues now (a page asked for one made since)."""
-        await self._list()
-        self._listed_at = time.monotonic()
+        async with self._looking:
+            await self._list()
+            self._listed_at = time.monotonic()
 
     async def _list(self) -> None:
         names = await asyncio.to_thread(queue_names, self.url)
