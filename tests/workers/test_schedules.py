@@ -112,6 +112,10 @@ async def test_slots_missed_while_no_scheduler_ran_are_skipped_or_the_last_caugh
     await asyncio.sleep(1.5)
     before = sorted(await _drain(q))
     await asyncio.sleep(4 * PERIOD)
+    # Just past a slot (slots fall on multiples of PERIOD): no slot comes
+    # between `started` and the scheduler's start, whose last two missed
+    # slots are then exactly those before `started`.
+    await asyncio.sleep(PERIOD - time.time() % PERIOD + PERIOD / 10)
     started = time.time()
     scheduler = await _run_for(q, chute.every(PERIOD, _slot, name="catch", catch_up=2), 2)
     assert scheduler.put >= 2
