@@ -331,7 +331,7 @@ class SqliteBackend:
                 if queue.state == QueueState.SHUTDOWN:
                     raise QueueShutDown()
                 due = [at for (at,) in c.execute(NEXT_DUE, (name,)) if at is not None]
-                return Claimed([], min(due, default=None), db.seq + 1)  # as of our commit
+                return Claimed([], min(due, default=None), db.seq_after)  # as of our commit
             ids = [r.key for r in rows]
             chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
             if lease is not None:
@@ -354,7 +354,7 @@ class SqliteBackend:
                     "WHERE name = ?2",
                     (len(rows), name),
                 )
-            return Claimed(rows, None, db.seq + 1)
+            return Claimed(rows, None, db.seq_after)
 
         return Op(claim, {Wait.PUT: n, Wait.JOIN: ALL})
 

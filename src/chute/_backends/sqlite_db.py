@@ -230,6 +230,12 @@ class Database:
         #: Bumped by every commit seen (ours, or another process's): a caller
         #: that found nothing at seq N and still sees N has missed nothing.
         self.seq = 0
+        #: While a call runs: the seq its commit will bring, as far as it can
+        #: vouch for it. A call that is not the last of its group (one
+        #: transaction) cannot: a later one (a shutdown, say) may change what
+        #: it found and ring before its caller gets in line, so it answers
+        #: the seq before the commit, and its caller looks once more.
+        self.seq_after = 0
         self._users = 0
         self._closed = False
         self._inbox: collections.deque[_Call] = collections.deque()
@@ -484,14 +490,15 @@ class Database:
             with contextlib.suppress(RuntimeError):  # its loop is closed
                 loop.call_soon_threadsafe(_settle_all, batch)
 
-    @staticmethod
     def _run_plain(
-        conn: sqlite3.Connection, calls: list[_Call]
+        self, conn: sqlite3.Connection, calls: list[_Call]
     ) -> list[tuple[_Call, Any, BaseException | None]]:
         """Every call's answer, or [] if one failed (the transaction is
         still open, with what the calls before it did)."""
         results: list[tuple[_Call, Any, BaseException | None]] = []
+        last = calls[-1]
         for c in calls:
+            self.seq_after = self.seq + 1 if c is last else self.seq
             try:
                 value = c.fn(conn)
             except Exception:
@@ -518,6 +525,7 @@ class Database:
                     conn.execute("ROLLBACK")
                     conn.execute(begin)
             for c in calls if not results else ():
+                self.seq_after = self.seq + 1 if c is calls[-1] else self.seq
                 if not alone:
                     conn.execute("SAVEPOINT call")
                 try:
