@@ -54,11 +54,13 @@ from .sqlite_sql import (
     INSERT,
     INSERT_WITH,
     LATE_ROWS,
+    LEASE_READY,
     NEXT_DUE,
     OLDEST,
     OUT_COUNTS,
     READY_ROWS,
     ROOM,
+    TAKE_READY,
     bound_columns,
     count_settled,
     in_order,
@@ -88,6 +90,74 @@ _SCHEDULED = 3
 #: Before the first item in the queue's order (priority, id).
 _FIRST = (-(2**31) - 1, 0)
 _NO_RINGS: Rings = {}
+#: No lease, delay or delayed put to run out.
+_NEVER = float("inf")
+
+
+def next_due(c: sqlite3.Connection, name: str) -> float:
+    """When the queue's first lease, delay or delayed put runs out."""
+    due = [at for (at,) in c.execute(NEXT_DUE, (name,)) if at is not None]
+    return min(due, default=_NEVER)
+
+
+def _take_ready(
+    c: sqlite3.Connection, name: str, n: int, lease: float | None, now: float
+) -> list[Record]:
+    """The first ``n`` ready items, in order, leased (or, with no lease,
+    deleted): one statement."""
+    if lease is None:
+        found = c.execute(TAKE_READY, (name, n)).fetchall()
+    else:
+        found = c.execute(LEASE_READY, (name, n, now + lease)).fetchall()
+    found.sort(key=in_order)  # RETURNING's order is SQLite's
+    return [Record(i, d, k, t, (p, key, at)) for i, d, k, t, _, p, key, at in found]
+
+
+def _take_any(
+    c: sqlite3.Connection,
+    name: str,
+    n: int,
+    lease: float | None,
+    now: float,
+    limit: int | None,
+) -> list[Record]:
+    """The first ``n`` claimable items, in order: ready ones, delayed puts
+    come due, and items whose lease or delay ran out (those past the
+    deliveries allowed go to the dead letters); leased, or deleted."""
+    c.execute(DUE_SCHEDULED, (name, now))
+    rows: list[Record] = []
+    after = _FIRST
+    while len(rows) < n:
+        want = n - len(rows)
+        found = c.execute(READY_ROWS, (name, after[0], want, now, after[1])).fetchall()
+        for late in LATE_ROWS:  # leases, then delays, that ran out
+            found += c.execute(late, (name, after[0], want, now, after[1])).fetchall()
+        found.sort(key=in_order)
+        del found[want:]
+        if not found:
+            break
+        after = in_order(found[-1])
+        for id_, data, deliveries, token, leased, priority, key, ready_at in found:
+            if leased == _LEASED and limit is not None and deliveries >= limit:
+                # Its holder's lease ran out on the last delivery allowed.
+                to_dead(c, name, id_, now, "lease expired")
+                continue
+            rows.append(Record(id_, data, deliveries, token, (priority, key, ready_at)))
+        if len(found) < want:
+            break
+    ids = [r.key for r in rows]
+    for chunk in [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]:
+        if lease is None:
+            c.execute(f"DELETE FROM chute_item WHERE id IN ({marks(chunk)})", chunk)
+        else:  # one statement per chunk of a batch
+            c.execute(
+                "UPDATE chute_item SET leased = 1, visible_at = ?, token = token + 1, "
+                f"deliveries = deliveries + 1 WHERE id IN ({marks(chunk)})",
+                (now + lease, *chunk),
+            )
+    if lease is None:
+        return rows
+    return [Record(i, d, k + 1, t + 1, x) for i, d, k, t, x in rows]
 
 
 class Op(Call[R]):
@@ -217,7 +287,7 @@ class SqliteBackend:
     def store(
         self, records: list[bytes], options: PutOptions = PLAIN
     ) -> Op[tuple[int, int] | Stored | None]:
-        name = self.name
+        name, db = self.name, self._db
         delay, priority, key, mark = options
 
         def insert(c: sqlite3.Connection) -> tuple[int, int] | Stored | None:
@@ -257,6 +327,8 @@ class SqliteBackend:
                 statement = INSERT
             else:
                 leased, due = (_SCHEDULED, now + delay) if delay else (_READY, 0)
+                if delay:
+                    db.may_come_due(name, due)
                 ready_at = due or now
                 rows = [(name, r, leased, due, priority, key, ready_at) for r in records]
                 statement = INSERT_WITH
@@ -304,56 +376,34 @@ class SqliteBackend:
             queue = queue_row(c, name)
             if queue.state == QueueState.IMMEDIATE:
                 raise QueueShutDown()
-            limit = queue.max_deliveries
             now = time.time()
-            c.execute(DUE_SCHEDULED, (name, now))
-            rows: list[Record] = []
-            after = _FIRST
-            while len(rows) < n:
-                want = n - len(rows)
-                found = c.execute(READY_ROWS, (name, after[0], want, now, after[1])).fetchall()
-                for late in LATE_ROWS:  # leases, then delays, that ran out
-                    found += c.execute(late, (name, after[0], want, now, after[1])).fetchall()
-                found.sort(key=in_order)
-                del found[want:]
-                if not found:
-                    break
-                after = in_order(found[-1])
-                for id_, data, deliveries, token, leased, priority, key, ready_at in found:
-                    if leased == _LEASED and limit is not None and deliveries >= limit:
-                        # Its holder's lease ran out on the last delivery allowed.
-                        to_dead(c, name, id_, now, "lease expired")
-                        continue
-                    rows.append(Record(id_, data, deliveries, token, (priority, key, ready_at)))
-                if len(found) < want:
-                    break
+            known = db.due.get(name)
+            if known is not None and now < known:
+                # Nothing out on a lease or a delay has run out, nor has any
+                # delayed put come due: the ready items are all there is (the
+                # common case, in one statement).
+                rows = _take_ready(c, name, n, lease, now)
+            else:
+                rows = _take_any(c, name, n, lease, now, queue.max_deliveries)
+                known = db.due[name] = next_due(c, name)
             if not rows:
                 if queue.state == QueueState.SHUTDOWN:
                     raise QueueShutDown()
-                due = [at for (at,) in c.execute(NEXT_DUE, (name,)) if at is not None]
-                return Claimed([], min(due, default=None), db.seq_after)  # as of our commit
-            ids = [r.key for r in rows]
-            chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
+                # Sleep until the first one runs out, at the latest.
+                return Claimed([], None if known == _NEVER else known, db.seq_after)
             if lease is not None:
-                for chunk in chunks:  # one statement per chunk of a batch
-                    c.execute(
-                        "UPDATE chute_item SET leased = 1, visible_at = ?, token = token + 1, "
-                        f"deliveries = deliveries + 1 WHERE id IN ({marks(chunk)})",
-                        (now + lease, *chunk),
-                    )
-                rows = [Record(i, d, k + 1, t + 1, x) for i, d, k, t, x in rows]
                 c.execute(
                     "UPDATE chute_queue SET total_got = total_got + ? WHERE name = ?",
                     (len(rows), name),
                 )
+                db.may_come_due(name, now + lease)
             else:
-                for chunk in chunks:
-                    c.execute(f"DELETE FROM chute_item WHERE id IN ({marks(chunk)})", chunk)
                 c.execute(
                     "UPDATE chute_queue SET stored = stored - ?1, total_got = total_got + ?1 "
                     "WHERE name = ?2",
                     (len(rows), name),
                 )
+            # As of our commit, if this is the last call of its group.
             return Claimed(rows, None, db.seq_after)
 
         return Op(claim, {Wait.PUT: n, Wait.JOIN: ALL})
@@ -409,7 +459,7 @@ class SqliteBackend:
     def settle(
         self, record: Record, how: Settle, *, delay: float | None, error: ErrorInfo | None
     ) -> Op[Outcome]:
-        name, id_, token = self.name, record.key, record.token
+        name, id_, token, db = self.name, record.key, record.token, self._db
         why = None if error is None else error.to_json()
         lost = (
             f"queue {name!r}: this job's lease ran out and the item was delivered "
@@ -437,11 +487,20 @@ class SqliteBackend:
                 count_settled(c, name)
                 to_dead(c, name, id_, time.time(), "failed", why, counted=True)
                 return "dead"
-            c.execute(
-                "UPDATE chute_item SET leased = ?, visible_at = ?, "
-                "last_error = coalesce(?, last_error) WHERE id = ?",
-                (_DELAYED, time.time() + delay, why, id_) if delay else (_READY, 0, why, id_),
-            )
+            if delay:
+                due = time.time() + delay
+                db.may_come_due(name, due)
+                c.execute(
+                    "UPDATE chute_item SET leased = ?, visible_at = ?, "
+                    "last_error = coalesce(?, last_error) WHERE id = ?",
+                    (_DELAYED, due, why, id_),
+                )
+            else:
+                c.execute(
+                    "UPDATE chute_item SET leased = ?, visible_at = 0, "
+                    "last_error = coalesce(?, last_error) WHERE id = ?",
+                    (_READY, why, id_),
+                )
             return "retried"
 
         if how is Settle.ACK:
@@ -451,12 +510,14 @@ class SqliteBackend:
         return Op(nack, EVERYONE if delay else {Wait.GET: 1, Wait.JOIN: ALL})
 
     def extend(self, record: Record, seconds: float) -> Op[None]:
-        name, id_, token = self.name, record.key, record.token
+        name, id_, token, db = self.name, record.key, record.token, self._db
 
         def extend(c: sqlite3.Connection) -> None:
+            due = time.time() + seconds  # sooner than before, maybe
+            db.may_come_due(name, due)
             if not c.execute(
                 "UPDATE chute_item SET visible_at = ? WHERE id = ? AND token = ? AND leased = 1",
-                (time.time() + seconds, id_, token),
+                (due, id_, token),
             ).rowcount:
                 raise LeaseLost(
                     f"queue {name!r}: this job's lease ran out and the item was delivered "

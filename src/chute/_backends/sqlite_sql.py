@@ -21,11 +21,13 @@ __all__ = [
     "INSERT",
     "INSERT_WITH",
     "LATE_ROWS",
+    "LEASE_READY",
     "NEXT_DUE",
     "OLDEST",
     "OUT_COUNTS",
     "READY_ROWS",
     "ROOM",
+    "TAKE_READY",
     "bound_columns",
     "count_settled",
     "in_order",
@@ -67,6 +69,19 @@ LATE_ROWS = tuple(
     "AND visible_at <= ?4 AND (priority, id) > (?2, ?5) ORDER BY priority, id LIMIT ?3"
     for state in (1, 2)
 )
+#: The first ready items (?1 the queue, at most ?2) taken at once, when no
+#: lease or delay can have run out: leased until ?3, or deleted. Their
+#: columns as a claim reads them (after the update: deliveries and token
+#: already bumped), in no particular order.
+_FIRST_READY = (
+    "WHERE id IN (SELECT id FROM chute_item WHERE queue = ?1 AND leased = 0 "
+    f"ORDER BY priority, id LIMIT ?2) RETURNING {_COLUMNS.format(state=0)}"
+)
+LEASE_READY = (
+    "UPDATE chute_item SET leased = 1, visible_at = ?3, token = token + 1, "
+    f"deliveries = deliveries + 1 {_FIRST_READY}"
+)
+TAKE_READY = f"DELETE FROM chute_item {_FIRST_READY}"
 DUE_SCHEDULED = (
     "UPDATE chute_item SET leased = 0, visible_at = 0 "
     "WHERE queue = ?1 AND leased = 3 AND visible_at <= ?2"
