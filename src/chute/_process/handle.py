@@ -91,6 +91,7 @@ class ProcessHandle(Generic[T]):
     _ring: memoryview
     _ring_q: memoryview  # the ring as 8-byte cells: record length words
     _capacity: int
+    _bytes_max: int
     _fd: int
     _sem: Any  # the cross-process lock: a named POSIX semaphore
     _finalizer: weakref.finalize[Any, Any]
@@ -136,6 +137,8 @@ class ProcessHandle(Generic[T]):
         self._ring = self._view[RING_OFFSET:]
         self._ring_q = self._ring.cast("q")  # record lengths: every record is 8-aligned
         self._capacity = size - RING_OFFSET
+        # The longest bytes _put_one pickles itself (a 4-byte length, and room).
+        self._bytes_max = min(self._capacity - 24, 0xFFFF_FFFF)
         res = self._resources
         res.fd = fd
         res.mm = self._mm

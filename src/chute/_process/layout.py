@@ -129,6 +129,17 @@ LEN_MASK = (1 << LEN_BITS) - 1
 # held.py). Only given-back items have it: a plain put's record never does.
 CARRIES = 1 << 21
 DELIVERIES = CARRIES - 1
+# Pickles the fast paths write and read without calling the pickler: a
+# record is always a pickle, these are just two that are cheap to spell.
+# - An int in int32's range: PROTO 2, BININT and its 4 bytes, STOP; eight
+#   bytes, so one payload cell: INT_PICKLE | (value & 0xFFFFFFFF) << 24.
+# - A bytes of up to 4 GiB: PROTO 3, BINBYTES and its 4-byte length, the
+#   bytes, STOP; its first cell (with the bytes' first one over its last
+#   byte) is BYTES_PICKLE | length << 24, its length 8 + the bytes'.
+INT_PICKLE = 0x2E00_0000_004A_0280  # b"\x80\x02J", four value bytes, b"."
+INT_MASK = 0xFF00_0000_00FF_FFFF  # the cell's bytes that are no value
+BYTES_PICKLE = 0x42_0380  # b"\x80\x03B"
+STOP = 0x2E  # b"."
 # A dead letter's payload: died_at, the length of a JSON of why, that JSON,
 # then the item's pickle.
 DEAD_HEAD = struct.Struct("<dQ")

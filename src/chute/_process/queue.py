@@ -17,6 +17,7 @@ import pickle
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
+from threading import get_ident
 from typing import Any, ClassVar, TypeVar
 
 from .._contract import (
@@ -33,10 +34,12 @@ from .job import ProcessReservation
 from .layout import (
     B_PID,
     BELL_CELLS,
+    BYTES_PICKLE,
     H_CAPACITY,
     H_COUNT,
     H_GET_WAITERS,
     H_HEAD,
+    H_HOLDER,
     H_IN_FLIGHT,
     H_MAGIC,
     H_MAX_DELIVERIES,
@@ -50,11 +53,14 @@ from .layout import (
     H_UNFINISHED,
     H_VERSION,
     IMMEDIATE,
+    INT_MASK,
+    INT_PICKLE,
     LEN_MASK,
     MAGIC,
     OPEN,
     RING_OFFSET,
     SHUTDOWN,
+    STOP,
     VERSION,
     check_shared_maxsize,
     pad,
@@ -269,35 +275,65 @@ class ProcessQueue(Settings[T]):
         The item is pickled first, in the caller: an item that cannot be
         pickled, or is larger than the ring, raises here and nothing is stored.
         """
-        data = self._encode(item)
         if timeout is not None:
             timeout = check_timeout(timeout)
-        wake = self._put_one(data)
-        if wake is None:
-            await self._put_records([data], timeout, item)
-        elif wake:
-            self._ring_bells(wake)
+        done = self._put_one(item)
+        if not isinstance(done, list):  # not stored: the general path stores it
+            await self._put_records([done or self._record(item)], timeout, item)
+        elif done:
+            self._ring_bells(done)
 
-    def _put_one(self, data: bytes) -> list[str] | None:
+    def _put_one(self, item: Any) -> list[str] | bytes | None:
         """The common put, in one short locked section: open, room, no wrap.
 
-        None sends the caller down the general path (which waits, wraps, or
-        raises QueueShutDown); the same logic as _room and _write, unrolled.
+        Returns the bells to ring once the item is stored. Otherwise the
+        general path (which waits, wraps, or raises QueueShutDown) stores
+        the item's pickle: returned, or None where it is ``_record(item)``,
+        made only then and not under the lock. The same logic as _room and _write, unrolled, with
+        the lock's fast path inline; a small int or a bytes is pickled
+        straight into the ring (layout.INT_PICKLE, BYTES_PICKLE), the
+        pickler's call and a copy of the bytes saved.
         """
-        self._lock()
+        tp = type(item)
+        if tp is int and -0x8000_0000 <= item < 0x8000_0000:
+            n, data, length = 8, None, -1
+        elif tp is bytes and len(item) <= self._bytes_max:
+            length = len(item)
+            n, data = length + 8, None
+        else:
+            data = self._encode(item)
+            n, length = len(data), -1
+        sem, h = self._sem, self._h
+        if self._closed or not sem.acquire(False):
+            self._lock()
+        else:
+            self._holding = get_ident()  # before the pid: see Lock._lock_slowly
+            h[H_HOLDER] = self._pid
         try:
-            h = self._h
             count, maxsize = h[H_COUNT], h[H_MAXSIZE]
-            if h[H_STATE] or (maxsize and count >= maxsize):
-                return None
-            cap, tail, n = self._capacity, h[H_TAIL], len(data)
+            cap, tail = self._capacity, h[H_TAIL]
             rec = 8 + ((n + 7) & ~7)
             phys = tail % cap
-            if cap - phys < rec or tail - h[H_HEAD] + rec > cap:
-                return None
+            if (
+                h[H_STATE]
+                or (maxsize and count >= maxsize)
+                or cap - phys < rec
+                or tail - h[H_HEAD] + rec > cap
+            ):
+                return data
             start = RING_OFFSET + phys + 8
-            self._mm[start : start + n] = data
-            self._ring_q[phys >> 3] = n
+            cell = phys >> 3
+            if data is not None:
+                self._mm[start : start + n] = data
+            elif length < 0:
+                self._ring_q[cell + 1] = INT_PICKLE | ((item & 0xFFFF_FFFF) << 24)
+            else:
+                # The first cell, then the bytes over its last byte, then STOP.
+                self._ring_q[cell + 1] = BYTES_PICKLE | (length << 24)
+                mm = self._mm
+                mm[start + 7 : start + n - 1] = item
+                mm[start + n - 1] = STOP
+            self._ring_q[cell] = n
             h[H_TAIL] = tail + rec  # publish
             h[H_COUNT] = count + 1
             h[H_UNFINISHED] += 1
@@ -308,24 +344,61 @@ class ProcessQueue(Settings[T]):
                 return NO_RINGS
             return self._to_ring(GET, 1)
         finally:
-            self._unlock()
+            if self._pending_rings or self._retired:
+                self._unlock()
+            else:
+                h[H_HOLDER] = 0
+                self._holding = 0
+                sem.release()
 
-    def _get_one(self) -> tuple[bytes, list[str]] | None:
-        """The common get, in one short locked section (see _put_one)."""
-        self._lock()
+    def _record(self, item: Any) -> bytes:
+        """The pickle _put_one writes for a small int or a bytes, as bytes."""
+        if type(item) is int:
+            return (INT_PICKLE | ((item & 0xFFFF_FFFF) << 24)).to_bytes(8, "little")
+        head = (BYTES_PICKLE | (len(item) << 24)).to_bytes(8, "little")[:7]
+        return b"".join((head, item, b"."))
+
+    def _get_one(self) -> tuple[Any, bytes | None, list[str]] | None:
+        """The common get, in one short locked section (see _put_one).
+
+        (item, None, bells) where the record was one of the pickles read
+        without the pickler; else (None, record, bells), the record to be
+        unpickled by the caller once the lock is let go.
+        """
+        sem, h = self._sem, self._h
+        if self._closed or not sem.acquire(False):
+            self._lock()
+        else:
+            self._holding = get_ident()  # before the pid: see Lock._lock_slowly
+            h[H_HOLDER] = self._pid
         try:
-            h = self._h
             count = h[H_COUNT]
             if not count or h[H_STATE]:
                 return None
             cap, head = self._capacity, h[H_HEAD]
             phys = head % cap
-            word = self._ring_q[phys >> 3]
+            cell = phys >> 3
+            ring_q = self._ring_q
+            word = ring_q[cell]
             if word < 0:  # a wrap or a gap: the general path steps over it
                 return None
             n = word & LEN_MASK
             start = RING_OFFSET + phys + 8
-            data = self._mm[start : start + n]
+            item: Any = None
+            data: bytes | None = None
+            first = ring_q[cell + 1] if n >= 8 else 0
+            if n == 8 and first & INT_MASK == INT_PICKLE:
+                item = (first >> 24) & 0xFFFF_FFFF
+                if item & 0x8000_0000:
+                    item -= 0x1_0000_0000
+            elif (
+                first & 0xFF_FFFF == BYTES_PICKLE
+                and (first >> 24) & 0xFFFF_FFFF == n - 8
+                and self._mm[start + n - 1] == STOP
+            ):
+                item = self._mm[start + 7 : start + n - 1]
+            else:
+                data = self._mm[start : start + n]
             head += 8 + ((n + 7) & ~7)
             count -= 1
             h[H_HEAD] = head  # publish
@@ -334,10 +407,15 @@ class ProcessQueue(Settings[T]):
                 self._restart_empty()
             h[H_TOTAL_GOT] += 1
             if h[H_PUT_WAITERS] <= 0:
-                return data, NO_RINGS
-            return data, self._to_ring(PUT, 1)
+                return item, data, NO_RINGS
+            return item, data, self._to_ring(PUT, 1)
         finally:
-            self._unlock()
+            if self._pending_rings or self._retired:
+                self._unlock()
+            else:
+                h[H_HOLDER] = 0
+                self._holding = 0
+                sem.release()
 
     async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
         """Put all ``items`` at once or none: one pickling pass, one lock."""
@@ -392,9 +470,11 @@ class ProcessQueue(Settings[T]):
         got = self._get_one()
         if got is None:
             return (await self._get_records(1, timeout))[0]  # type: ignore[no-any-return]
-        data, wake = got
+        item, data, wake = got
         if wake:
             self._ring_bells(wake)
+        if data is None:
+            return item  # type: ignore[no-any-return]
         return self._decode([data])[0]  # type: ignore[no-any-return]
 
     async def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:

@@ -38,12 +38,11 @@ class ProcessSyncQueue(SyncFaceBase[T]):
         if block and timeout is not None:
             check_timeout(timeout)  # refused at the call, even when no wait is needed
         q = self._q
-        data = q._encode(item)
-        wake = q._put_one(data)
-        if wake is None:
-            self._put([data], item, block=block, timeout=timeout)
-        elif wake:
-            q._ring_bells(wake)
+        done = q._put_one(item)
+        if not isinstance(done, list):  # not stored: the general path stores it
+            self._put([done or q._record(item)], item, block=block, timeout=timeout)
+        elif done:
+            q._ring_bells(done)
 
     def put_nowait(self, item: T) -> None:
         self._q.put_nowait(item)
@@ -80,9 +79,11 @@ class ProcessSyncQueue(SyncFaceBase[T]):
         got = q._get_one()
         if got is None:
             return self._get(1, block=block, timeout=timeout)[0]  # type: ignore[no-any-return]
-        data, wake = got
+        item, data, wake = got
         if wake:
             q._ring_bells(wake)
+        if data is None:
+            return item  # type: ignore[no-any-return]
         return q._decode([data])[0]  # type: ignore[no-any-return]
 
     def get_nowait(self) -> T:
