@@ -5,8 +5,9 @@ Each primitive is one call of a PL/pgSQL function (``postgres_functions.py``:
 the exact bound, the waking, the claim and its ``EXPLAIN``; the tables and
 their installation: ``postgres_sql.py``), sent over asyncpg from the
 calling task's loop, or from the store's own loop for a plain thread
-(``postgres_link.py``: the connections, the listener, the errors). The
-dead-letter calls are in ``postgres_dead_letters.py``.
+(``postgres_link.py``: the connections, the listener, the errors, and the
+group commit of the puts and settles that a loop's callers make at once).
+The dead-letter calls are in ``postgres_dead_letters.py``.
 A getter with nothing to take waits in this process's hub, rung by the
 store's ``LISTEN`` connection when a put commits elsewhere, and looks again
 every second only for leases of other processes that ran out.
@@ -47,23 +48,16 @@ from .._exceptions import QueueNotFound
 from .postgres_dead_letters import PostgresDeadLetters
 from .postgres_link import (
     Fn,
+    Part,
     Sql,
     Store,
     Through,
-    is_lost,
     place,
     refusal,
     result_of,
     wait_through,
 )
 from .postgres_sql import declare, names_in, quote
-
-try:
-    import asyncpg
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "the postgresql:// transport needs asyncpg: pip install 'chute[postgres]'"
-    ) from exc
 
 __all__ = ["PostgresBackend", "PostgresQueue"]
 
@@ -214,27 +208,25 @@ class PostgresBackend(PostgresDeadLetters):
         fetch: str = "fetchval",
         sender: str | None = None,
         then: Callable[[Any], Any] | None = None,
+        wakes: bool = False,
     ) -> Fn[Any]:
         """A call of the schema's function ``chute_<name>`` on this queue
         (``sender``: whom its notification says it comes from; ``then``:
-        what makes the answer of what the server sent)."""
+        what makes the answer of what the server sent; ``wakes``: it
+        notifies getters)."""
         queue, own = self._args
         sender = own if sender is None else sender
         full = (queue, *args, sender) if name in _SENDS else (queue, *args)
-        marks = ", ".join(f"${i}" for i in range(1, len(full) + 1))
-        sql = f"SELECT * FROM {self._s}.chute_{name}({marks})"
         store, queue_name, where = self._store, self.name, self.where
-
-        async def fn(conn: Any) -> Any:
-            try:
-                answer = await getattr(conn, fetch)(sql, *full)
-            except asyncpg.PostgresError as exc:
-                if is_lost(exc):  # the pool drops the connection, then says why
-                    raise
-                raise refusal(exc, queue_name, where, store) from exc
-            return answer if then is None else then(answer)
-
-        return fn
+        return Part(
+            f"{self._s}.chute_{name}",
+            full,
+            lambda exc: refusal(exc, queue_name, where, store),
+            fetch=fetch,
+            then=then,
+            groups=name in _GROUPED,
+            wakes=(self._s, queue) if wakes else None,
+        )
 
     def store(
         self, records: list[bytes], options: PutOptions = PLAIN
@@ -243,7 +235,7 @@ class PostgresBackend(PostgresDeadLetters):
         args = (records, *options[:3], *(options.mark or (None, None)))  # as chute_put takes them
         stored = _duplicate_if_empty
         return Sql(
-            self._fn("put", *args, then=stored),
+            self._fn("put", *args, then=stored, wakes=True),
             lambda ids: rings if isinstance(ids, list) else {},
             through=self._fn("put", *args, sender="", then=stored),
         )
@@ -311,7 +303,7 @@ class PostgresBackend(PostgresDeadLetters):
     ) -> Sql[Outcome]:
         ack = how is Settle.ACK
         why = None if error is None else error.to_json()
-        fn = self._fn("settle", record.key, record.token, ack, delay, why)
+        fn = self._fn("settle", record.key, record.token, ack, delay, why, wakes=not ack)
         if ack:
             return Sql(fn, {Wait.PUT: 1, Wait.JOIN: ALL})
         return Sql(fn, EVERYONE if delay else {Wait.GET: 1, Wait.JOIN: ALL})
@@ -363,6 +355,9 @@ class PostgresBackend(PostgresDeadLetters):
 
 #: The schema's functions that take the sender last (their notification says who).
 _SENDS = {"put", "take_back", "claim", "give_back", "bury", "settle", "task_done", "requeue_dead"}
+#: Those whose calls wait for the disk on every item's way: sent in groups
+#: (see ``postgres_link._Pool``).
+_GROUPED = {"put", "settle"}
 
 
 # -- the queue -------------------------------------------------------------------------

@@ -54,7 +54,17 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the postgresql:// transport needs asyncpg: pip install 'chute[postgres]'"
     ) from exc
 
-__all__ = ["Fn", "Sql", "Store", "failure", "is_lost", "place", "result_of", "wait_through"]
+__all__ = [
+    "Fn",
+    "Part",
+    "Sql",
+    "Store",
+    "failure",
+    "is_lost",
+    "place",
+    "result_of",
+    "wait_through",
+]
 
 R = TypeVar("R")
 Fn = Callable[[Any], Awaitable[R]]
@@ -63,6 +73,11 @@ Fn = Callable[[Any], Awaitable[R]]
 POOL_SIZE = 10
 #: How soon the listener tries again after losing the server (doubling, capped).
 RECONNECT = (0.05, 2.0)
+#: Durable calls (puts, settles) of one loop sent together at most.
+MAX_GROUP = 32
+#: Turns of the loop a group waits before it is sent, so that the callers
+#: its predecessor just answered (a producer's next put) can join it.
+GATHER = 4
 
 
 def place(url: str) -> dict[str, str]:
@@ -118,15 +133,171 @@ def is_lost(exc: BaseException) -> bool:
     )
 
 
+class Part:
+    """A call of one of chute's functions, ``target(*args)``: run alone
+    (``await part(conn)``: one statement, one transaction), or, if it
+    ``groups``, in one statement with the durable calls of other callers
+    of its loop (``_Pool.grouped``). ``refuse`` makes chute's error of the
+    server's refusal; ``then``, the answer of what the server sent.
+
+    ``wakes``: the queue whose getters it notifies (a put, a nack), or
+    None. A group holds one such call per queue at most: PostgreSQL
+    delivers a transaction's identical notifications once, so two puts of
+    one item in one group would wake one getter elsewhere, not two."""
+
+    __slots__ = ("args", "fetch", "groups", "refuse", "sql", "target", "then", "wakes")
+
+    def __init__(
+        self,
+        target: str,
+        args: tuple[Any, ...],
+        refuse: Callable[[Any], BaseException],
+        *,
+        fetch: str = "fetchval",
+        then: Callable[[Any], Any] | None = None,
+        groups: bool = False,
+        wakes: Any = None,
+    ) -> None:
+        self.target, self.args, self.refuse = target, args, refuse
+        self.fetch, self.then, self.groups, self.wakes = fetch, then, groups, wakes
+        marks = ", ".join(f"${i}" for i in range(1, len(args) + 1))
+        self.sql = f"SELECT * FROM {target}({marks})"
+
+    async def __call__(self, conn: Any) -> Any:
+        try:
+            answer = await getattr(conn, self.fetch)(self.sql, *self.args)
+        except asyncpg.PostgresError as exc:
+            if is_lost(exc):  # the pool drops the connection, then says why
+                raise
+            raise self.refuse(exc) from exc
+        return answer if self.then is None else self.then(answer)
+
+
+def _grouped_sql(parts: list[Part]) -> str:
+    """One statement calling every part's function, in order (one column each)."""
+    calls, n = [], 0
+    for part in parts:
+        marks = ", ".join(f"${n + i}" for i in range(1, len(part.args) + 1))
+        n += len(part.args)
+        calls.append(f"{part.target}({marks})")
+    return "SELECT " + ", ".join(calls)
+
+
 class _Pool:
     """The connections of one event loop: idle ones are reused, at most
-    ``size`` at once."""
+    ``size`` at once.
+
+    **Group commit.** The durable calls of the loop's callers (puts and
+    settles: each waits for its commit to reach the disk) go one group at a
+    time, each group one statement, so one transaction, one round trip and
+    one WAL flush for all its calls. Why: with one flush per call, a
+    producer's put and a consumer's ack of the item before it take turns at
+    the disk, and every put waited for an ack's flush and then its own
+    (measured: 1.8-2.0 WAL fsyncs per item, one producer and four
+    consumers); together they share one. Nothing is weakened: a put's
+    caller is answered after the commit that stored it, and a statement
+    that fails did nothing (it is one transaction), so its calls are then
+    made one by one, each with its own answer or refusal. Claims are not
+    grouped: they do not wait for the disk, and run side by side."""
 
     def __init__(self, connect: Callable[[], Awaitable[Any]], size: int) -> None:
         self._connect = connect
         self._idle: list[Any] = []
         self._room = asyncio.Semaphore(size)
         self.closed = False
+        #: Durable calls waiting for the next group, with their callers' futures.
+        self._waiting: list[tuple[Part, asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def grouped(self, part: Part) -> Any:
+        """``part``'s answer, sent in the loop's next group."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((part, future))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        """Send groups while calls wait (one group in flight at a time)."""
+        try:
+            while self._waiting:
+                for _ in range(GATHER):
+                    await asyncio.sleep(0)
+                group = self._next_group()
+                # Settles first: a bounded put in the same group sees the room they made.
+                group.sort(key=lambda pf: pf[0].target.endswith(".chute_put"))
+                if len(group) == 1:
+                    await self._alone(*group[0])
+                elif group:
+                    await self._together(group)
+        except BaseException:
+            for _, future in self._waiting:
+                future.cancel()
+            self._waiting.clear()
+            raise
+        finally:
+            self._sender = None
+
+    def _next_group(self) -> list[tuple[Part, asyncio.Future[Any]]]:
+        """The waiting calls that go next, in the order they came (one call
+        that wakes getters per queue: see ``Part``); the others wait on."""
+        group: list[tuple[Part, asyncio.Future[Any]]] = []
+        left: list[tuple[Part, asyncio.Future[Any]]] = []
+        woken: set[Any] = set()
+        for part, future in self._waiting:
+            if future.done():
+                continue  # its caller is gone, and it was never sent
+            if len(group) >= MAX_GROUP or (part.wakes is not None and part.wakes in woken):
+                left.append((part, future))
+                continue
+            if part.wakes is not None:
+                woken.add(part.wakes)
+            group.append((part, future))
+        self._waiting = left
+        return group
+
+    async def _alone(self, part: Part, future: asyncio.Future[Any]) -> None:
+        try:
+            value = await self.call(part)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(value)
+
+    async def _together(self, group: list[tuple[Part, asyncio.Future[Any]]]) -> None:
+        parts = [part for part, _ in group]
+        sql = _grouped_sql(parts)
+        args = [arg for part in parts for arg in part.args]
+        try:
+            row = await self.call(lambda conn: conn.fetchrow(sql, *args))
+        except asyncpg.PostgresError as exc:
+            if is_lost(exc):
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            # One of them was refused, and the statement did nothing: each
+            # alone now, for its own answer.
+            for part, future in group:
+                await self._alone(part, future)
+            return
+        except asyncio.CancelledError:
+            for _, future in group:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (part, future), value in zip(group, row, strict=True):
+            if not future.done():
+                future.set_result(value if part.then is None else part.then(value))
 
     async def call(self, fn: Fn[R]) -> R:
         async with self._room:
@@ -249,6 +420,8 @@ class Store:
         """``fn(connection)`` on a connection of the calling loop; a driver
         exception comes out as chute's."""
         try:
+            if type(fn) is Part and fn.groups:
+                return await self._pool().grouped(fn)  # type: ignore[no-any-return]
             return await self._pool().call(fn)
         except (
             asyncpg.PostgresError,
