@@ -31,11 +31,7 @@ losing them); a claim takes the given-back and expired entries first
 entry is still this job's — owner and delivery count, the fencing token —
 before ``XACK`` and ``XDEL``. A get that finds nothing waits on the server
 with ``XREADGROUP BLOCK`` on a connection of its own (``blocking_wait``),
-and a cancelled wait is cut short with ``CLIENT UNBLOCK``. That read is
-sent in the same packet as the claim script (``_look``), and blocks only if
-the claim found nothing; the script that counts what it got is sent behind
-it (``took_read``): a consumer that waits for each item makes one round
-trip to get it, as a raw ``XREADGROUP`` would, not three.
+and a cancelled wait is cut short with ``CLIENT UNBLOCK``.
 
 Every item handed out is first an entry pending for this queue's consumer.
 A plain get's entries are deleted once it returned them: by the next claim
@@ -68,7 +64,7 @@ from .._durable.backend import (
     Stored,
     never_fits,
 )
-from .._durable.queue import BLOCK_SLICE, DurableQueue, check_visibility, checked_opening
+from .._durable.queue import DurableQueue, check_visibility, checked_opening
 from .._durable.steps import answer, shielded
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, LeaseLost, QueueNotFound, QueueShutDown
@@ -82,7 +78,7 @@ from .redis_client import (
     scan_names,
     text,
 )
-from .redis_link import POLL, Pair, Read, ServerLink, pairs
+from .redis_link import POLL, Pair, ServerLink, pairs
 
 try:
     import redis
@@ -160,9 +156,6 @@ class RedisBackend(ServerLink):
         self._vt_ms = max(1, round(self._visibility * 1000))
         where = f"{place['host']}:{place['port']}"
         super().__init__(url, name, where, connect_timeout)
-        #: This process's last claim found nothing: the next one sends a
-        #: blocked read with it (see ``_look``).
-        self._looks_empty = True
         try:
             self._declare(maxsize, max_deliveries, create)
         except BaseException:
@@ -248,26 +241,11 @@ class RedisBackend(ServerLink):
         return script.parse(await self._script(script.name, script.args, batch))
 
     async def run(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
-        if self._aheads or self._dropping:
-            await self._clear_ahead(adopting=type(call) is Claim and call.wait > 0)
-        if type(call) is Claim:
-            if call.wait > 0:
-                # Cuts its wait short and gives back what it got if cancelled.
-                return cast(R, await self._claim(call))
-            if self._looks_empty:
-                return cast(R, await self._look(call, cast(Undo[Claimed] | None, undo)))
-        name = "claim" if type(call) is Claim else cast(Script[R], call).name
-        if undo is None and name in _SEEN_THROUGH:
-            # Awaited shielded by the core (a settle), or a look: no task of
-            # its own (one per item, a twentieth of a consumer's time).
-            script = cast(Script[R], call)
-            me = asyncio.current_task()
-            before = 0 if me is None else me.cancelling()
-            reply = await self._script(name, script.args)
-            if me is not None and me.cancelling() > before:
-                raise asyncio.CancelledError  # swallowed by redis-py's waits on 3.11
-            return script.parse(reply)
+        if type(call) is Claim and call.wait > 0:
+            # Cuts its wait short and gives back what it got if cancelled.
+            return cast(R, await self._claim(call))
         # Cancelled after it was sent: what it did is undone before going on.
+        name = "claim" if type(call) is Claim else cast(Script[R], call).name
 
         def undoing(task: asyncio.Future[R]) -> Any:
             answered, value = answer(task)
@@ -275,49 +253,11 @@ class RedisBackend(ServerLink):
             return None if back is None else self._send(back)
 
         result = await shielded(self._send(call, self._finishes_for(name)), undoing)
-        if type(call) is Claim:
-            records = cast(Claimed, result).records
-            self._looks_empty = not records
-            if not call.leased:
-                self._taken(records)
+        if type(call) is Claim and not call.leased:
+            self._taken(cast(Claimed, result).records)
         return result
 
-    async def _look(self, call: Claim, undo: Undo[Claimed] | None) -> Claimed:
-        """A claim that finds nothing leaves a blocked read in flight, sent
-        with it, for the caller's claim that waits, which always comes next
-        from an async get (the core's order: look, then wait on the server),
-        so that waiting costs no round trip of its own. Tried while this
-        process's last claim found nothing: one that finds something costs
-        the server a read that fails at once."""
-        caller = asyncio.current_task()
-        ahead: list[Read] = []
-        batch = self._finishes_for("claim")
-        args = self._claim_args(call.n)
-
-        async def look() -> Claimed:
-            reply = await self._look_ahead(args, batch, call.n, BLOCK_SLICE, ahead)
-            return self._claimed(reply, call.leased)
-
-        def undoing(task: asyncio.Future[Claimed]) -> Any:
-            for read in ahead:
-                self._drop_read(read)
-            answered, value = answer(task)
-            back = undo(value) if answered and undo is not None else None
-            return None if back is None else self._send(back)
-
-        claimed = await shielded(look(), undoing)
-        self._looks_empty = not claimed.records
-        if ahead and caller is not None:
-            self._hold(caller, ahead[0])
-        elif ahead:
-            self._drop_read(ahead[0])
-        if not call.leased:
-            self._taken(claimed.records)
-        return claimed
-
     def run_sync(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
-        if self._aheads or self._dropping:
-            self._clear_ahead_sync()
         if type(call) is Claim:
             claimed = self._claim_sync(call)
             if not call.leased and claimed.records:
@@ -355,17 +295,9 @@ class RedisBackend(ServerLink):
 
     async def _claim(self, call: Claim, batch: list[Pair] | None = None) -> Claimed:
         if call.wait > 0:
-            read = self._adopt(call.n, call.wait)
-            if read is not None:
-                got, status = await self._await_read(read)
-            else:
-                got, status = await self._blocked_read(call.n, call.wait)
-            if status != "none":
-                # Counted on the server already (took_read), or given back.
-                claimed = self._took_status(status, got)
-                if not call.leased:
-                    self._taken(got)
-                return claimed
+            got = await self._blocked_read(call.n, call.wait)
+            if got:
+                return await self._took(got, call.leased)
             # Nothing new: given-back entries, expired leases and due delays
             # are found by the script, undone as any claim if cancelled.
             leased = call.leased
@@ -391,6 +323,22 @@ class RedisBackend(ServerLink):
         self._seq += 1
         self.hub.ring({Wait.PUT: len(got), Wait.JOIN: ALL})
         return Claimed(got)
+
+    async def _took(self, got: list[Record], leased: bool) -> Claimed:
+        """Count what a blocked read handed over (or give it back, after an
+        immediate shutdown); cancelled, give it back."""
+
+        def giving_back(task: asyncio.Future[Any]) -> Any:
+            answered, status = answer(task)
+            counted = answered and text(status) == "ok"
+            return self._give_back_entries(got, counted=counted)
+
+        took = self._script("took", [self._consumer, *(r.key for r in got)])
+        status = text(await shielded(took, giving_back))
+        claimed = self._took_status(status, got)
+        if not leased:
+            self._taken(got)
+        return claimed
 
     # -- giving back, burying, settling ------------------------------------------------------
 
@@ -590,11 +538,6 @@ class RedisBackend(ServerLink):
 
         return Script("dead", ["requeue", *_chosen(ids)], parse)
 
-
-#: Scripts that ``run`` sends from the caller's task: ``settle`` (also an
-#: extend), which the core awaits shielded, and ``read``, which changes
-#: nothing but deleting what plain gets returned (done again if need be).
-_SEEN_THROUGH = frozenset({"settle", "read"})
 
 #: A stream entry id as the server makes one: two unsigned 64-bit numbers.
 _ENTRY_ID = re.compile(r"(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")

@@ -82,28 +82,16 @@ class _BoundedSSLConnection(_BoundedConnection, redis.SSLConnection):
 
 class _BoundedAsyncConnection(aioredis.Connection):
     """The same bound on the event loop: the whole connect, at most
-    ``socket_connect_timeout``. Its id on the server (``chute_id``) is
-    asked for once connected: a blocked read on it can then be cut short
-    (``CLIENT UNBLOCK``) from anywhere, a thread too, at once."""
-
-    chute_id: int | None = None
+    ``socket_connect_timeout``."""
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
         if self.is_connected:
             return
-        self.chute_id = None
         try:
             async with asyncio.timeout(self.socket_connect_timeout):
                 await super().connect_check_health(check_health, retry_socket_connect)
-                try:
-                    await self.send_command("CLIENT", "ID", check_health=False)
-                    self.chute_id = int(await self.read_response())
-                except BaseException:
-                    with contextlib.suppress(Exception):  # connected, but of no use
-                        await self.disconnect()
-                    raise
         except TimeoutError as exc:
             with contextlib.suppress(Exception):
                 await self.disconnect()

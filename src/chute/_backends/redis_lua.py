@@ -271,8 +271,6 @@ return out
 # ARGV: consumer, max items, visibility timeout (ms), then the entries
 # earlier plain gets returned, to delete first (id, count, ...: FINISH's),
 # so that a consumer taking one item after another makes one round trip each.
-# KEYS[11], if passed: the bell of a blocked read sent right behind, made
-# only if nothing was found (so that otherwise that read fails at once).
 # -> {'ok', id, data, deliveries, count, ...} | {'shutdown'} | {'gone'} | {'empty', ms to next}
 CLAIM = (
     LIB
@@ -336,12 +334,6 @@ if got < want then
 end
 if got == 0 then
   if m[2] == '1' then return {'shutdown'} end
-  if KEYS[11] then
-    -- The bell of the blocked read sent behind this script (see
-    -- _look_ahead): it may wait now. Expiring, should that read never come.
-    redis.call('XGROUP', 'CREATE', KEYS[11], 'chute', '$', 'MKSTREAM')
-    redis.call('PEXPIRE', KEYS[11], 60000)
-  end
   local nxt = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   if #nxt > 0 then return {'empty', tonumber(nxt[2]) - now} end
   return {'empty', -1}
@@ -366,42 +358,6 @@ if state == '2' then
 end
 redis.call('HINCRBY', KEYS[2], 'total_got', #ARGV - 1)
 return {'ok'}
-"""
-)
-
-# Sent right behind a blocking XREADGROUP on its connection (the server
-# runs it once the read returns, with no round trip of its own): the read
-# used a consumer of its own (ARGV[2]), so what it got is that consumer's
-# pending entries (at most ARGV[3], the read's COUNT). They move to this
-# process's consumer (ARGV[1]) and are
-# counted, unless an immediate shutdown came meanwhile (then they go back
-# in place); the read's consumer (and its bell, KEYS[11]) deleted either way.
-# -> 'ok' | 'shutdown' | 'none' (the read got nothing)
-TOOK_READ = (
-    LIB
-    + r"""
-local p = redis.call('XPENDING', KEYS[1], 'chute', '-', '+', ARGV[3], ARGV[2])
-local ids = {}
-for _, e in ipairs(p) do ids[#ids + 1] = e[1] end
-local status = 'none'
-if #ids > 0 then
-  if redis.call('HGET', KEYS[2], 'state') == '2' then
-    for _, id in ipairs(ids) do release(KEYS, ARGV[1], id, 0) end
-    status = 'shutdown'
-  else
-    for i = 1, #ids, 1000 do
-      local args = {'XCLAIM', KEYS[1], 'chute', ARGV[1], 0}
-      for j = i, math.min(i + 999, #ids) do args[#args + 1] = ids[j] end
-      args[#args + 1] = 'JUSTID'
-      redis.call(unpack(args))
-    end
-    redis.call('HINCRBY', KEYS[2], 'total_got', #ids)
-    status = 'ok'
-  end
-end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'chute', ARGV[2])
-if KEYS[11] then redis.call('DEL', KEYS[11]) end
-return status
 """
 )
 
@@ -480,17 +436,6 @@ if how == 'extend' then
   return 'ok'
 end
 local m = redis.call('HMGET', KEYS[2], 'state', 'maxdel', 'unfinished')
-if how == 'ack' then
-  -- The common case first, without reading the entry: held by this job,
-  -- so not in the given-back set (pending() checked) either.
-  if tonumber(m[3]) <= 0 then return 'done' end
-  redis.call('XACK', KEYS[1], 'chute', id)
-  redis.call('XDEL', KEYS[1], id)
-  redis.call('HDEL', KEYS[6], id)
-  unkey(KEYS, id)
-  redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
-  return 'acked'
-end
 local e = redis.call('XRANGE', KEYS[1], id, id)
 local data, base = fields(e[1][2])
 local deliveries = base + count
@@ -518,8 +463,13 @@ if how == 'nack' then
   return 'retried'
 end
 if tonumber(m[3]) <= 0 then return 'done' end
-bury(KEYS, id, data, deliveries, 'failed', err)
-return 'dead'
+if how == 'dead' then
+  bury(KEYS, id, data, deliveries, 'failed', err)
+  return 'dead'
+end
+remove(KEYS, id)
+redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
+return 'acked'
 """
 )
 
@@ -715,7 +665,6 @@ SCRIPTS = {
     "put": PUT,
     "claim": CLAIM,
     "took": TOOK,
-    "took_read": TOOK_READ,
     "finish": FINISH,
     "give_back": GIVE_BACK,
     "take_back": TAKE_BACK,
