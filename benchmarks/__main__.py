@@ -81,8 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         metavar="FOLDER",
-        help="also write FOLDER/benchmarks.md (the tables) and FOLDER/benchmarks.png "
-        "(a chart of the ratios; needs matplotlib, in the bench extra)",
+        help="also write FOLDER/benchmarks.md (the tables), FOLDER/benchmarks.png (a chart "
+        "of the ratios) and FOLDER/scaling.png (the scaling table's rates); the charts need "
+        "matplotlib, in the bench extra",
     )
     args = parser.parse_args(argv)
     if (args.items is not None and args.items < 1) or args.runs < 1 or not args.budget > 0:
@@ -225,17 +226,18 @@ def _write(folder: str, suites: list[harness.Suite]) -> None:
     with open(tables, "w") as f:
         f.write("\n\n".join(harness.markdown(suite) for suite in suites) + "\n")
     print(f"\nwrote {tables}", file=sys.stderr)
-    png = os.path.join(folder, "benchmarks.png")
-    try:
-        from .chart import write_png
+    from .chart import write_png, write_scaling_png  # matplotlib: only when drawing
 
-        write_png(suites, png)
-    except ImportError:
-        print("no chart: matplotlib is not installed (see the bench extra)", file=sys.stderr)
-    except ValueError as exc:
-        print(f"no chart: {exc}", file=sys.stderr)
-    else:
-        print(f"wrote {png}", file=sys.stderr)
+    for draw, name in ((write_png, "benchmarks.png"), (write_scaling_png, "scaling.png")):
+        png = os.path.join(folder, name)
+        try:
+            draw(suites, png)
+        except ImportError:
+            print("no chart: matplotlib is not installed (see the bench extra)", file=sys.stderr)
+        except ValueError as exc:
+            print(f"no {name}: {exc}", file=sys.stderr)
+        else:
+            print(f"wrote {png}", file=sys.stderr)
 
 
 if __name__ == "__main__":

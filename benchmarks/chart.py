@@ -1,7 +1,10 @@
-"""A PNG chart of the suites' ratios: one bar per (scenario, compared column),
-its length the ratio printed in the tables (above 1: chute is faster; for
-the Workers table, the time relative to a pool by hand). Needs matplotlib
-(in the ``bench`` extra)."""
+"""PNG charts of the suites. ``write_png``: the ratios, one bar per
+(scenario, compared column), its length the ratio printed in the tables
+(above 1: chute is faster; for the Workers table, the time relative to a
+pool by hand). ``write_scaling_png``: how chute's rate grows with consumers
+and with items stored, a line per transport (the scaling table is chute
+against itself: no ratios to a peer). Need matplotlib (in the ``bench``
+extra)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ def ratios(suites: list[Suite]) -> list[tuple[str, float]]:
     out = []
     for suite in suites:
         for row in suite.results:
-            if row.error or not row.rates:
+            if row.error or not row.rates or _scaling(row.scenario.name):
                 continue
             other = _compared_with(suite, row)
             if other is None or other is row or other.error or not other.rates:
@@ -48,6 +51,58 @@ def write_png(suites: list[Suite], path: str) -> None:
         "Workers: its time relative to a pool by hand"
     )
     ax.set_title("chute against the libraries it replaces (median of the runs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _scaling(name: str) -> bool:
+    return name.startswith("scaling, ")
+
+
+def scaling_rates(suites: list[Suite]) -> dict[str, dict[str, list[tuple[str, float]]]]:
+    """{table: {transport: [(column, items/s)]}} of the scaling suite, in
+    column order; runs that failed are left out."""
+    out: dict[str, dict[str, list[tuple[str, float]]]] = {}
+    for suite in suites:
+        for row in suite.results:
+            if row.error or not row.rates or not _scaling(row.scenario.name):
+                continue
+            _, transport, table = (part.strip() for part in row.scenario.name.split(","))
+            out.setdefault(table, {}).setdefault(transport, []).append((row.peer.name, row.median))
+    return out
+
+
+def write_scaling_png(suites: list[Suite], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = scaling_rates(suites)
+    if not tables:
+        raise ValueError("no scaling figures to chart")
+    titles = {
+        "consumers": "more consumers (tasks on one loop)",
+        "stored": "more items stored besides those taken",
+    }
+    fig: Any
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4), squeeze=False)
+    for ax, (table, lines) in zip(axes[0], tables.items(), strict=True):
+        for transport, points in lines.items():
+            ax.plot(
+                [label.split()[0] for label, _ in points],
+                [rate for _, rate in points],
+                marker="o",
+                label=transport,
+            )
+        ax.set_yscale("log")
+        ax.set_ylabel("items/s (log scale), median of the runs")
+        ax.set_xlabel(table)
+        ax.set_title(titles.get(table, table))
+        ax.grid(True, which="both", axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("chute: items taken and acknowledged one at a time")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -368,16 +368,17 @@ def build() -> Parser:
 
     bench = sub.add_parser(
         "bench",
-        help="run the benchmark suite (from a checkout): tables, and a PNG chart",
+        help="run the benchmark suite (from a checkout): tables, and PNG charts",
         description=(
             "Run chute's benchmarks against the libraries it replaces, from a checkout of "
             "chute's repository with the bench extra installed (pip install '.[bench]'), "
-            "and write FOLDER/benchmarks.md and FOLDER/benchmarks.png."
+            "and write FOLDER/benchmarks.md, FOLDER/benchmarks.png (the ratios) and "
+            "FOLDER/scaling.png (how the rates grow with consumers and items stored)."
         ),
     )
     bench.add_argument(
         "--out", default="bench-results", metavar="FOLDER",
-        help="where the tables and chart go (default bench-results)",
+        help="where the tables and charts go (default bench-results)",
     )  # fmt: skip
     bench.add_argument("--only", metavar="SUBSTRING", help="only scenarios whose name contains it")
     bench.add_argument(
