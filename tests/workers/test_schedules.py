@@ -21,14 +21,22 @@ PERIOD = 0.2
 _SPAWN = mp.get_context("spawn")
 
 
-def _schedule_in_a_process(url: str, name: str, schedule: str, until: float) -> None:
-    """A scheduler of its own, in another process, until ``until`` (Unix time)."""
+#: How long the three schedulers run together, from when all are ready.
+TOGETHER = 2.0
+
+
+def _schedule_in_a_process(url: str, name: str, schedule: str, ready: Any, go: Any) -> None:
+    """A scheduler of its own, in another process, for ``TOGETHER`` seconds
+    from ``go`` (set once every process has said it is ``ready``: a process
+    slow to start must not shorten the others' overlap)."""
 
     async def run() -> None:
         async with chute.open(url, name) as q:
             scheduler = chute.Scheduler(q, [chute.every(PERIOD, _slot, name=schedule)])
+            ready.set()
+            await asyncio.to_thread(go.wait, 60)
             task = asyncio.create_task(scheduler.run())
-            await asyncio.sleep(max(0.0, until - time.time()))
+            await asyncio.sleep(TOGETHER)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
@@ -55,14 +63,18 @@ def _consecutive(slots: list[float]) -> bool:
 async def test_three_schedulers_in_three_processes_put_each_slot_once(make_stored):
     q = await make_stored()
     url, _name = make_stored.address(q)
-    until = time.time() + 2.0
+    readies = [_SPAWN.Event() for _ in range(3)]
+    go = _SPAWN.Event()
     procs = [
-        _SPAWN.Process(target=_schedule_in_a_process, args=(url, q.name, "tick", until))
-        for _ in range(3)
+        _SPAWN.Process(target=_schedule_in_a_process, args=(url, q.name, "tick", ready, go))
+        for ready in readies
     ]
     for p in procs:
         p.start()
     try:
+        for ready in readies:
+            assert await asyncio.to_thread(ready.wait, 60), "a scheduler process never started"
+        go.set()
         for p in procs:
             await asyncio.to_thread(p.join, 60)
             assert p.exitcode == 0
