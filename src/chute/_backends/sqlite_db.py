@@ -238,11 +238,11 @@ class Database:
         self.seq_after = 0
         #: For each queue, a time before which none of its leases, delays or
         #: delayed puts runs out: a claim before it looks only at the ready
-        #: items (one index seek instead of four statements). A lower bound,
-        #: kept by this process's calls as they set such times; a queue not
-        #: here is unknown (a claim looks at everything, then notes the
-        #: earliest). Forgotten whenever another process commits. Only the
-        #: database thread reads or writes it.
+        #: items (one statement instead of five). A lower bound, kept by
+        #: this process's calls as they set such times; a queue not here is
+        #: unknown (a claim looks at everything, then notes the earliest).
+        #: Forgotten whenever another process commits and whenever a call
+        #: is rolled back. Only the database thread reads or writes it.
         self.due: dict[str, float] = {}
         self._version = 0  # PRAGMA data_version as last seen
         self._others_committed = False
