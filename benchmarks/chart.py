@@ -8,22 +8,20 @@ extra)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from .harness import Suite, _compared_with
+from .harness import Result, Suite, _compared_with
 
 
 def ratios(suites: list[Suite]) -> list[tuple[str, float]]:
     """(label, ratio) for every cell that has one, in table order."""
     out = []
-    for suite in suites:
-        for row in suite.results:
-            if row.error or not row.rates or _scaling(row.scenario.name):
-                continue
-            other = _compared_with(suite, row)
-            if other is None or other is row or other.error or not other.rates:
-                continue
-            out.append((f"{row.scenario.name}: {row.peer.name}", other.median / row.median))
+    for suite, row in _measured(suites, scaling=False):
+        other = _compared_with(suite, row)
+        if other is None or other is row or other.error or not other.rates:
+            continue
+        out.append((f"{row.scenario.name}: {row.peer.name}", other.median / row.median))
     return out
 
 
@@ -56,20 +54,21 @@ def write_png(suites: list[Suite], path: str) -> None:
     plt.close(fig)
 
 
-def _scaling(name: str) -> bool:
-    return name.startswith("scaling, ")
+def _measured(suites: list[Suite], *, scaling: bool) -> Iterator[tuple[Suite, Result]]:
+    """The rows that have rates: of the scaling table, or of every other."""
+    for suite in suites:
+        for row in suite.results:
+            if row.rates and not row.error and row.scenario.name.startswith("scaling, ") == scaling:
+                yield suite, row
 
 
 def scaling_rates(suites: list[Suite]) -> dict[str, dict[str, list[tuple[str, float]]]]:
     """{table: {transport: [(column, items/s)]}} of the scaling suite, in
     column order; runs that failed are left out."""
     out: dict[str, dict[str, list[tuple[str, float]]]] = {}
-    for suite in suites:
-        for row in suite.results:
-            if row.error or not row.rates or not _scaling(row.scenario.name):
-                continue
-            _, transport, table = (part.strip() for part in row.scenario.name.split(","))
-            out.setdefault(table, {}).setdefault(transport, []).append((row.peer.name, row.median))
+    for _, row in _measured(suites, scaling=True):
+        _, transport, table = (part.strip() for part in row.scenario.name.split(","))
+        out.setdefault(table, {}).setdefault(transport, []).append((row.peer.name, row.median))
     return out
 
 
