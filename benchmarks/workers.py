@@ -18,6 +18,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,18 +82,25 @@ NOTES = (
 )
 
 
-async def _handle(item: int, out: list[int]) -> None:
-    out.append(item)
+def _handler(out: list[int]) -> Callable[[int], Awaitable[None]]:
+    """The one no-op handler both pools call: the same frames per item."""
+
+    async def handle(item: int) -> None:
+        out.append(item)
+
+    return handle
 
 
 async def _by_hand(q: Any, out: list[int]) -> None:
     import chute
 
+    handle = _handler(out)
+
     async def consume() -> None:
         while True:
             try:
                 async with q.reserve() as job:
-                    await _handle(job.item, out)
+                    await handle(job.item)
             except chute.QueueShutDown:
                 return
 
@@ -102,10 +110,7 @@ async def _by_hand(q: Any, out: list[int]) -> None:
 async def _workers(q: Any, out: list[int], *, scraped: bool = False) -> None:
     import chute
 
-    async def handle(item: int) -> None:
-        await _handle(item, out)
-
-    workers = chute.Workers(q, handle, min_workers=CONSUMERS, max_workers=CONSUMERS)
+    workers = chute.Workers(q, _handler(out), min_workers=CONSUMERS, max_workers=CONSUMERS)
     if not scraped:
         await workers.run()
         return
