@@ -47,6 +47,7 @@ from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import QueueNotFound
 from .postgres_dead_letters import PostgresDeadLetters
 from .postgres_link import (
+    DRIVER_ERRORS,
     Fn,
     Part,
     Sql,
@@ -163,7 +164,10 @@ class PostgresBackend(PostgresDeadLetters):
             back = None if undo is None else undo(cast(R, value))
             return None if back is None else self.run(back)
 
-        result = await shielded(self._store.call(op.fn), undoing)
+        try:
+            result = await shielded(self._store.start(op.fn), undoing)
+        except DRIVER_ERRORS as exc:
+            raise self._store.failure(exc) from exc
         self._rang(op, result)
         return result
 

@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 __all__ = [
+    "DRIVER_ERRORS",
     "Fn",
     "Part",
     "Sql",
@@ -76,8 +77,12 @@ RECONNECT = (0.05, 2.0)
 #: Durable calls (puts, settles) of one loop sent together at most.
 MAX_GROUP = 32
 #: Turns of the loop a group waits before it is sent, so that the callers
-#: its predecessor just answered (a producer's next put) can join it.
-GATHER = 4
+#: its predecessor just answered (a producer's next put) can join it: one
+#: turn for the answer to reach the caller (the shield's callback), one for
+#: the caller to run and call again (counted: the next put is there after
+#: two turns in 99% of groups, on asyncio's loop and on uvloop; each turn
+#: more is a turn longer for every put).
+GATHER = 2
 
 
 def place(url: str) -> dict[str, str]:
@@ -116,6 +121,16 @@ def failure(exc: BaseException, url: str, schema: str = "chute") -> ChuteError:
         # (Lost in the middle of a call, it may have committed: not so.)
         return Unreachable(f"{at} cannot be reached ({why})")
     return ChuteError(f"{at}: the connection failed ({why})")
+
+
+#: The driver's exceptions that ``failure`` makes chute's errors of.
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 def is_lost(exc: BaseException) -> bool:
@@ -160,8 +175,7 @@ class Part:
     ) -> None:
         self.target, self.args, self.refuse = target, args, refuse
         self.fetch, self.then, self.groups, self.wakes = fetch, then, groups, wakes
-        marks = ", ".join(f"${i}" for i in range(1, len(args) + 1))
-        self.sql = f"SELECT * FROM {target}({marks})"
+        self.sql = _call_sql(target, len(args))
 
     async def __call__(self, conn: Any) -> Any:
         try:
@@ -171,6 +185,14 @@ class Part:
                 raise
             raise self.refuse(exc) from exc
         return answer if self.then is None else self.then(answer)
+
+
+@functools.lru_cache(maxsize=256)
+def _call_sql(target: str, n: int) -> str:
+    """The statement calling ``target`` with ``n`` arguments (made once:
+    every put and settle makes a Part)."""
+    marks = ", ".join(f"${i}" for i in range(1, n + 1))
+    return f"SELECT * FROM {target}({marks})"
 
 
 def _grouped_sql(parts: list[Part]) -> str:
@@ -209,13 +231,16 @@ class _Pool:
         self._waiting: list[tuple[Part, asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def grouped(self, part: Part) -> Any:
-        """``part``'s answer, sent in the loop's next group."""
+    def grouped(self, part: Part) -> asyncio.Future[Any]:
+        """The future of ``part``'s answer (a driver's exception as it came),
+        sent in the loop's next group whatever becomes of its caller: a
+        caller that must see its call through awaits it shielded, with no
+        task of its own (two loop passes fewer on a put's way there and back)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((part, future))
         if self._sender is None:
             self._sender = asyncio.ensure_future(self._send())
-        return await future
+        return future
 
     async def _send(self) -> None:
         """Send groups while calls wait (one group in flight at a time)."""
@@ -420,17 +445,23 @@ class Store:
         """``fn(connection)`` on a connection of the calling loop; a driver
         exception comes out as chute's."""
         try:
-            if type(fn) is Part and fn.groups:
-                return await self._pool().grouped(fn)  # type: ignore[no-any-return]
-            return await self._pool().call(fn)
-        except (
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-            OSError,
-            TimeoutError,
-        ) as exc:
-            raise failure(exc, self.url, self.schema) from exc
+            return await self.start(fn)
+        except DRIVER_ERRORS as exc:
+            raise self.failure(exc) from exc
+
+    def start(self, fn: Fn[R]) -> Awaitable[R]:
+        """``call`` without the translation of a driver's exception (the
+        caller makes it, with ``failure``): a call that joins the loop's
+        next group is the group's future itself, sent whatever becomes of
+        the caller."""
+        pool = self._pool()
+        if type(fn) is Part and fn.groups:
+            return pool.grouped(fn)
+        return pool.call(fn)
+
+    def failure(self, exc: BaseException) -> ChuteError:
+        """chute's error for a driver's exception (one of ``DRIVER_ERRORS``)."""
+        return failure(exc, self.url, self.schema)
 
     def submit(self, fn: Fn[R]) -> concurrent.futures.Future[R]:
         """``call`` for a plain thread: on the store's own loop."""
