@@ -462,6 +462,44 @@ async def test_aclose_does_not_hang_when_the_server_is_gone(own_server):
     await asyncio.wait_for(q.aclose(), 10)
 
 
+async def test_a_server_that_stops_answering_fails_the_call_then_serves_again(
+    own_server, monkeypatch
+):
+    # The reply timeout, shortened: a stopped server (SIGSTOP: connected,
+    # never answering) fails the call with chute's error instead of
+    # hanging it, and once it answers again the queue goes on.
+    from chute._backends import redis_client
+
+    monkeypatch.setattr(redis_client, "REPLY_TIMEOUT", 0.5)
+    q = await chute.open(own_server.url, "stopped")
+    try:
+        await q.put("before")
+        assert own_server.proc is not None
+        os.kill(own_server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(chute.ChuteError, match="Timeout reading"):
+                await asyncio.wait_for(q.put("during"), 20)
+        finally:
+            os.kill(own_server.proc.pid, signal.SIGCONT)
+        # After a lost connection calls fail fast for a moment (the
+        # backoff); a caller tries again.
+        for _ in range(100):
+            try:
+                await q.put("after")
+                break
+            except chute.ChuteError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the server never served again")
+        got = [await q.get(timeout=5) for _ in range(2)]
+        # The put that failed may have been stored (the server had it):
+        # it is at most once more, never in place of the others.
+        assert got[0] == "before"
+        assert got[1] in ("during", "after")
+    finally:
+        await q.aclose()
+
+
 async def test_an_undecodable_dead_letter_does_not_take_the_others_with_it(server, name):
     async with chute.open(server.url, name, max_deliveries=1) as q:
         await q.put({"keep": "me"})

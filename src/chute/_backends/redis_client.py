@@ -99,6 +99,88 @@ class _BoundedAsyncConnection(aioredis.Connection):
                 raise
             raise redis.TimeoutError("Timeout connecting to server") from exc
 
+    # -- the reply timeout, kept cheaply --------------------------------------------------
+    #
+    # With a reply timeout set, redis-py bounds every write by
+    # ``asyncio.wait_for`` (a task of its own per command) and every read
+    # by ``asyncio.timeout`` (a timer made and cancelled per reply):
+    # together a sixth of a single item's time end to end, measured. Here
+    # a small write goes unbounded (it fits the transport's buffer, which
+    # holds no backlog: each call waits for its reply before the next is
+    # sent), and a read is watched by one timer per connection, armed at
+    # most once per timeout while replies come: a reply not there within
+    # the timeout aborts the connection, and the read fails as it would
+    # have.
+
+    _reading_since: float | None = None
+    _watchdog: asyncio.TimerHandle | None = None
+    _timed_out = False
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        me: Any = self
+        if _size(command) > SMALL_WRITE:
+            await super().send_packed_command(command, check_health)
+            return
+        replies, me.socket_timeout = me.socket_timeout, None
+        try:
+            await super().send_packed_command(command, check_health)
+        finally:
+            me.socket_timeout = replies
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        me: Any = self
+        replies = me.socket_timeout
+        timeout = kwargs.get("timeout", args[1] if len(args) > 1 else None)
+        if timeout is not None or not replies:
+            return await super().read_response(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        self._timed_out = False
+        self._reading_since = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(replies, self._look, loop, replies)
+        me.socket_timeout = None
+        try:
+            return await super().read_response(*args, **kwargs)
+        except redis.ConnectionError as exc:
+            if self._timed_out:
+                raise redis.TimeoutError("Timeout reading from socket") from exc
+            raise
+        finally:
+            me.socket_timeout = replies
+            self._reading_since = None
+
+    def _look(self, loop: asyncio.AbstractEventLoop, replies: float) -> None:
+        """The watchdog: a reply awaited for ``replies`` seconds ends the connection."""
+        self._watchdog = None
+        since = self._reading_since
+        if since is None:
+            return  # idle: armed again by the next read
+        left = since + replies - loop.time()
+        if left > 0:
+            self._watchdog = loop.call_later(left, self._look, loop, replies)
+            return
+        self._timed_out = True
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.transport.abort()  # the read waiting on it fails
+
+    async def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        await super().disconnect(*args, **kwargs)
+
+
+def _size(command: Any) -> int:
+    if isinstance(command, bytes | str):
+        return len(command)
+    return sum(len(part) for part in command)
+
+
+#: Bytes a write may have and not need a bound: asyncio's transport buffers
+#: 64 KiB before a write waits for the other side to read.
+SMALL_WRITE = 1 << 15
+
 
 class _BoundedAsyncSSLConnection(_BoundedAsyncConnection, aioredis.SSLConnection):
     pass
@@ -119,12 +201,15 @@ def bounded(client: Any) -> Any:
     return client
 
 
+#: Seconds a reply may take. None does (waits block for a quarter second at
+#: most): a connection that stops answering fails instead of hanging.
+REPLY_TIMEOUT = 30.0
+
+
 def client_options(connect_timeout: float) -> dict[str, Any]:
     return {
         "socket_connect_timeout": connect_timeout,
-        # No reply takes this long (waits block for a quarter second at
-        # most): a connection that stops answering fails instead of hanging.
-        "socket_timeout": 30.0,
+        "socket_timeout": REPLY_TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 0,
         "protocol": 2,  # the replies parsed here are RESP2's
