@@ -201,8 +201,9 @@ def bounded(client: Any) -> Any:
     return client
 
 
-#: Seconds a reply may take. None does (waits block for a quarter second at
-#: most): a connection that stops answering fails instead of hanging.
+#: Seconds a reply may take before its connection counts as lost: no reply
+#: takes this long (waits block for a quarter second at most), and a server
+#: that stops answering fails the call instead of hanging it.
 REPLY_TIMEOUT = 30.0
 
 
