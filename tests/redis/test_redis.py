@@ -360,6 +360,20 @@ async def test_calls_fail_clearly_while_the_server_is_down_and_work_after(own_se
         assert (s.size, s.total_put, s.unfinished_tasks) == (0, 3, 2)
 
 
+async def test_scripts_flushed_from_the_server_are_sent_again(server, name):
+    # A server that lost the scripts (restarted, or SCRIPT FLUSH) answers a
+    # script's call with NOSCRIPT: the call sends the script and goes on.
+    async with chute.open(server.url, name) as q:
+        await q.put("before")
+        r = redis.Redis.from_url(server.url)
+        try:
+            r.script_flush()
+        finally:
+            r.close()
+        await q.put("after")
+        assert [await q.get(), await q.get()] == ["before", "after"]
+
+
 async def _retrying(call: Any, timeout: float = 20.0) -> Any:
     """What a program does while the server is away: retry on ChuteError
     (a call on a connection the restart broke fails once, and takes nothing)."""

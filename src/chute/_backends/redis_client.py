@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import time
 from typing import Any, NamedTuple
@@ -199,6 +200,68 @@ def bounded(client: Any) -> Any:
     pool = client.connection_pool
     pool.connection_class = _BOUNDED.get(pool.connection_class, pool.connection_class)
     return client
+
+
+class PackedScript:
+    """A script of the queue's, called from an event loop: its ``EVALSHA``,
+    sha and keys packed once, the arguments each call.
+
+    redis-py's path for a script call (the script object, ``execute_command``
+    with its retry and observability wrappers, every key encoded again)
+    cost about 15 us of Python a call here, and a waiting consumer makes
+    four such calls an item: single items end to end went from 3.0k to
+    3.8k a second without it. The reply and its errors are redis-py's own
+    (``read_response``); a server that lacks the script (restarted, or
+    flushed) is sent it by redis-py's script object, once.
+    """
+
+    __slots__ = ("fixed", "keys", "prefix", "script")
+
+    def __init__(self, script: Any, keys: list[str]) -> None:
+        self.script, self.keys = script, keys
+        head = [b"EVALSHA", script.sha.encode(), str(len(keys)).encode()]
+        head += [key.encode() for key in keys]
+        self.fixed = len(head)
+        self.prefix = b"".join(_bulk(part) for part in head)
+
+    async def __call__(self, client: Any, args: list[Any]) -> Any:
+        parts = [b"*%d\r\n" % (self.fixed + len(args)), self.prefix]
+        parts += [_bulk(_encoded(arg)) for arg in args]
+        pool = client.connection_pool
+        conn = await pool.get_connection(*_CHECKOUT)
+        try:
+            await conn.send_packed_command(b"".join(parts), check_health=False)
+            return await conn.read_response()
+        except redis.exceptions.NoScriptError:
+            pass  # sent below, once the connection is back in the pool
+        finally:
+            await pool.release(conn)
+        return await self.script(keys=self.keys, args=args)
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _encoded(value: Any) -> bytes:
+    """An argument as redis-py's encoder sends it."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise redis.DataError(f"cannot send {type(value).__name__} to Redis")
+
+
+#: redis-py before 5.3 wants a command name for a connection from the pool;
+#: later ones warn if given one.
+_NAME = inspect.signature(aioredis.ConnectionPool.get_connection).parameters.get("command_name")
+_CHECKOUT: tuple[str, ...] = (
+    ("EVALSHA",) if _NAME is not None and _NAME.default is inspect.Parameter.empty else ()
+)
 
 
 #: Seconds a reply may take before its connection counts as lost: no reply

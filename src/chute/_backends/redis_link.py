@@ -21,7 +21,7 @@ from .._durable.backend import Record
 from .._durable.steps import drop_outcome, finish_quietly
 from .._durable.waiting import EVERYONE, Hub, Wait
 from .._exceptions import ChuteError, QueueNotFound
-from .redis_client import Backoff, bounded, client_options, failure, refused
+from .redis_client import Backoff, PackedScript, bounded, client_options, failure, refused
 from .redis_lua import SCRIPTS
 
 try:
@@ -148,7 +148,10 @@ class ServerLink:
             client = bounded(aioredis.Redis.from_url(self._url, **self._options))
             made = self._aio[loop] = (
                 client,
-                {k: client.register_script(v) for k, v in SCRIPTS.items()},
+                {
+                    k: PackedScript(client.register_script(v), self._keys)
+                    for k, v in SCRIPTS.items()
+                },
             )
         return made
 
@@ -159,7 +162,7 @@ class ServerLink:
         self._backoff.check()
         client, scripts = self._client()
         try:
-            reply = await scripts[name](keys=self._keys, args=[*args, *_flat(batch)])
+            reply = await scripts[name](client, [*args, *_flat(batch)])
             if self._closed:  # a call that outlived aclose() left no connection open
                 with contextlib.suppress(Exception):
                     await client.connection_pool.disconnect()
