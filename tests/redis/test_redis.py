@@ -484,7 +484,7 @@ async def test_a_server_that_stops_answering_fails_the_call_then_serves_again(
     # hanging it, and once it answers again the queue goes on.
     from chute._backends import redis_client
 
-    monkeypatch.setattr(redis_client, "REPLY_TIMEOUT", 0.5)
+    monkeypatch.setattr(redis_client, "REPLY_TIMEOUT", 1.0)
     q = await chute.open(own_server.url, "stopped")
     try:
         await q.put("before")
