@@ -25,12 +25,18 @@ def ratios(suites: list[Suite]) -> list[tuple[str, float]]:
     return out
 
 
-def write_png(suites: list[Suite], path: str) -> None:
+def _pyplot() -> Any:
+    """matplotlib's pyplot, drawing into files (no screen needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_png(suites: list[Suite], path: str) -> None:
+    plt = _pyplot()
     bars = ratios(suites)
     if not bars:
         raise ValueError("no ratios to chart")
@@ -73,11 +79,7 @@ def scaling_rates(suites: list[Suite]) -> dict[str, dict[str, list[tuple[str, fl
 
 
 def write_scaling_png(suites: list[Suite], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tables = scaling_rates(suites)
     if not tables:
         raise ValueError("no scaling figures to chart")
