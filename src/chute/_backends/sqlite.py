@@ -92,6 +92,8 @@ _FIRST = (-(2**31) - 1, 0)
 _NO_RINGS: Rings = {}
 #: No lease, delay or delayed put to run out.
 _NEVER = float("inf")
+#: The largest item a put may commit on its loop (a short call).
+SHORT_BYTES = 64 << 10
 
 
 def next_due(c: sqlite3.Connection, name: str) -> float:
@@ -161,17 +163,24 @@ def _take_any(
 
 
 class Op(Call[R]):
-    """A SQLite backend's Call: a function of the connection, run in the
-    file's thread, and whom its commit rings."""
+    """A SQLite backend's Call: a function of the connection, whom its
+    commit rings, and whether it is *short* (a few statements over a few
+    rows: a loop may commit it itself, see ``Database.run``)."""
 
-    __slots__ = ("fn", "rings", "write")
+    __slots__ = ("fn", "rings", "short", "write")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection], R], rings: Rings = _NO_RINGS, *, write: bool = True
+        self,
+        fn: Callable[[sqlite3.Connection], R],
+        rings: Rings = _NO_RINGS,
+        *,
+        write: bool = True,
+        short: bool = False,
     ) -> None:
         self.fn = fn
         self.rings = rings
         self.write = write
+        self.short = short
 
 
 class SqliteBackend:
@@ -241,7 +250,12 @@ class SqliteBackend:
         op = cast(Op[R], call)
         on_cancel = None if undo is None else (lambda value: self._undo_async(undo(value)))
         return await self._db.run(
-            op.fn, touches=self.name, write=op.write, wakes=op.rings, on_cancel=on_cancel
+            op.fn,
+            touches=self.name,
+            write=op.write,
+            wakes=op.rings,
+            on_cancel=on_cancel,
+            short=op.short,
         )
 
     def run_sync(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
@@ -345,7 +359,8 @@ class SqliteBackend:
             return last - n + 1, last  # consecutive: one statement, AUTOINCREMENT
 
         # Rung for a delayed put too: the getter looks, and sleeps until it is due.
-        return Op(insert, {Wait.GET: len(records)})
+        short = len(records) == 1 and len(records[0]) <= SHORT_BYTES
+        return Op(insert, {Wait.GET: len(records)}, short=short)
 
     def subscribe(self) -> None:
         return None  # nothing to make: this process's watcher rings for every change made elsewhere
@@ -406,7 +421,7 @@ class SqliteBackend:
             # As of our commit, if this is the last call of its group.
             return Claimed(rows, None, db.seq_after)
 
-        return Op(claim, {Wait.PUT: n, Wait.JOIN: ALL})
+        return Op(claim, {Wait.PUT: n, Wait.JOIN: ALL}, short=n == 1)
 
     def give_back(self, records: list[Record], *, leased: bool) -> Op[None]:
         """Same ids, same places."""
@@ -504,10 +519,10 @@ class SqliteBackend:
             return "retried"
 
         if how is Settle.ACK:
-            return Op(ack, {Wait.PUT: 1, Wait.JOIN: ALL})
+            return Op(ack, {Wait.PUT: 1, Wait.JOIN: ALL}, short=True)
         # A nack may turn into a dead letter (JOIN); after a delay, sleeping
         # getters look again at when to wake.
-        return Op(nack, EVERYONE if delay else {Wait.GET: 1, Wait.JOIN: ALL})
+        return Op(nack, EVERYONE if delay else {Wait.GET: 1, Wait.JOIN: ALL}, short=True)
 
     def extend(self, record: Record, seconds: float) -> Op[None]:
         name, id_, token, db = self.name, record.key, record.token, self._db
@@ -524,7 +539,7 @@ class SqliteBackend:
                     "again; its lease cannot be extended"
                 )
 
-        return Op(extend)
+        return Op(extend, short=True)
 
     def task_done(self) -> Op[None]:
         name = self.name

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 from .._waiters import WaitKind
 
-__all__ = ["ALL", "EVERYONE", "Hub", "Wait", "WaitKind", "Waiter"]
+__all__ = ["ALL", "EVERYONE", "Hub", "Wait", "WaitKind", "Waiter", "Wakes", "wake"]
 
 #: "Every waiter of this kind".
 ALL = 1 << 30
@@ -32,7 +32,12 @@ Rings = Mapping[Wait, int]
 EVERYONE: Rings = {Wait.GET: ALL, Wait.PUT: ALL, Wait.JOIN: ALL}
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
+#: Tasks' wake-ups gathered for sending, by loop (``Hub.ring(into=)``).
+Wakes = dict[asyncio.AbstractEventLoop, list["asyncio.Future[None]"]]
+
+
+def wake(fut: asyncio.Future[None]) -> None:
+    """Wake a task's wait (on its loop)."""
     if not fut.done():
         fut.set_result(None)
 
@@ -60,7 +65,7 @@ class Waiter:
         if delay is None:
             await fut
             return
-        handle = self.loop.call_later(max(0.0, delay), _wake, fut)
+        handle = self.loop.call_later(max(0.0, delay), wake, fut)
         try:
             await fut
         finally:
@@ -145,9 +150,11 @@ class Hub:
     def waiting(self, kind: Wait) -> int:
         return len(self._lines[kind])
 
-    def ring(self, rings: Rings = EVERYONE) -> None:
+    def ring(self, rings: Rings = EVERYONE, *, into: Wakes | None = None) -> None:
         """Wake the oldest waiters of each kind, as many as ``rings`` says
-        (from any thread)."""
+        (from any thread). With ``into``, a task's wake-up is added to its
+        loop's list there instead of being sent to its loop: the caller
+        sends it, with whatever else that loop is owed, in one wake-up."""
         lines = self._lines
         # Nobody in these lines (a Redis getter waits on the server, not
         # here): nothing to take the lock for, after every call. A waiter
@@ -172,5 +179,8 @@ class Hub:
                 continue
             assert w.loop is not None
             assert w.future is not None
+            if into is not None:
+                into.setdefault(w.loop, []).append(w.future)
+                continue
             with contextlib.suppress(RuntimeError):  # its loop is closed
-                w.loop.call_soon_threadsafe(_wake, w.future)
+                w.loop.call_soon_threadsafe(wake, w.future)

@@ -1,0 +1,101 @@
+"""Short calls committed on their own loop (``Database._run_gathered``):
+never waiting there for another process's lock, never growing the
+write-ahead log without bound, and sharing the file with the other loops
+and threads of the process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+import chute
+from chute._backends import sqlite_db
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_a_put_does_not_hold_the_loop_while_another_process_writes(tmp_path):
+    path = tmp_path / "q.db"
+    async with chute.open(f"sqlite:///{path}", "q") as q:
+        await q.put(0)
+        other = sqlite3.connect(path, isolation_level=None)  # as another process would
+        other.execute("BEGIN IMMEDIATE")  # holds the file's write lock
+        try:
+            started = time.monotonic()
+            put = asyncio.create_task(q.put(1))
+            ticks = 0
+            for _ in range(20):  # the loop goes on while the put waits
+                await asyncio.sleep(0)
+                ticks += 1
+            assert not put.done()
+            # A put that waited on the loop for the lock (SQLite's busy
+            # timeout is a minute) would have held these ticks that long.
+            assert time.monotonic() - started < 10
+            assert ticks == 20
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        await asyncio.wait_for(put, 30)
+        assert [await q.get(), await q.get()] == [0, 1]
+
+
+async def test_the_log_is_copied_back_while_single_calls_run(tmp_path, monkeypatch):
+    # Every single call here commits on the loop, where SQLite's own
+    # checkpoint is off: the file's thread must make them, or the log
+    # grows by every commit (here well over 10 MiB).
+    monkeypatch.setattr(sqlite_db, "CHECKPOINT_LOOK", 8)
+    monkeypatch.setattr(sqlite_db, "CHECKPOINT_BYTES", 256 << 10)
+    path = tmp_path / "q.db"
+    item = "x" * 2000
+    async with chute.open(f"sqlite:///{path}", "q") as q:
+        largest = 0
+        for _ in range(1500):
+            await q.put(item)
+            async with q.reserve() as job:
+                assert job.item == item
+            largest = max(largest, os.stat(f"{path}-wal").st_size)
+        assert largest < 4 << 20
+        assert await q.aqsize() == 0
+
+
+def test_loops_in_several_threads_share_one_file(tmp_path):
+    # Each loop commits its own groups when the file is free, and sends them
+    # to the file's thread when another loop (or the thread) has it.
+    url = f"sqlite:///{tmp_path}/q.db"
+    per_thread, threads = 600, 3
+    got: list[list[int]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        async def main() -> None:
+            async with chute.open(url, "q") as q:
+
+                async def produce() -> None:
+                    for i in range(per_thread):
+                        await q.put(k * per_thread + i)
+
+                async def consume() -> None:
+                    for _ in range(per_thread // 2):
+                        async with q.reserve(timeout=60) as job:
+                            got[k].append(job.item)
+
+                await asyncio.gather(produce(), consume(), consume())
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(90)
+    assert not any(w.is_alive() for w in workers)
+    assert errors == []
+    assert sorted(i for part in got for i in part) == list(range(per_thread * threads))
