@@ -307,6 +307,7 @@ class Database:
         self.due: dict[str, float] = {}
         self._version = 0  # PRAGMA data_version as last seen
         self._others_committed = False
+        self._looked = 0.0  # time.monotonic() of the last look at data_version
         self._users = 0
         self._closed = False
         self._inbox: collections.deque[_Call] = collections.deque()
@@ -504,8 +505,11 @@ class Database:
                 for call in calls:
                     call.taken = True
             self._run_group(conn, calls, began=True, here=loop)
+            others = self._take_others_committed()
         finally:
             self._file_lock.release()
+        if others:
+            self._ring(None)
         if self._checkpoint_due:
             with self._cond:
                 self._cond.notify()
@@ -599,6 +603,8 @@ class Database:
                             calls.append(call)
                     if not calls and self._stopping and not self._inbox:
                         break
+                if not calls and not self._checkpoint_due and not self._look_due():
+                    continue  # a loop's group looked for us just now
                 try:
                     with self._file_lock:
                         if calls:
@@ -606,15 +612,20 @@ class Database:
                         else:  # a look for other processes' commits, for our waiters
                             self._look_at_version(conn)
                         if self._checkpoint_due:
+                            # On this connection, holding the file: a loop's
+                            # next group then finds the log copied back and
+                            # writes it from the start. (On a connection of
+                            # its own, alongside, the groups kept adding to
+                            # it, and it grew without end.)
                             self._checkpoint_due = False
                             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        others = self._take_others_committed()
                 except Exception as exc:  # never let the thread die with callers waiting
                     self.due.clear()
                     error = _translate(exc, self.path)
                     self._deliver([(c, None, error) for c in calls if c.outcome is None])
                     continue
-                if self._others_committed:
-                    self._others_committed = False
+                if others:
                     self._ring(None)
         finally:
             with self._file_lock:
@@ -635,10 +646,23 @@ class Database:
         if known is not None and at < known:
             self.due[queue] = at
 
+    def _look_due(self) -> bool:
+        """Time for the thread's look for other processes' commits: no
+        group (a loop's, which takes the file from the thread) looked
+        within the interval."""
+        return time.monotonic() - self._looked >= POLL_INTERVAL
+
+    def _take_others_committed(self) -> bool:
+        """Did a look see another process's commit since this was last
+        asked (with the file held)? Then everyone is to be rung."""
+        others, self._others_committed = self._others_committed, False
+        return others
+
     def _look_at_version(self, conn: sqlite3.Connection) -> None:
         """Has another process committed since we last looked? Then count a
         commit seen, forget what we knew of when items come due, and ring
         everyone once the group (if any) is over."""
+        self._looked = time.monotonic()
         version = _data_version(conn)
         if version != self._version:
             self._version = version
