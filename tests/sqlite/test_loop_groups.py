@@ -99,3 +99,34 @@ def test_loops_in_several_threads_share_one_file(tmp_path):
     assert not any(w.is_alive() for w in workers)
     assert errors == []
     assert sorted(i for part in got for i in part) == list(range(per_thread * threads))
+
+
+def test_ctrl_c_in_a_loops_group_leaves_no_transaction_open(tmp_path, monkeypatch):
+    # Ctrl-C lands while a loop commits its group (here: at its look for
+    # other processes' commits). The put is rolled back, nobody waits for an
+    # answer for ever, and the file's connection is usable afterwards.
+    url = f"sqlite:///{tmp_path}/q.db"
+    looks = sqlite_db._data_version
+    main = threading.main_thread()
+
+    def interrupted(conn: sqlite3.Connection) -> int:
+        if threading.current_thread() is main:
+            raise KeyboardInterrupt
+        return looks(conn)
+
+    async def put_one() -> None:
+        async with chute.open(url, "q") as q:
+            monkeypatch.setattr(sqlite_db, "_data_version", interrupted)
+            await q.put(1)
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(put_one())
+    monkeypatch.setattr(sqlite_db, "_data_version", looks)
+
+    async def after() -> tuple[int, int]:
+        async with chute.open(url, "q") as q:
+            before = await q.aqsize()
+            await q.put(2)
+            return before, await q.get()
+
+    assert asyncio.run(after()) == (0, 2)

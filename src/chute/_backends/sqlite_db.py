@@ -231,8 +231,8 @@ class _Mailbox:
         answers: list[Answer],
         futures: list[asyncio.Future[None]],
     ) -> None:
-        """From the database thread (the box keeps no reference to its loop:
-        boxes are kept by loop, weakly)."""
+        """From the database thread, or another loop's group (the box keeps
+        no reference to its loop: boxes are kept by loop, weakly)."""
         with self._lock:
             self._answers += answers
             self._futures += futures
@@ -320,7 +320,7 @@ class Database:
         self._gathered = threading.local()
         self._commits = 0  # since the last look at the log's size
         self._checkpoint_due = False
-        #: Only the database thread uses it; a loop that is gone leaves with it.
+        #: Each loop's mailbox (see ``_deliver``); a loop that is gone leaves with it.
         self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox]
         self._mailboxes = weakref.WeakKeyDictionary()
         self._cond = threading.Condition(threading.Lock())
@@ -504,7 +504,20 @@ class Database:
             with self._cond:
                 for call in calls:
                     call.taken = True
-            self._run_group(conn, calls, began=True, here=loop)
+            try:
+                self._run_group(conn, calls, began=True, here=loop)
+            except BaseException:
+                # Ctrl-C landing in the group (this may be the main thread):
+                # no transaction is left open, and no caller unanswered.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                self.due.clear()
+                interrupted = ChuteError("interrupted before the call was answered")
+                for call in calls:
+                    if call.outcome is None:
+                        call.settle(None, interrupted)
+                raise
             others = self._take_others_committed()
         finally:
             self._file_lock.release()
