@@ -211,6 +211,56 @@ async def test_a_lease_runs_out_and_a_late_ack_is_refused(server, name):
         assert (s.size, s.in_flight, s.unfinished_tasks) == (0, 0, 0)
 
 
+async def test_an_item_given_back_elsewhere_is_not_passed_by_a_waiting_get(
+    server, name, monkeypatch
+):
+    # A get whose look a moment ago found nothing waits on the server at
+    # once (no look first). Another client then gives an item back in place
+    # and puts a new one: the wait hands over the new one, which must go
+    # back, so that the one given back comes first, as it would after a look.
+    # (The look's freshness is stretched, so that the slow steps of a
+    # loaded machine cannot make the get look first anyway.)
+    from chute._backends import redis_link
+
+    monkeypatch.setattr(redis_link, "POLL", 60.0)
+    async with chute.open(server.url, name) as here, chute.open(server.url, name) as there:
+        await there.put("old")
+        job = await there.reserve()
+        with pytest.raises(TimeoutError):
+            await here.get(timeout=0.05)  # finds nothing: a fresh look
+        await job.anack()  # back in place, where only a look finds it
+        await there.put("new")
+        assert [await here.get(timeout=10), await here.get(timeout=10)] == ["old", "new"]
+        s = await here.astatistics()
+        assert (s.size, s.in_flight, s.total_got) == (0, 0, 3)
+
+
+async def test_an_immediate_shutdown_between_a_wait_and_its_count_hands_nothing_out(
+    server, name, monkeypatch
+):
+    # A waiting get's read on the server hands it an item; another client
+    # shuts the queue down (immediate) before the get has counted it: the
+    # item goes back and the get raises, instead of both.
+    async with chute.open(server.url, name) as here, chute.open(server.url, name) as there:
+        backend = here._backend
+        read = type(backend)._blocked_read
+
+        async def read_then_shut_down(self: Any, n: int, seconds: float) -> Any:
+            got = await read(self, n, seconds)
+            if got:
+                there.shutdown(immediate=True)
+            return got
+
+        monkeypatch.setattr(type(backend), "_blocked_read", read_then_shut_down)
+        getter = asyncio.create_task(here.get(timeout=30))
+        await wait_for_getters(here, 1)
+        await there.put("x")
+        with pytest.raises(chute.QueueShutDown):
+            await asyncio.wait_for(getter, 10)
+        s = await there.astatistics()
+        assert (s.size, s.in_flight, s.total_got) == (1, 0, 0)
+
+
 async def test_expired_on_its_last_delivery_it_becomes_a_dead_letter(server, name):
     async with chute.open(server.url, name, visibility_timeout=0.1, max_deliveries=1) as q:
         await q.put("poison")

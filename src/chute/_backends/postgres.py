@@ -244,6 +244,9 @@ class PostgresBackend(PostgresDeadLetters):
             through=self._fn("put", *args, sender="", then=stored),
         )
 
+    def looked_lately(self) -> bool:
+        return False  # its getters wait on LISTEN in this process, not in a claim
+
     def subscribe(self) -> Sql[None] | None:
         store, queue = self._store, self._id
         if queue in store.registered:

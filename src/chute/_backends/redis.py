@@ -275,8 +275,10 @@ class RedisBackend(ServerLink):
     def _claim_args(self, n: int) -> list[Any]:
         return [self._consumer, n, self._vt_ms]
 
-    def _claimed(self, reply: Any, leased: bool) -> Claimed:
+    def _claimed(self, reply: Any, leased: bool, gave_back: int) -> Claimed:
         status = text(reply[0])
+        # Nothing there, nor delayed: the next blocking gets may wait at once.
+        self._looked(status == "empty" and int(reply[1]) < 0, gave_back)
         if status == "ok":
             new = tuple.__new__  # Record's own __new__ is a slow Python function
             records = [
@@ -296,26 +298,34 @@ class RedisBackend(ServerLink):
     async def _claim(self, call: Claim, batch: list[Pair] | None = None) -> Claimed:
         if call.wait > 0:
             got = await self._blocked_read(call.n, call.wait)
-            if got:
-                return await self._took(got, call.leased)
-            # Nothing new: given-back entries, expired leases and due delays
-            # are found by the script, undone as any claim if cancelled.
+            if got and (took := await self._took(got, call.leased)) is not None:
+                return took
+            # Nothing new (or older ones wait): given-back entries, expired
+            # leases and due delays are found by the script, undone as any
+            # claim if cancelled.
             leased = call.leased
 
             def undo(claimed: Claimed) -> Script[None] | None:
                 return self.give_back(claimed.records, leased=leased) if claimed.records else None
 
             return await self.run(Claim(call.n, leased, 0.0), undo=undo)
+        gave_back = self._gave_back
         reply = await self._script("claim", self._claim_args(call.n), batch)
-        return self._claimed(reply, call.leased)
+        return self._claimed(reply, call.leased, gave_back)
 
     def _claim_sync(self, call: Claim) -> Claimed:
         if call.wait > 0:
             got = self._blocked_read_sync(call.n, call.wait)
             if got:
-                status = text(self._script_sync("took", [self._consumer, *(r.key for r in got)]))
-                return self._took_status(status, got)
-        return self._claimed(self._script_sync("claim", self._claim_args(call.n)), call.leased)
+                status = text(self._script_sync("took", self._took_args(got))[0])
+                if status != "look":
+                    return self._took_status(status, got)
+        gave_back = self._gave_back
+        reply = self._script_sync("claim", self._claim_args(call.n))
+        return self._claimed(reply, call.leased, gave_back)
+
+    def _took_args(self, got: list[Record]) -> list[Any]:
+        return [self._consumer, self._vt_ms, *(r.key for r in got)]
 
     def _took_status(self, status: str, got: list[Record]) -> Claimed:
         if status == "shutdown":  # the entries went back
@@ -324,17 +334,23 @@ class RedisBackend(ServerLink):
         self.hub.ring({Wait.PUT: len(got), Wait.JOIN: ALL})
         return Claimed(got)
 
-    async def _took(self, got: list[Record], leased: bool) -> Claimed:
+    async def _took(self, got: list[Record], leased: bool) -> Claimed | None:
         """Count what a blocked read handed over (or give it back, after an
-        immediate shutdown); cancelled, give it back."""
+        immediate shutdown); cancelled, give it back. None: it went back,
+        older items wait (a claim takes them first)."""
 
         def giving_back(task: asyncio.Future[Any]) -> Any:
-            answered, status = answer(task)
-            counted = answered and text(status) == "ok"
+            answered, reply = answer(task)
+            counted = answered and text(reply[0]) == "ok"
             return self._give_back_entries(got, counted=counted)
 
-        took = self._script("took", [self._consumer, *(r.key for r in got)])
-        status = text(await shielded(took, giving_back))
+        took = self._script("took", self._took_args(got))
+        # The script answers a list: its status was read as the list's text
+        # (never "shutdown", so that entries it gave back after an immediate
+        # shutdown were handed out as well).
+        status = text((await shielded(took, giving_back))[0])
+        if status == "look":
+            return None
         claimed = self._took_status(status, got)
         if not leased:
             self._taken(got)
@@ -346,6 +362,7 @@ class RedisBackend(ServerLink):
         if not leased:
             self._keep(records)
         args = [self._consumer, 1, *pairs(records)]
+        self._forget_looks()
         return self._changing("give_back", args, {Wait.GET: len(records)})
 
     def bury(self, records: list[tuple[Record, ErrorInfo]], *, leased: bool) -> Script[None]:
@@ -379,6 +396,8 @@ class RedisBackend(ServerLink):
     ) -> Script[Outcome]:
         ms = round((delay or 0) * 1000)
         args = [self._consumer, record.key, record.token, how.value, ms, self._vt_ms]
+        if how is Settle.NACK:
+            self._forget_looks()
         args.append("" if error is None else error.to_json())
 
         def parse(reply: Any) -> Outcome:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 import uuid
 import weakref
 from typing import Any
@@ -86,6 +87,11 @@ class ServerLink:
         self._finisher: asyncio.Task[None] | None = None
         #: Blocked reads of this queue in this process: (connection's client, its id).
         self._blocked: set[tuple[Any, int]] = set()
+        #: When (monotonic) a look last found nothing claimable, nor any item
+        #: delayed; and how many times this process gave items back in place
+        #: (a look sent before one of them cannot vouch for it).
+        self._empty_look_at = -POLL
+        self._gave_back = 0
 
     def _gone(self) -> QueueNotFound:
         return QueueNotFound(
@@ -343,9 +349,27 @@ class ServerLink:
             with contextlib.suppress(Exception):
                 self._sync.client_unblock(cid)
 
+    def looked_lately(self) -> bool:
+        return time.monotonic() - self._empty_look_at < POLL
+
+    def _looked(self, empty: bool, gave_back: int) -> None:
+        """A look's answer came, sent when ``gave_back`` was the count."""
+        if empty and gave_back == self._gave_back:
+            self._empty_look_at = time.monotonic()
+
+    def _forget_looks(self) -> None:
+        """Items go back in place (which no ``XREADGROUP`` sees): no get
+        waits without a look first, and no look sent before this vouches
+        for the queue. Called when such a call is made and again when it
+        is answered."""
+        self._gave_back += 1
+        self._empty_look_at = -POLL
+
     def _wake_readers(self) -> None:
         """After a change no ``XREADGROUP`` sees (an entry given back in
-        place, a shutdown): this process's waiting gets look again."""
+        place, a shutdown): this process's waiting gets look again, and
+        its next gets look first."""
+        self._forget_looks()
         if not self._blocked:
             return
         try:
@@ -369,8 +393,10 @@ class ServerLink:
                 await pipe.execute()
 
     async def _give_back_entries(self, got: list[Record], *, counted: bool) -> None:
+        self._forget_looks()
         with contextlib.suppress(ChuteError):
             await self._script("give_back", [self._consumer, int(counted), *pairs(got)])
+        self._forget_looks()
         self.hub.ring({Wait.GET: len(got)})
         await self._aunblock_all()
 

@@ -343,20 +343,28 @@ return out
 """
 )
 
-# After a blocking XREADGROUP handed entries to ARGV[1]: count them, unless
-# an immediate shutdown came meanwhile (then give them back).
-# ARGV: consumer, id, ... -> {'ok'} | {'shutdown'}
+# After a blocking XREADGROUP handed new entries to ARGV[1]: count them.
+# They go back in place instead if an immediate shutdown came meanwhile, or
+# if older ones wait that a claim takes first (given back, a lease run out,
+# a delay come due: a get that waited without looking first, because a
+# look a moment ago found none, must not pass them by).
+# ARGV: consumer, visibility ms, id, ... -> {'ok'} | {'shutdown'} | {'look'}
 TOOK = (
     LIB
     + r"""
-local state = redis.call('HGET', KEYS[2], 'state')
-if state == '2' then
-  for i = 2, #ARGV do
+local function back(status)
+  for i = 3, #ARGV do
     release(KEYS, ARGV[1], ARGV[i], 0)
   end
-  return {'shutdown'}
+  return {status}
 end
-redis.call('HINCRBY', KEYS[2], 'total_got', #ARGV - 1)
+if redis.call('HGET', KEYS[2], 'state') == '2' then return back('shutdown') end
+if redis.call('SCARD', KEYS[5]) > 0
+    or #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms(), 'LIMIT', 0, 1) > 0
+    or #redis.call('XPENDING', KEYS[1], 'chute', 'IDLE', tonumber(ARGV[2]), '-', '+', 1) > 0 then
+  return back('look')
+end
+redis.call('HINCRBY', KEYS[2], 'total_got', #ARGV - 2)
 return {'ok'}
 """
 )

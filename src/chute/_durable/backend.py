@@ -303,6 +303,14 @@ class Backend(Protocol):
         N, by a getter that got in line while it is still N, missed nothing."""
         ...
 
+    def looked_lately(self) -> bool:
+        """For a backend with ``blocking_wait``: a look made a moment ago
+        (within its poll interval) found nothing claimable but what a wait
+        on the store sees (new items), and nothing since in this process
+        gave one back. A blocking get then waits on the store at once,
+        without a look first. Other backends answer False."""
+        ...
+
     def subscribe(self) -> Call[None] | None:
         """What to make before the look that a waiter sleeps on when it
         finds nothing, so that changes made elsewhere from then on ring this

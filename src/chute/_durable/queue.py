@@ -490,6 +490,16 @@ class DurableQueue(DeadLetterMixin[T]):
         timer = False  # this getter is (also) the one to wake when a lease or delay runs out
         wait = 0.0
         try:
+            if block and on_store and backend.looked_lately():
+                # Nothing is there but what the wait sees: wait at once (the
+                # look would cost a round trip an item, finding nothing).
+                delay = self._delay(deadline, None, poll=False)
+                if delay is None or delay > 0:
+                    if in_thread:
+                        check_not_on_loop("a blocking get")
+                    counted = True
+                    self._getters += 1
+                    wait = BLOCK_SLICE if delay is None else min(delay, BLOCK_SLICE)
             if block and not on_store and self._hub.idle(Wait.GET):
                 # Others here wait, unrung since they found nothing: nothing
                 # is there to take (a put anywhere would have rung one of
