@@ -34,7 +34,9 @@ watches the store (SQLite's ``PRAGMA data_version``), after changes made
 elsewhere. A backend that cannot watch says how often the core should look
 again (``poll_interval``). A backend that can wait on the store itself
 (``capabilities.blocking_wait``, Redis's ``XREADGROUP BLOCK``) does so inside
-``claim(..., wait=seconds)``; the core then passes the time it may wait.
+``claim(..., wait=seconds)``; the core then passes the time it may wait,
+after a look (``wait=0``) that found nothing, or at once while
+``looked_lately()`` says such a look was made a moment ago.
 
 What rings whom (the hub's ``ring``), once the change is visible:
 
