@@ -13,6 +13,7 @@ import pytest
 
 import chute
 from chute._contract import MAX_KEY_LENGTH
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,6 +38,32 @@ async def test_a_delayed_item_is_stored_at_once_and_taken_only_once_due(make_del
     assert time.time() - put_at >= DUE * 0.95  # clocks of one machine; never before
     s = await q.astatistics()
     assert (s.size, s.scheduled) == (0, 0)
+
+
+async def test_items_coming_due_at_once_are_all_taken_by_getters_already_waiting(
+    make_delaying_queue,
+):
+    # One getter looks, finds three items not yet due, and sleeps until
+    # they are; three more get in line behind it without looking (nothing
+    # has changed since its look). When the three come due, the first
+    # takes one and passes its timer on; whoever takes the next must pass
+    # it on again, or the third waits for ever with four getters asleep.
+    q = await make_delaying_queue()
+    await q.put_batch(["a", "b", "c"], delay=DUE)
+    got: list[str] = []
+
+    async def getter() -> None:
+        got.append(await q.get())
+
+    first = [asyncio.create_task(getter())]
+    await wait_until(lambda: q.statistics().getters_waiting == 1)
+    rest = [asyncio.create_task(getter()) for _ in range(3)]
+    await wait_until(lambda: q.statistics().getters_waiting == 4)
+    await wait_until(lambda: len(got) == 3, timeout=15)
+    assert sorted(got) == ["a", "b", "c"]
+    for task in first + rest:
+        task.cancel()
+    await asyncio.gather(*first, *rest, return_exceptions=True)
 
 
 async def test_a_delayed_item_counts_toward_the_bound(make_delaying_queue):

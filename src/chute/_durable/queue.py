@@ -510,7 +510,7 @@ class DurableQueue(DeadLetterMixin[T]):
                 self._getters += 1
                 waiter = self._hub.add(Wait.GET, in_thread=in_thread)
                 yield Sleep(waiter, self._delay(deadline, None, getter=True))
-                self._hub.rearm(waiter)
+                timer = self._hub.rearm(waiter) or timer
             while True:
                 self._check_open()
                 try:
@@ -522,7 +522,7 @@ class DurableQueue(DeadLetterMixin[T]):
                     # not an answer. Look again at the next poll, or sooner
                     # if rung (a ring meanwhile is kept for this sleep).
                     yield Sleep(waiter, self._delay(deadline, None))
-                    self._hub.rearm(waiter)
+                    timer = self._hub.rearm(waiter) or timer
                     if deadline is not None and time.monotonic() >= deadline:
                         raise QueueEmpty() if in_thread else TimeoutError("timed out") from None
                     continue
@@ -557,11 +557,11 @@ class DurableQueue(DeadLetterMixin[T]):
                         yield Run(subscribe)
                     except Unreachable:  # waiting already: as for a look, above
                         yield Sleep(waiter, self._delay(deadline, None))
-                        self._hub.rearm(waiter)
+                        timer = self._hub.rearm(waiter) or timer
                     continue  # look again: what changed before it rang no one here
                 waiter.due = claimed.due
                 yield Sleep(waiter, self._delay(deadline, claimed.due, getter=True))
-                self._hub.rearm(waiter)
+                timer = self._hub.rearm(waiter) or timer
         finally:
             if counted:
                 self._getters -= 1

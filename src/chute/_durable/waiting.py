@@ -45,7 +45,7 @@ def wake(fut: asyncio.Future[None]) -> None:
 class Waiter:
     """A task waiting on its loop (``future``), or a plain thread (``event``)."""
 
-    __slots__ = ("due", "event", "future", "kind", "loop", "rings", "woken")
+    __slots__ = ("due", "event", "future", "kind", "loop", "rings", "timed", "woken")
 
     def __init__(self, kind: Wait, loop: asyncio.AbstractEventLoop | None) -> None:
         self.kind = kind
@@ -56,6 +56,8 @@ class Waiter:
         self.rings = 0  # rings received since it last looked
         #: When (wall clock) its sleep ends for a lease or delay running out, if it does.
         self.due: float | None = None
+        #: Rung to take over the timer of one that left (see ``Hub.remove``).
+        self.timed = False
 
     async def sleep(self, delay: float | None) -> None:
         """Until rung, or ``delay`` seconds (None: no limit). On its loop."""
@@ -100,9 +102,13 @@ class Hub:
             self._on_waiting(1)
         return w
 
-    def rearm(self, w: Waiter) -> None:
-        """A rung waiter looks again: it keeps its place in line."""
+    def rearm(self, w: Waiter) -> bool:
+        """A rung waiter looks again: it keeps its place in line. True if
+        it was rung to take over a timer: it holds it now, and passes it on
+        in turn when it leaves (what it finds may be one of several items
+        that came due at once: the one after it must look too)."""
         with self._lock:
+            timed, w.timed = w.timed, False
             w.woken = False
             # The rings that woke it are spent by this look, whatever it
             # finds (found nothing: another took the item it was rung for);
@@ -113,6 +119,7 @@ class Hub:
             else:
                 assert w.loop is not None
                 w.future = w.loop.create_future()
+        return timed
 
     def remove(self, w: Waiter, *, timer: bool = False) -> None:
         """Leave the line.
@@ -133,13 +140,14 @@ class Hub:
                 covered = w.due is not None and any(
                     o.due is not None and o.due <= w.due for o in line
                 )
-                spare = max(w.rings, 1 if timer and not covered else 0)
+                timed = timer and not covered
+                spare = max(w.rings, 1 if timed else 0)
             else:
                 return  # not in line
         if self._on_waiting is not None:
             self._on_waiting(-1)
         if spare and w.kind is not Wait.JOIN:
-            self.ring({w.kind: spare})
+            self.ring({w.kind: spare}, timed=timed)
 
     def idle(self, kind: Wait) -> bool:
         """Someone waits in this line, not rung since it last looked: what
@@ -150,11 +158,14 @@ class Hub:
     def waiting(self, kind: Wait) -> int:
         return len(self._lines[kind])
 
-    def ring(self, rings: Rings = EVERYONE, *, into: Wakes | None = None) -> None:
+    def ring(
+        self, rings: Rings = EVERYONE, *, into: Wakes | None = None, timed: bool = False
+    ) -> None:
         """Wake the oldest waiters of each kind, as many as ``rings`` says
         (from any thread). With ``into``, a task's wake-up is added to its
         loop's list there instead of being sent to its loop: the caller
-        sends it, with whatever else that loop is owed, in one wake-up."""
+        sends it, with whatever else that loop is owed, in one wake-up.
+        ``timed``: the ring passes a timer on (see ``rearm``)."""
         lines = self._lines
         # Nobody in these lines (a Redis getter waits on the server, not
         # here): nothing to take the lock for, after every call. A waiter
@@ -171,6 +182,7 @@ class Hub:
                     if not w.woken:
                         w.woken = True
                         w.rings += 1
+                        w.timed = w.timed or timed
                         todo.append(w)
                         n -= 1
         for w in todo:
