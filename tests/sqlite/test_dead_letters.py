@@ -9,7 +9,7 @@ import time
 import pytest
 
 import chute
-from chute._backends.sqlite_db import APPLICATION_ID, SCHEMA_VERSION
+from chute._backends.sqlite_file import APPLICATION_ID, SCHEMA_VERSION
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import chute
-from chute._backends.sqlite_db import SCHEMA_VERSION
+from chute._backends.sqlite_file import SCHEMA_VERSION
 from chute._backends.sqlite_sql import DEAD_LETTERS, OLDEST
 
 pytestmark = pytest.mark.timeout(120)

@@ -11,7 +11,8 @@ and whose item went to someone else — is refused instead of deleting the
 item twice.
 
 Each primitive is one function of a connection, run by the file's thread
-in a group commit (``sqlite_db.Database``), whose statements are in
+in a group commit (``sqlite_db.Database``; the file's schema and opening
+in ``sqlite_file``), whose statements are in
 ``sqlite_sql.py``; the queue users see is the durable core's
 (``chute._durable``).
 """
@@ -45,7 +46,8 @@ from .._durable.backend import (
 from .._durable.queue import DurableQueue, checked_opening
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, LeaseLost, QueueNotFound, QueueShutDown
-from .sqlite_db import DURABILITY, Database, _stored_names
+from .sqlite_db import Database
+from .sqlite_file import DURABILITY, _stored_names
 from .sqlite_sql import (
     CHUNK,
     DEAD_COLUMNS,
