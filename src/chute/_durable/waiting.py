@@ -140,7 +140,8 @@ class Hub:
                 covered = w.due is not None and any(
                     o.due is not None and o.due <= w.due for o in line
                 )
-                timed = timer and not covered
+                # A ring it took to hold a timer, and did not act on, goes on as one.
+                timed = (timer and not covered) or w.timed
                 spare = max(w.rings, 1 if timed else 0)
             else:
                 return  # not in line
