@@ -130,3 +130,12 @@ def test_ctrl_c_in_a_loops_group_leaves_no_transaction_open(tmp_path, monkeypatc
             return before, await q.get()
 
     assert asyncio.run(after()) == (0, 2)
+
+
+async def test_more_calls_in_one_pass_than_a_loops_group_keep_their_order(tmp_path):
+    # The first LOOP_GROUP are committed on the loop, the rest by the file's
+    # thread after them: stored in the order they were made.
+    n = sqlite_db.LOOP_GROUP + 8
+    async with chute.open(f"sqlite:///{tmp_path}/q.db", "q") as q:
+        await asyncio.gather(*(q.put(i) for i in range(n)))
+        assert await q.get_batch(n, timeout=10) == list(range(n))

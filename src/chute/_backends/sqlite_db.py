@@ -389,48 +389,50 @@ class Database:
         loop's group does is bounded: ``LOOP_GROUP`` short calls, no
         waiting for a lock, no fsync (durability "crash") and no checkpoint
         (the thread makes those)."""
-        calls, self._gathered.calls = self._gathered.calls, []
-        rest = calls[LOOP_GROUP:]
-        calls = [c for c in calls[:LOOP_GROUP] if not (c.abandoned or c.future.cancelled())]
-        for call in rest:
-            self._enqueue_or_fail(call)
-        if not calls:
-            return
-        if self._inbox or not self._file_lock.acquire(blocking=False):
-            for call in calls:  # the thread is busy: join its line
-                self._enqueue_or_fail(call)
-            return
-        try:
-            conn = self._conn
-            if conn is None or not _begin_now(conn):
-                for call in calls:
-                    self._enqueue_or_fail(call)
-                return
-            with self._cond:
-                for call in calls:
-                    call.taken = True
+        gathered, self._gathered.calls = self._gathered.calls, []
+        live = [c for c in gathered if not (c.abandoned or c.future.cancelled())]
+        calls, rest = live[:LOOP_GROUP], live[LOOP_GROUP:]
+        others = False
+        if calls and not self._inbox and self._file_lock.acquire(blocking=False):
             try:
-                self._run_group(conn, calls, began=True, here=loop)
-            except BaseException:
-                # Ctrl-C landing in the group (this may be the main thread):
-                # no transaction is left open, and no caller unanswered.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                self.due.clear()
-                interrupted = ChuteError("interrupted before the call was answered")
-                for call in calls:
-                    if call.outcome is None:
-                        call.settle(None, interrupted)
-                raise
-            others = self._take_others_committed()
-        finally:
-            self._file_lock.release()
+                if self._commit_here(loop, calls):
+                    calls = []
+                    others = self._take_others_committed()
+            finally:
+                self._file_lock.release()
+        for call in calls + rest:  # the thread takes them, in their order
+            self._enqueue_or_fail(call)
         if others:
             self._ring(None)
         if self._checkpoint_due:
             with self._cond:
                 self._cond.notify()
+
+    def _commit_here(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> bool:
+        """With the file held: ``calls`` in one transaction on this loop, or
+        False (nothing begun) if another process holds the write lock."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            if not _begin_now(conn):
+                return False
+            for call in calls:  # their callers' cancellations look on this thread
+                call.taken = True
+            self._run_group(conn, calls, began=True, here=loop)
+        except BaseException:
+            # Ctrl-C landing here (this may be the main thread): no
+            # transaction is left open, and no caller unanswered.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            self.due.clear()
+            interrupted = ChuteError("interrupted before the call was answered")
+            for call in calls:
+                if call.outcome is None:
+                    call.settle(None, interrupted)
+            raise
+        return True
 
     def _enqueue_or_fail(self, call: _Call) -> None:
         try:
