@@ -275,10 +275,11 @@ class RedisBackend(ServerLink):
     def _claim_args(self, n: int) -> list[Any]:
         return [self._consumer, n, self._vt_ms]
 
-    def _claimed(self, reply: Any, leased: bool, gave_back: int) -> Claimed:
+    def _claimed(self, reply: Any, leased: bool) -> Claimed:
         status = text(reply[0])
-        # Nothing there, nor delayed: the next blocking gets may wait at once.
-        self._looked(status == "empty" and int(reply[1]) < 0, gave_back)
+        if status == "empty" and int(reply[1]) < 0:
+            # Nothing there, nor delayed: the next blocking gets may wait at once.
+            self._empty_look_at = time.monotonic()
         if status == "ok":
             new = tuple.__new__  # Record's own __new__ is a slow Python function
             records = [
@@ -309,9 +310,8 @@ class RedisBackend(ServerLink):
                 return self.give_back(claimed.records, leased=leased) if claimed.records else None
 
             return await self.run(Claim(call.n, leased, 0.0), undo=undo)
-        gave_back = self._gave_back
         reply = await self._script("claim", self._claim_args(call.n), batch)
-        return self._claimed(reply, call.leased, gave_back)
+        return self._claimed(reply, call.leased)
 
     def _claim_sync(self, call: Claim) -> Claimed:
         if call.wait > 0:
@@ -320,9 +320,7 @@ class RedisBackend(ServerLink):
                 status = text(self._script_sync("took", self._took_args(got))[0])
                 if status != "look":
                     return self._took_status(status, got)
-        gave_back = self._gave_back
-        reply = self._script_sync("claim", self._claim_args(call.n))
-        return self._claimed(reply, call.leased, gave_back)
+        return self._claimed(self._script_sync("claim", self._claim_args(call.n)), call.leased)
 
     def _took_args(self, got: list[Record]) -> list[Any]:
         return [self._consumer, self._vt_ms, *(r.key for r in got)]
@@ -362,7 +360,6 @@ class RedisBackend(ServerLink):
         if not leased:
             self._keep(records)
         args = [self._consumer, 1, *pairs(records)]
-        self._forget_looks()
         return self._changing("give_back", args, {Wait.GET: len(records)})
 
     def bury(self, records: list[tuple[Record, ErrorInfo]], *, leased: bool) -> Script[None]:
@@ -396,8 +393,6 @@ class RedisBackend(ServerLink):
     ) -> Script[Outcome]:
         ms = round((delay or 0) * 1000)
         args = [self._consumer, record.key, record.token, how.value, ms, self._vt_ms]
-        if how is Settle.NACK:
-            self._forget_looks()
         args.append("" if error is None else error.to_json())
 
         def parse(reply: Any) -> Outcome:

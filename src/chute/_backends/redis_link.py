@@ -88,10 +88,8 @@ class ServerLink:
         #: Blocked reads of this queue in this process: (connection's client, its id).
         self._blocked: set[tuple[Any, int]] = set()
         #: When (monotonic) a look last found nothing claimable, nor any item
-        #: delayed; and how many times this process gave items back in place
-        #: (a look sent before one of them cannot vouch for it).
+        #: delayed (see ``looked_lately``).
         self._empty_look_at = -POLL
-        self._gave_back = 0
 
     def _gone(self) -> QueueNotFound:
         return QueueNotFound(
@@ -350,19 +348,15 @@ class ServerLink:
                 self._sync.client_unblock(cid)
 
     def looked_lately(self) -> bool:
+        """A look found nothing a moment ago. A get may then wait on the
+        server at once: what it reads is counted by TOOK, which gives it
+        back if anything older waits (so a vouch gone stale costs a round
+        trip, never the order)."""
         return time.monotonic() - self._empty_look_at < POLL
 
-    def _looked(self, empty: bool, gave_back: int) -> None:
-        """A look's answer came, sent when ``gave_back`` was the count."""
-        if empty and gave_back == self._gave_back:
-            self._empty_look_at = time.monotonic()
-
     def _forget_looks(self) -> None:
-        """Items go back in place (which no ``XREADGROUP`` sees): no get
-        waits without a look first, and no look sent before this vouches
-        for the queue. Called when such a call is made and again when it
-        is answered."""
-        self._gave_back += 1
+        """This process gave items back in place (which no ``XREADGROUP``
+        sees): its next gets look first, sparing that round trip."""
         self._empty_look_at = -POLL
 
     def _wake_readers(self) -> None:
@@ -393,7 +387,6 @@ class ServerLink:
                 await pipe.execute()
 
     async def _give_back_entries(self, got: list[Record], *, counted: bool) -> None:
-        self._forget_looks()
         with contextlib.suppress(ChuteError):
             await self._script("give_back", [self._consumer, int(counted), *pairs(got)])
         self._forget_looks()
