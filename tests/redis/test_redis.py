@@ -235,30 +235,54 @@ async def test_an_item_given_back_elsewhere_is_not_passed_by_a_waiting_get(
         assert (s.size, s.in_flight, s.total_got) == (0, 0, 3)
 
 
-async def test_an_immediate_shutdown_between_a_wait_and_its_count_hands_nothing_out(
-    server, name, monkeypatch
-):
-    # A waiting get's read on the server hands it an item; another client
-    # shuts the queue down (immediate) before the get has counted it: the
-    # item goes back and the get raises, instead of both.
+async def test_an_immediate_shutdown_between_a_wait_and_its_count_hands_nothing_out(server, name):
+    # A waiting get's read on the server hands an item to the read's own
+    # consumer; TOOK, sent behind it, hands it to the get. Should an
+    # immediate shutdown come in between (here, ordered by sending the read
+    # and TOOK apart), the item goes back and the get raises, instead of both.
     async with chute.open(server.url, name) as here, chute.open(server.url, name) as there:
         backend = here._backend
-        read = type(backend)._blocked_read
-
-        async def read_then_shut_down(self: Any, n: int, seconds: float) -> Any:
-            got = await read(self, n, seconds)
-            if got:
-                there.shutdown(immediate=True)
-            return got
-
-        monkeypatch.setattr(type(backend), "_blocked_read", read_then_shut_down)
-        getter = asyncio.create_task(here.get(timeout=30))
-        await wait_for_getters(here, 1)
         await there.put("x")
-        with pytest.raises(chute.QueueShutDown):
-            await asyncio.wait_for(getter, 10)
+        read, took_args = backend._reading(1, 1.0)
+        r = redis.asyncio.Redis.from_url(server.url)
+        try:
+            assert await r.execute_command(*read)  # the read got "x"
+            there.shutdown(immediate=True)
+            status = await backend._client()[1]["took"](r, took_args)
+        finally:
+            await r.aclose()
+        assert status == [b"shutdown"]
         s = await there.astatistics()
         assert (s.size, s.in_flight, s.total_got) == (1, 0, 0)
+        there.reopen()
+        assert await here.get(timeout=10) == "x"
+
+
+async def test_a_read_answered_while_its_get_waits_is_counted_in_the_same_round_trip(server, name):
+    # TOOK rides behind the blocked read: a waiting get that is handed an
+    # item makes no call of its own to count it.
+    async with chute.open(server.url, name) as here, chute.open(server.url, name) as there:
+        await there.put("warm")  # the scripts loaded, the pool's connections made
+        assert await here.get(timeout=10) == "warm"
+        getter = asyncio.create_task(here.get(timeout=30))
+        await wait_for_getters(here, 1)
+        backend = here._backend
+        calls: list[str] = []
+        script = backend._script
+
+        async def counted(name: str, *args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return await script(name, *args, **kwargs)
+
+        backend._script = counted
+        try:
+            await there.put("x")
+            assert await asyncio.wait_for(getter, 10) == "x"
+        finally:
+            del backend._script
+        assert [c for c in calls if c in ("took", "claim")] == []
+        s = await here.astatistics()
+        assert (s.size, s.in_flight, s.total_got) == (0, 0, 2)
 
 
 async def test_expired_on_its_last_delivery_it_becomes_a_dead_letter(server, name):
@@ -422,6 +446,43 @@ async def test_scripts_flushed_from_the_server_are_sent_again(server, name):
             r.close()
         await q.put("after")
         assert [await q.get(), await q.get()] == ["before", "after"]
+
+
+def _flush_scripts(url: str) -> None:
+    r = redis.Redis.from_url(url)
+    try:
+        r.script_flush()
+    finally:
+        r.close()
+
+
+async def test_scripts_flushed_while_a_get_waits_are_sent_again(server, name):
+    # The count sent behind a waiting get's read finds the script gone: it
+    # is sent again, and the get has its item (the loop's face).
+    async with chute.open(server.url, name) as q, chute.open(server.url, name) as other:
+        getter = asyncio.create_task(q.get(timeout=30))
+        await wait_for_getters(q, 1)
+        _flush_scripts(server.url)
+        await other.put("x")
+        assert await asyncio.wait_for(getter, 10) == "x"
+        assert q.statistics().total_got == 1
+
+
+def test_scripts_flushed_while_a_sync_get_waits_are_sent_again(server, name):
+    # The same from a thread: the sync face's read and count.
+    with chute.open(server.url, name) as q, chute.open(server.url, name) as other:
+        got: list[Any] = []
+        getter = threading.Thread(target=lambda: got.append(q.sync.get(timeout=30)))
+        getter.start()
+        deadline = time.monotonic() + 10
+        while q.statistics().getters_waiting != 1:
+            assert time.monotonic() < deadline, "the get never waited"
+            time.sleep(0.005)
+        _flush_scripts(server.url)
+        other.sync.put("x")
+        getter.join(10)
+        assert got == ["x"]
+        assert q.statistics().total_got == 1
 
 
 async def _retrying(call: Any, timeout: float = 20.0) -> Any:

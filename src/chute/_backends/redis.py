@@ -31,7 +31,9 @@ losing them); a claim takes the given-back and expired entries first
 entry is still this job's — owner and delivery count, the fencing token —
 before ``XACK`` and ``XDEL``. A get that finds nothing waits on the server
 with ``XREADGROUP BLOCK`` on a connection of its own (``blocking_wait``),
-and a cancelled wait is cut short with ``CLIENT UNBLOCK``.
+as a consumer of its own, with the script that hands what it read to this
+process's consumer (TOOK) sent right behind it: one round trip. A
+cancelled wait is cut short with ``CLIENT UNBLOCK``.
 
 Every item handed out is first an entry pending for this queue's consumer.
 A plain get's entries are deleted once it returned them: by the next claim
@@ -298,9 +300,14 @@ class RedisBackend(ServerLink):
 
     async def _claim(self, call: Claim, batch: list[Pair] | None = None) -> Claimed:
         if call.wait > 0:
-            got = await self._blocked_read(call.n, call.wait)
-            if got and (took := await self._took(got, call.leased)) is not None:
-                return took
+            got, status = await self._blocked_read(call.n, call.wait)
+            if status == "ok":
+                claimed = self._took(got)
+                if not call.leased:
+                    self._taken(got)
+                return claimed
+            if status == "shutdown":  # the entries went back
+                raise QueueShutDown()
             # Nothing new (or older ones wait): given-back entries, expired
             # leases and due delays are found by the script, undone as any
             # claim if cancelled.
@@ -315,44 +322,18 @@ class RedisBackend(ServerLink):
 
     def _claim_sync(self, call: Claim) -> Claimed:
         if call.wait > 0:
-            got = self._blocked_read_sync(call.n, call.wait)
-            if got:
-                status = text(self._script_sync("took", self._took_args(got))[0])
-                if status != "look":
-                    return self._took_status(status, got)
+            got, status = self._blocked_read_sync(call.n, call.wait)
+            if status == "ok":
+                return self._took(got)
+            if status == "shutdown":
+                raise QueueShutDown()
         return self._claimed(self._script_sync("claim", self._claim_args(call.n)), call.leased)
 
-    def _took_args(self, got: list[Record]) -> list[Any]:
-        return [self._consumer, self._vt_ms, *(r.key for r in got)]
-
-    def _took_status(self, status: str, got: list[Record]) -> Claimed:
-        if status == "shutdown":  # the entries went back
-            raise QueueShutDown()
+    def _took(self, got: list[Record]) -> Claimed:
+        """What a blocked read handed over, counted by TOOK: this get's."""
         self._seq += 1
         self.hub.ring({Wait.PUT: len(got), Wait.JOIN: ALL})
         return Claimed(got)
-
-    async def _took(self, got: list[Record], leased: bool) -> Claimed | None:
-        """Count what a blocked read handed over (or give it back, after an
-        immediate shutdown); cancelled, give it back. None: it went back,
-        older items wait (a claim takes them first)."""
-
-        def giving_back(task: asyncio.Future[Any]) -> Any:
-            answered, reply = answer(task)
-            counted = answered and text(reply[0]) == "ok"
-            return self._give_back_entries(got, counted=counted)
-
-        took = self._script("took", self._took_args(got))
-        # The script answers a list: its status was read as the list's text
-        # (never "shutdown", so that entries it gave back after an immediate
-        # shutdown were handed out as well).
-        status = text((await shielded(took, giving_back))[0])
-        if status == "look":
-            return None
-        claimed = self._took_status(status, got)
-        if not leased:
-            self._taken(got)
-        return claimed
 
     # -- giving back, burying, settling ------------------------------------------------------
 

@@ -224,6 +224,10 @@ class PackedScript:
         self.fixed = len(head)
         self.prefix = b"".join(_bulk(part) for part in head)
 
+    def command(self, args: list[Any]) -> tuple[Any, ...]:
+        """The call as a command, to send in a pipeline."""
+        return ("EVALSHA", self.script.sha, len(self.keys), *self.keys, *args)
+
     async def __call__(self, client: Any, args: list[Any]) -> Any:
         parts = [b"*%d\r\n" % (self.fixed + len(args)), self.prefix]
         parts += [_bulk(_encoded(arg)) for arg in args]

@@ -343,18 +343,36 @@ return out
 """
 )
 
-# After a blocking XREADGROUP handed new entries to ARGV[1]: count them.
-# They go back in place instead if an immediate shutdown came meanwhile, or
-# if older ones wait that a claim takes first (given back, a lease run out,
-# a delay come due: a get that waited without looking first, because a
-# look a moment ago found none, must not pass them by).
-# ARGV: consumer, visibility ms, id, ... -> {'ok'} | {'shutdown'} | {'look'}
+# Sent right behind a blocking XREADGROUP, on its connection, so that it runs
+# as soon as the read is answered, in the same round trip: the new entries
+# the read handed to its own consumer ARGV[3] (one per read, so that they are
+# told apart from those of this process's other reads) go to this process's
+# consumer ARGV[1], counted. They go back in place instead if an immediate
+# shutdown came meanwhile, or if older ones wait that a claim takes first
+# (given back, a lease run out, a delay come due: a get that waited without
+# looking first, because a look a moment ago found none, must not pass them
+# by). ARGV: consumer, visibility ms, reader, most entries
+# -> {'ok'} | {'shutdown'} | {'look'} | {'none'} (the read got nothing)
 TOOK = (
     LIB
     + r"""
+local ids = {}
+local read = redis.call('XPENDING', KEYS[1], 'chute', '-', '+', tonumber(ARGV[4]), ARGV[3])
+for _, p in ipairs(read) do
+  ids[#ids + 1] = p[1]
+end
+if #ids > 0 then
+  each_slice(ids, function(...)
+    local args = {...}
+    args[#args + 1] = 'JUSTID'
+    redis.call('XCLAIM', KEYS[1], 'chute', ARGV[1], 0, unpack(args))
+  end)
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'chute', ARGV[3])
+if #ids == 0 then return {'none'} end
 local function back(status)
-  for i = 3, #ARGV do
-    release(KEYS, ARGV[1], ARGV[i], 0)
+  for _, id in ipairs(ids) do
+    release(KEYS, ARGV[1], id, 0)
   end
   return {status}
 end
@@ -364,7 +382,7 @@ if redis.call('SCARD', KEYS[5]) > 0
     or #redis.call('XPENDING', KEYS[1], 'chute', 'IDLE', tonumber(ARGV[2]), '-', '+', 1) > 0 then
   return back('look')
 end
-redis.call('HINCRBY', KEYS[2], 'total_got', #ARGV - 2)
+redis.call('HINCRBY', KEYS[2], 'total_got', #ids)
 return {'ok'}
 """
 )
