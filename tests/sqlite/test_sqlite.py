@@ -695,3 +695,29 @@ def test_ctrl_c_during_a_blocking_call_leaves_the_queue_unchanged(tmp_path, call
         assert q.sync.get_nowait() == "kept"
         assert q.sync.qsize() == 0
     blocker.close()
+
+
+def _use_after_fork(q: Any, answers: Any) -> None:
+    try:
+        q.sync.put("from the child")
+    except chute.ChuteError as exc:
+        answers.put(str(exc))
+    else:
+        answers.put("stored")
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="no fork() here")
+def test_a_queue_used_in_a_forked_child_is_refused_and_the_parent_goes_on(tmp_path):
+    # The child shares the parent's connection and thread state, which
+    # SQLite forbids using across fork(): every call there is refused.
+    with chute.open(url(tmp_path), "q") as q:
+        q.sync.put("before")
+        ctx = mp.get_context("fork")
+        answers = ctx.Queue()
+        child = ctx.Process(target=_use_after_fork, args=(q, answers))
+        child.start()
+        answer = answers.get(timeout=30)
+        child.join(30)
+        assert "fork()" in answer
+        q.sync.put("after")
+        assert q.sync.get_batch(10, timeout=0) == ["before", "after"]

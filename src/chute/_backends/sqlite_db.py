@@ -192,7 +192,13 @@ class Database:
         self.durability = durability
         #: Short calls may commit on their loop: never with an fsync per commit.
         self._on_loop = durability == "crash"
-        self._pid = os.getpid()
+        #: Set in a child made by fork(): every call is refused there (the
+        #: flag, not a look at the pid: getpid is a system call, and every
+        #: call made one).
+        self._forked = False
+        #: The connection's busy timeout is 0, as a loop's group left it (set
+        #: back by the thread before its own work, which may wait).
+        self._impatient = False
         #: Bumped by every commit seen (ours, or another process's): a caller
         #: that found nothing at seq N and still sees N has missed nothing.
         self.seq = 0
@@ -249,7 +255,7 @@ class Database:
         write: bool = True,
         wakes: Rings | None = None,
     ) -> concurrent.futures.Future[R]:
-        if os.getpid() != self._pid:
+        if self._forked:
             raise ChuteError(
                 "a SQLite queue cannot be used across fork(): open it again in the child"
             )
@@ -297,7 +303,7 @@ class Database:
         undoes it, as for a cancelled async call."""
         if threading.current_thread() is self._thread:  # pragma: no cover - a bug of ours
             raise RuntimeError("a database call from the database thread")
-        if os.getpid() != self._pid:
+        if self._forked:
             raise ChuteError(
                 "a SQLite queue cannot be used across fork(): open it again in the child"
             )
@@ -345,7 +351,7 @@ class Database:
         then awaits ``on_cancel(result)`` (to undo what it did), so that the
         caller's next call cannot overtake the undoing.
         """
-        if os.getpid() != self._pid:
+        if self._forked:
             raise ChuteError(
                 "a SQLite queue cannot be used across fork(): open it again in the child"
             )
@@ -415,8 +421,15 @@ class Database:
         if conn is None:
             return False
         try:
-            if not _begin_now(conn):
-                return False
+            if not self._impatient:
+                # The lock is taken without waiting: left so until the
+                # thread's next work (one statement a group, not two).
+                conn.execute("PRAGMA busy_timeout = 0")
+                self._impatient = True
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                return False  # another process holds it (or the thread says why)
             for call in calls:  # their callers' cancellations look on this thread
                 call.taken = True
             self._run_group(conn, calls, began=True, here=loop)
@@ -527,6 +540,9 @@ class Database:
                     continue  # a loop's group looked for us just now
                 try:
                     with self._file_lock:
+                        if self._impatient:
+                            conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
+                            self._impatient = False
                         if calls:
                             self._run_group(conn, calls)
                         else:  # a look for other processes' commits, for our waiters
@@ -737,20 +753,6 @@ class Database:
 _all: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
-def _begin_now(conn: sqlite3.Connection) -> bool:
-    """``BEGIN IMMEDIATE`` if the write lock is free: False (and nothing
-    begun) if another process holds it, or if beginning failed at all (the
-    thread, trying again, reports why)."""
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        return True
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
-
-
 def _log_size(path: str) -> int:
     try:
         return os.stat(path + "-wal").st_size
@@ -768,6 +770,15 @@ def _data_version(conn: sqlite3.Connection) -> int:
 def _close_all() -> None:
     for db in list(_all):
         db.close()
+
+
+def _forked_all() -> None:
+    for db in list(_all):
+        db._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked_all)
 
 
 async def _uninterrupted(aw: Any) -> None:
