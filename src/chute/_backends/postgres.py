@@ -153,7 +153,7 @@ class PostgresBackend(PostgresDeadLetters):
             self._store.rang(self._id, rings)
 
     async def run(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
-        op = cast(Sql[R], call)
+        op = cast("Sql[R]", call)
 
         def undoing(task: asyncio.Future[R]) -> Any:
             # Cancelled after it was sent: what it did is undone before going on.
@@ -172,7 +172,7 @@ class PostgresBackend(PostgresDeadLetters):
         return result
 
     def run_sync(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
-        op = cast(Sql[R], call)
+        op = cast("Sql[R]", call)
         future = self._store.submit(op.fn)
         try:
             result = result_of(future)
@@ -187,8 +187,8 @@ class PostgresBackend(PostgresDeadLetters):
             if back is not None:
                 with contextlib.suppress(Exception):
                     self._rang(
-                        cast(Sql[Any], back),
-                        wait_through(self._store.submit(cast(Sql[Any], back).fn)),
+                        cast("Sql[Any]", back),
+                        wait_through(self._store.submit(cast("Sql[Any]", back).fn)),
                     )
             raise
         self._rang(op, result)

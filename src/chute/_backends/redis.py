@@ -239,7 +239,7 @@ class RedisBackend(ServerLink):
     async def _send(self, call: Call[R], batch: list[Pair] | None = None) -> R:
         if type(call) is Claim:
             return cast(R, await self._claim(call, batch))
-        script = cast(Script[R], call)
+        script = cast("Script[R]", call)
         return script.parse(await self._script(script.name, script.args, batch))
 
     async def run(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
@@ -247,7 +247,7 @@ class RedisBackend(ServerLink):
             # Cuts its wait short and gives back what it got if cancelled.
             return cast(R, await self._claim(call))
         # Cancelled after it was sent: what it did is undone before going on.
-        name = "claim" if type(call) is Claim else cast(Script[R], call).name
+        name = "claim" if type(call) is Claim else cast("Script[R]", call).name
 
         def undoing(task: asyncio.Future[R]) -> Any:
             answered, value = answer(task)
@@ -266,7 +266,7 @@ class RedisBackend(ServerLink):
                 # No task here to delete them after: now (a second round trip).
                 self._script_sync("finish", [self._consumer, *pairs(claimed.records)])
             return cast(R, claimed)
-        script = cast(Script[R], call)
+        script = cast("Script[R]", call)
         return script.parse(self._script_sync(script.name, script.args))
 
     # -- claiming, and waiting on the server -----------------------------------------------

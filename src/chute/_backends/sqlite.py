@@ -113,8 +113,10 @@ def _take_ready(
         found = c.execute(TAKE_READY, (name, n)).fetchall()
     else:
         found = c.execute(LEASE_READY, (name, n, now + lease)).fetchall()
-    found.sort(key=in_order)  # RETURNING's order is SQLite's
-    return [Record(i, d, k, t, (p, key, at)) for i, d, k, t, _, p, key, at in found]
+    if len(found) > 1:
+        found.sort(key=in_order)  # RETURNING's order is SQLite's
+    new = tuple.__new__  # Record's own __new__ is a slow Python function
+    return [new(Record, (i, d, k, t, (p, key, at))) for i, d, k, t, _, p, key, at in found]
 
 
 def _take_any(
@@ -249,7 +251,7 @@ class SqliteBackend:
     # -- running -----------------------------------------------------------------
 
     async def run(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
-        op = cast(Op[R], call)
+        op = cast("Op[R]", call)
         on_cancel = None if undo is None else (lambda value: self._undo_async(undo(value)))
         return await self._db.run(
             op.fn,
@@ -261,7 +263,7 @@ class SqliteBackend:
         )
 
     def run_sync(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
-        op = cast(Op[R], call)
+        op = cast("Op[R]", call)
         on_cancel = None if undo is None else (lambda value: self._undo_now(undo(value)))
         answer: R = self._db.call(
             op.fn, touches=self.name, write=op.write, wakes=op.rings, on_cancel=on_cancel
@@ -271,7 +273,7 @@ class SqliteBackend:
     def _submit(self, call: Call[Any] | None) -> concurrent.futures.Future[Any] | None:
         if call is None:
             return None
-        op = cast(Op[Any], call)
+        op = cast("Op[Any]", call)
         try:
             return self._db.submit(op.fn, touches=self.name, wakes=op.rings)
         except ChuteError:  # closed meanwhile: undone on a connection of its own
@@ -393,36 +395,43 @@ class SqliteBackend:
         name, db = self.name, self._db
 
         def claim(c: sqlite3.Connection) -> Claimed:
-            queue = queue_row(c, name)
-            if queue.state == QueueState.IMMEDIATE:
-                raise QueueShutDown()
             now = time.time()
             known = db.due.get(name)
             if known is not None and now < known:
                 # Nothing out on a lease or a delay has run out, nor has any
                 # delayed put come due: the ready items are all there is (the
-                # common case, in one statement).
+                # common case: this statement and the count's, which reads
+                # the queue's state; an immediate shutdown found there undoes
+                # the take, as the failed call's savepoint is rolled back).
                 rows = _take_ready(c, name, n, lease, now)
             else:
+                queue = queue_row(c, name)
+                if queue.state == QueueState.IMMEDIATE:
+                    raise QueueShutDown()
                 rows = _take_any(c, name, n, lease, now, queue.max_deliveries)
                 known = db.due[name] = next_due(c, name)
             if not rows:
-                if queue.state == QueueState.SHUTDOWN:
+                if queue_row(c, name).state:  # shut down: nothing more will come
                     raise QueueShutDown()
                 # Sleep until the first one runs out, at the latest.
                 return Claimed([], None if known == _NEVER else known, db.seq_after)
             if lease is not None:
-                c.execute(
-                    "UPDATE chute_queue SET total_got = total_got + ? WHERE name = ?",
+                state = c.execute(
+                    "UPDATE chute_queue SET total_got = total_got + ? WHERE name = ? "
+                    "RETURNING state",
                     (len(rows), name),
-                )
+                ).fetchone()
                 db.may_come_due(name, now + lease)
             else:
-                c.execute(
+                state = c.execute(
                     "UPDATE chute_queue SET stored = stored - ?1, total_got = total_got + ?1 "
-                    "WHERE name = ?2",
+                    "WHERE name = ?2 RETURNING state",
                     (len(rows), name),
-                )
+                ).fetchone()
+            if state is None:
+                raise ChuteError(f"no queue named {name!r} in this file")
+            if state[0] == QueueState.IMMEDIATE:
+                raise QueueShutDown()  # what this call changed is rolled back
             # As of our commit, if this is the last call of its group.
             return Claimed(rows, None, db.seq_after)
 
