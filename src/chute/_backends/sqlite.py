@@ -168,12 +168,10 @@ def _take_any(
 
 class Op(Call[R]):
     """A SQLite backend's Call: a function of the connection, whom its
-    commit rings, whether it is *short* (a few statements over a few
-    rows: a loop may commit it itself, see ``Database.run``), and whether
-    it is seen *through* once made, even if its caller is cancelled before
-    it ran (a settle: see ``DurableJob``)."""
+    commit rings, and whether it is *short* (a few statements over a few
+    rows: a loop may commit it itself, see ``Database.run``)."""
 
-    __slots__ = ("fn", "rings", "short", "through", "write")
+    __slots__ = ("fn", "rings", "short", "write")
 
     def __init__(
         self,
@@ -182,13 +180,11 @@ class Op(Call[R]):
         *,
         write: bool = True,
         short: bool = False,
-        through: bool = False,
     ) -> None:
         self.fn = fn
         self.rings = rings
         self.write = write
         self.short = short
-        self.through = through
 
 
 class SqliteBackend:
@@ -264,7 +260,6 @@ class SqliteBackend:
             wakes=op.rings,
             on_cancel=on_cancel,
             short=op.short,
-            through=op.through,
         )
 
     def run_sync(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
@@ -538,11 +533,10 @@ class SqliteBackend:
             return "retried"
 
         if how is Settle.ACK:
-            return Op(ack, {Wait.PUT: 1, Wait.JOIN: ALL}, short=True, through=True)
+            return Op(ack, {Wait.PUT: 1, Wait.JOIN: ALL}, short=True)
         # A nack may turn into a dead letter (JOIN); after a delay, sleeping
         # getters look again at when to wake.
-        rings = EVERYONE if delay else {Wait.GET: 1, Wait.JOIN: ALL}
-        return Op(nack, rings, short=True, through=True)
+        return Op(nack, EVERYONE if delay else {Wait.GET: 1, Wait.JOIN: ALL}, short=True)
 
     def extend(self, record: Record, seconds: float) -> Op[None]:
         name, id_, token, db = self.name, record.key, record.token, self._db

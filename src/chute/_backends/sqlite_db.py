@@ -60,7 +60,6 @@ class _Call:
         "loop",
         "outcome",
         "taken",
-        "through",
         "touches",
         "wakes",
         "write",
@@ -73,11 +72,8 @@ class _Call:
         wakes: Rings | None,
         write: bool,
         loop: asyncio.AbstractEventLoop | None = None,
-        through: bool = False,
     ) -> None:
         self.fn = fn
-        #: Made even if its caller is cancelled first (see ``Database.run``).
-        self.through = through
         self.touches = touches  # the queue whose waiters to ring after commit
         self.wakes = EVERYONE if wakes is None else wakes
         self.write = write
@@ -105,11 +101,6 @@ class _Call:
                 self.future.set_result(value)
             else:
                 self.future.set_exception(exc)
-
-
-def _withdrawn(call: _Call) -> bool:
-    """Its caller was cancelled, and it is not to be seen through."""
-    return call.loop is not None and call.future.cancelled() and not call.through
 
 
 class _Withdrawn(Exception):
@@ -349,7 +340,6 @@ class Database:
         wakes: Rings | None = None,
         on_cancel: Callable[[R], Any] | None = None,
         short: bool = False,
-        through: bool = False,
     ) -> R:
         """Run ``fn`` for an async caller: on the database thread, or, if
         ``short`` (a few statements over a few rows), in a group of the
@@ -357,17 +347,16 @@ class Database:
         ``_run_gathered``).
 
         If the caller is cancelled before the call was taken, it never
-        runs (unless ``through``: then it runs, as if taken). If after, the
-        cancellation waits until the call is over and then awaits
-        ``on_cancel(result)`` (to undo what it did), so that the caller's
-        next call cannot overtake the undoing.
+        runs. If after, the cancellation waits until the call is over and
+        then awaits ``on_cancel(result)`` (to undo what it did), so that the
+        caller's next call cannot overtake the undoing.
         """
         if self._forked:
             raise ChuteError(
                 "a SQLite queue cannot be used across fork(): open it again in the child"
             )
         loop = asyncio.get_running_loop()
-        call = _Call(fn, touches, wakes, write, loop, through)
+        call = _Call(fn, touches, wakes, write, loop)
         if short and self._on_loop:
             here = self._gathered
             if getattr(here, "loop", None) is not loop or not here.calls:
@@ -380,7 +369,7 @@ class Database:
             return await call.future  # type: ignore[no-any-return]
         except asyncio.CancelledError:
             with self._cond:
-                if not call.taken and not through:
+                if not call.taken:
                     call.abandoned = True
                     raise
             if call.outcome is None:
@@ -407,7 +396,7 @@ class Database:
         waiting for a lock, no fsync (durability "crash") and no checkpoint
         (the thread makes those)."""
         gathered, self._gathered.calls = self._gathered.calls, []
-        live = [c for c in gathered if not (c.abandoned or _withdrawn(c))]
+        live = [c for c in gathered if not (c.abandoned or c.future.cancelled())]
         calls, rest = live[:LOOP_GROUP], live[LOOP_GROUP:]
         others = False
         if calls and not self._inbox and self._file_lock.acquire(blocking=False):
@@ -656,7 +645,7 @@ class Database:
                 if not conn.in_transaction:
                     raise  # SQLite rolled it all back: the group fails, below
                 return []
-            if _withdrawn(c):
+            if c.loop is not None and c.future.cancelled():
                 return []  # to be withdrawn: that takes a savepoint
             results.append((c, value, None))
         return results
@@ -699,7 +688,7 @@ class Database:
                     conn.execute("SAVEPOINT call")
                 try:
                     value = c.fn(conn)
-                    if _withdrawn(c):
+                    if c.loop is not None and c.future.cancelled():
                         # Its caller was cancelled while it ran: undo it here,
                         # before anyone can see it (and before a close).
                         raise _Withdrawn

@@ -24,9 +24,8 @@ the cancellation goes on, so that the caller's next call cannot overtake
 the undoing (an ``undo`` answering None has nothing to undo: a put that
 found the queue full). The core passes ``undo`` for the two changes a cancelled get
 or put must not leave behind: ``store`` (undone by ``take_back``) and
-``claim`` (undone by ``give_back``). A ``settle`` is seen through by
-``run`` itself: once made it takes effect (or fails), even if its caller
-is cancelled before it is sent (the core does not shield it again).
+``claim`` (undone by ``give_back``). ``settle`` is awaited shielded by the
+core: a settle that was sent is seen through.
 
 **Waiting.** A backend owns a :class:`~chute._durable.waiting.Hub` per queue
 per process, where this process's tasks and threads wait in line, and rings
