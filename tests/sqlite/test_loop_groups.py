@@ -139,3 +139,24 @@ async def test_more_calls_in_one_pass_than_a_loops_group_keep_their_order(tmp_pa
     async with chute.open(f"sqlite:///{tmp_path}/q.db", "q") as q:
         await asyncio.gather(*(q.put(i) for i in range(n)))
         assert await q.get_batch(n, timeout=10) == list(range(n))
+
+
+@pytest.mark.parametrize("how", ["ack", "nack"])
+async def test_a_settle_cancelled_before_its_group_runs_is_still_made(tmp_path, how):
+    # The settle is gathered for this pass's group; its caller is cancelled
+    # before the group runs. It is made anyway (a settle, once made, is seen
+    # through), and the cancellation goes on once it has been.
+    async with chute.open(f"sqlite:///{tmp_path}/q.db", "q") as q:
+        await q.put("x")
+        job = await q.reserve()
+        settle = asyncio.create_task(job.aack() if how == "ack" else job.anack())
+        await asyncio.sleep(0)  # the settle is gathered, its group not yet run
+        settle.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(settle, 10)
+        s = await q.astatistics()
+        if how == "ack":
+            assert (s.size, s.in_flight, s.unfinished_tasks) == (0, 0, 0)
+        else:
+            assert (s.size, s.in_flight) == (1, 0)
+            assert await q.get(timeout=10) == "x"
