@@ -24,6 +24,9 @@ class Codec(Protocol):
     def decode(self, data: bytes) -> Any: ...
 
 
+_ZERO = ord("0")
+
+
 class JsonCodec:
     """JSON (UTF-8, compact). Tuples come back as lists; NaN and infinities
     are refused, as strict JSON has no words for them."""
@@ -36,9 +39,16 @@ class JsonCodec:
         self._decode = json.JSONDecoder().decode
 
     def encode(self, item: Any) -> bytes:
+        if type(item) is int:
+            # The commonest item, as JSON writes it, without the encoder's
+            # set-up for each call (json makes its C encoder anew every
+            # time): 4-5% of single items' time end to end on SQLite.
+            return b"%d" % item
         return self._encode(item).encode()
 
     def decode(self, data: bytes) -> Any:
+        if data.isdigit() and (data[0] != _ZERO or len(data) == 1):
+            return int(data)  # a non-negative int, as JSON reads it (no leading zeros)
         return self._decode(data.decode())
 
 
