@@ -56,12 +56,14 @@ from .sqlite_sql import (
     INSERT,
     INSERT_WITH,
     LATE_ROWS,
+    LEASE_ONE,
     LEASE_READY,
     NEXT_DUE,
     OLDEST,
     OUT_COUNTS,
     READY_ROWS,
     ROOM,
+    TAKE_ONE,
     TAKE_READY,
     bound_columns,
     count_settled,
@@ -110,9 +112,10 @@ def _take_ready(
     """The first ``n`` ready items, in order, leased (or, with no lease,
     deleted): one statement."""
     if lease is None:
-        found = c.execute(TAKE_READY, (name, n)).fetchall()
+        found = c.execute(TAKE_ONE if n == 1 else TAKE_READY, (name, n)).fetchall()
     else:
-        found = c.execute(LEASE_READY, (name, n, now + lease)).fetchall()
+        leasing = LEASE_ONE if n == 1 else LEASE_READY
+        found = c.execute(leasing, (name, n, now + lease)).fetchall()
     if len(found) > 1:
         found.sort(key=in_order)  # RETURNING's order is SQLite's
     new = tuple.__new__  # Record's own __new__ is a slow Python function

@@ -82,6 +82,11 @@ LEASE_READY = (
     f"deliveries = deliveries + 1 {_FIRST_READY}"
 )
 TAKE_READY = f"DELETE FROM chute_item {_FIRST_READY}"
+#: The same for one item (?2 is 1): ``id = (SELECT ...)``, a scalar
+#: subquery, instead of ``IN``, whose list SQLite builds in a temporary
+#: index (a fifth of the statement's time for one item, measured).
+LEASE_ONE = LEASE_READY.replace("WHERE id IN (SELECT", "WHERE id = (SELECT")
+TAKE_ONE = TAKE_READY.replace("WHERE id IN (SELECT", "WHERE id = (SELECT")
 DUE_SCHEDULED = (
     "UPDATE chute_item SET leased = 0, visible_at = 0 "
     "WHERE queue = ?1 AND leased = 3 AND visible_at <= ?2"
