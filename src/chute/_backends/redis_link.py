@@ -299,7 +299,7 @@ class ServerLink:
         async def xread() -> tuple[list[Record], str]:
             # Its id, the read and TOOK in one round trip (TOOK runs once
             # the read is answered: one round trip less for every item a
-            # waiting get takes, measured 1.0k -> 1.5k single items a second).
+            # waiting get takes; 5-10% less CPU an item here, measured).
             await conn.send_packed_command(
                 conn.pack_commands([("CLIENT", "ID"), read_command, took.command(took_args)])
             )
