@@ -145,7 +145,7 @@ async def test_more_calls_in_one_pass_than_a_loops_group_keep_their_order(tmp_pa
 async def test_a_settle_cancelled_before_its_group_runs_is_still_made(tmp_path, how):
     # The settle is gathered for this pass's group; its caller is cancelled
     # before the group runs. It is made anyway (a settle, once made, is seen
-    # through), and the cancellation goes on once it has been.
+    # through), and the caller still sees its cancellation.
     async with chute.open(f"sqlite:///{tmp_path}/q.db", "q") as q:
         await q.put("x")
         job = await q.reserve()
