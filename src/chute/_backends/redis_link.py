@@ -360,8 +360,7 @@ class ServerLink:
         if status == "ok":  # this get's, and counted: given back
             await self._give_back_entries(got, counted=True)
         elif got:  # TOOK gave them back in place: others may take them
-            self._forget_looks()
-            self.hub.ring({Wait.GET: len(got)})
+            await self._given_back(len(got))
 
     def _blocked_read_sync(self, n: int, seconds: float) -> tuple[list[Record], str]:
         read_command, took_args = self._reading(n, seconds)
@@ -433,8 +432,13 @@ class ServerLink:
     async def _give_back_entries(self, got: list[Record], *, counted: bool) -> None:
         with contextlib.suppress(ChuteError):
             await self._script("give_back", [self._consumer, int(counted), *pairs(got)])
+        await self._given_back(len(got))
+
+    async def _given_back(self, n: int) -> None:
+        """``n`` entries went back in place: this process's gets look for
+        them, waiting ones included (no ``XREADGROUP`` sees them)."""
         self._forget_looks()
-        self.hub.ring({Wait.GET: len(got)})
+        self.hub.ring({Wait.GET: n})
         await self._aunblock_all()
 
     # -- the end ---------------------------------------------------------------------------
