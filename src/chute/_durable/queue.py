@@ -468,6 +468,14 @@ class DurableQueue(DeadLetterMixin[T]):
             delay = interval if delay is None else min(delay, interval)
         return delay
 
+    def _getter_sleep(self, waiter: Waiter, deadline: float | None) -> Steps[None]:
+        """A getter's sleep: until rung, its deadline, its next look, or
+        the moment a lease or delay runs out (``waiter.due``, or a timer
+        handed to it meanwhile by one that left: ``Hub.hold``)."""
+        yield Sleep(waiter, self._delay(deadline, waiter.wakes_at(), getter=True))
+        while self._hub.hold(waiter):
+            yield Sleep(waiter, self._delay(deadline, waiter.wakes_at(), getter=True))
+
     def _take_steps(
         self,
         max_items: int,
@@ -509,7 +517,7 @@ class DurableQueue(DeadLetterMixin[T]):
                 counted = True
                 self._getters += 1
                 waiter = self._hub.add(Wait.GET, in_thread=in_thread)
-                yield Sleep(waiter, self._delay(deadline, None, getter=True))
+                yield from self._getter_sleep(waiter, deadline)
                 timer = self._hub.rearm(waiter) or timer
             while True:
                 self._check_open()
@@ -550,6 +558,7 @@ class DurableQueue(DeadLetterMixin[T]):
                     continue
                 if waiter is None:
                     waiter = self._hub.add(Wait.GET, in_thread=in_thread)
+                    waiter.due = claimed.due  # (handed on if it leaves)
                     if claimed.seq is None or backend.seq != claimed.seq:
                         continue  # something changed since that look: look again
                 if (subscribe := backend.subscribe()) is not None:
@@ -560,7 +569,7 @@ class DurableQueue(DeadLetterMixin[T]):
                         timer = self._hub.rearm(waiter) or timer
                     continue  # look again: what changed before it rang no one here
                 waiter.due = claimed.due
-                yield Sleep(waiter, self._delay(deadline, claimed.due, getter=True))
+                yield from self._getter_sleep(waiter, deadline)
                 timer = self._hub.rearm(waiter) or timer
         finally:
             if counted:

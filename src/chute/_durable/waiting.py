@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Mapping
 
-from .._waiters import WaitKind
+from .._waiters import WaitKind, _get_running_loop
 
 __all__ = ["ALL", "EVERYONE", "Hub", "Wait", "WaitKind", "Waiter", "Wakes", "wake"]
 
@@ -42,10 +43,26 @@ def wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def _earlier(a: float | None, b: float | None) -> float | None:
+    """The earlier of two moments, either unknown (None)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
 class Waiter:
     """A task waiting on its loop (``future``), or a plain thread (``event``)."""
 
-    __slots__ = ("due", "event", "future", "kind", "loop", "rings", "timed", "woken")
+    __slots__ = (
+        "due",
+        "event",
+        "future",
+        "handed",
+        "kind",
+        "loop",
+        "nudged",
+        "rings",
+        "timed",
+        "woken",
+    )
 
     def __init__(self, kind: Wait, loop: asyncio.AbstractEventLoop | None) -> None:
         self.kind = kind
@@ -58,6 +75,14 @@ class Waiter:
         self.due: float | None = None
         #: Rung to take over the timer of one that left (see ``Hub.remove``).
         self.timed = False
+        #: When the timer it was handed runs out (wall clock), if one was
+        #: handed to it without a ring (see ``Hub.hold``).
+        self.handed: float | None = None
+        self.nudged = False  # woken to sleep on until ``handed``, not rung
+
+    def wakes_at(self) -> float | None:
+        """The earlier of its own timer and the one handed to it."""
+        return _earlier(self.due, self.handed)
 
     async def sleep(self, delay: float | None) -> None:
         """Until rung, or ``delay`` seconds (None: no limit). On its loop."""
@@ -109,17 +134,35 @@ class Hub:
         that came due at once: the one after it must look too)."""
         with self._lock:
             timed, w.timed = w.timed, False
-            w.woken = False
+            w.woken = w.nudged = False
+            # A timer handed to it is its own now (passed on when it leaves).
+            w.due, w.handed = w.wakes_at(), None
             # The rings that woke it are spent by this look, whatever it
             # finds (found nothing: another took the item it was rung for);
             # only those that come during or after it are spare on leaving.
             w.rings = 0
-            if w.event is not None:
-                w.event.clear()
-            else:
-                assert w.loop is not None
-                w.future = w.loop.create_future()
+            self._new_sleep(w)
         return timed
+
+    def hold(self, w: Waiter) -> bool:
+        """After a sleep: True if only a timer was handed to it (``remove``)
+        that has not run out yet, so it sleeps on until then (``wakes_at``)
+        rather than look now; False if it was rung, or its sleep ended, or
+        the timer ran out: it looks."""
+        with self._lock:
+            nudged, w.nudged = w.nudged, False
+            if w.woken or not nudged or w.handed is None or w.handed <= time.time():
+                return False
+            self._new_sleep(w)
+            return True
+
+    @staticmethod
+    def _new_sleep(w: Waiter) -> None:
+        if w.event is not None:
+            w.event.clear()
+        else:
+            assert w.loop is not None
+            w.future = w.loop.create_future()
 
     def remove(self, w: Waiter, *, timer: bool = False) -> None:
         """Leave the line.
@@ -130,25 +173,40 @@ class Hub:
         the next in line, and so does the timer of a waiter that was the one
         to wake when a lease or delay runs out. A spare ring costs one look;
         a lost one, a waiter asleep for ever.
+
+        A timer alone, whose moment is known and not yet come, is handed to
+        the next in line without a ring: it sleeps on until then, and looks
+        only if rung meanwhile (ringing it made it look at once, for nothing:
+        with leases out, every getter that took an item passed one on, and
+        a third of a PostgreSQL consumer's claims found nothing).
         """
+        handed: Waiter | None = None
         with self._lock:
             line = self._lines[w.kind]
-            if line.pop(w, 0) is None:
-                # Its timer goes on only if no one left in line wakes as soon
-                # (with leases out, every getter's look sees one: passing it
-                # on anyway made a woken getter look for nothing, per item).
-                covered = w.due is not None and any(
-                    o.due is not None and o.due <= w.due for o in line
-                )
-                # A ring it took to hold a timer, and did not act on, goes on as one.
-                timed = (timer and not covered) or w.timed
-                spare = max(w.rings, 1 if timed else 0)
-            else:
+            if line.pop(w, 0) is not None:
                 return  # not in line
+            due = w.wakes_at()
+            # Its timer goes on only if no one left in line wakes as soon
+            # (with leases out, every getter's look sees one: passing it
+            # on anyway made a woken getter look for nothing, per item).
+            covered = due is not None and any(
+                (d := o.wakes_at()) is not None and d <= due for o in line
+            )
+            # A ring it took to hold a timer, and did not act on, goes on as one.
+            timed = (timer and not covered) or w.timed
+            spare = max(w.rings, 1 if timed else 0)
+            if w.rings == 0 and timed and due is not None and due > time.time():
+                spare = 0
+                handed = next((o for o in line if not o.woken), None)
+                if handed is not None:
+                    handed.timed = handed.nudged = True
+                    handed.handed = _earlier(handed.handed, due)
         if self._on_waiting is not None:
             self._on_waiting(-1)
         if spare and w.kind is not Wait.JOIN:
-            self.ring({w.kind: spare}, timed=timed)
+            self.ring({w.kind: spare}, timed=timed, due=due)
+        elif handed is not None:
+            self._wake([handed], None)
 
     def idle(self, kind: Wait) -> bool:
         """Someone waits in this line, not rung since it last looked: what
@@ -160,13 +218,19 @@ class Hub:
         return len(self._lines[kind])
 
     def ring(
-        self, rings: Rings = EVERYONE, *, into: Wakes | None = None, timed: bool = False
+        self,
+        rings: Rings = EVERYONE,
+        *,
+        into: Wakes | None = None,
+        timed: bool = False,
+        due: float | None = None,
     ) -> None:
         """Wake the oldest waiters of each kind, as many as ``rings`` says
         (from any thread). With ``into``, a task's wake-up is added to its
         loop's list there instead of being sent to its loop: the caller
         sends it, with whatever else that loop is owed, in one wake-up.
-        ``timed``: the ring passes a timer on (see ``rearm``)."""
+        ``timed``: the ring passes a timer on (see ``rearm``), that runs
+        out at ``due`` if known."""
         lines = self._lines
         # Nobody in these lines (a Redis getter waits on the server, not
         # here): nothing to take the lock for, after every call. A waiter
@@ -183,10 +247,17 @@ class Hub:
                     if not w.woken:
                         w.woken = True
                         w.rings += 1
-                        w.timed = w.timed or timed
+                        if timed:
+                            w.timed = True
+                            w.handed = _earlier(w.handed, due)
                         todo.append(w)
                         n -= 1
-        for w in todo:
+        self._wake(todo, into)
+
+    @staticmethod
+    def _wake(waiters: list[Waiter], into: Wakes | None) -> None:
+        running = _get_running_loop()
+        for w in waiters:
             if w.event is not None:
                 w.event.set()
                 continue
@@ -194,6 +265,9 @@ class Hub:
             assert w.future is not None
             if into is not None:
                 into.setdefault(w.loop, []).append(w.future)
+                continue
+            if w.loop is running:  # no wake-up of the loop from itself (a self-pipe write)
+                wake(w.future)
                 continue
             with contextlib.suppress(RuntimeError):  # its loop is closed
                 w.loop.call_soon_threadsafe(wake, w.future)
