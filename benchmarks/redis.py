@@ -261,13 +261,20 @@ async def _arq(url: str, n: int, kind: str) -> list[list[int]]:
                 )
         await done.wait()
     finally:
+        # Bounded: arq's worker, stopped while its jobs time out, can wait on
+        # them for ever (seen: a full run hung here 16 minutes).
         running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        with contextlib.suppress(asyncio.CancelledError):  # its cancelled job tasks
-            await worker.close()
-        await pool.aclose()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), CLEANUP)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):  # its cancelled jobs
+            await asyncio.wait_for(worker.close(), CLEANUP)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pool.aclose(), CLEANUP)
     return [got]
 
+
+#: Seconds a peer's clean-up may take after its run (then it is left behind).
+CLEANUP = 10.0
 
 RUNNERS: dict[str, Runner] = {"chute": _chute, "redis-py": _raw, "saq": _saq, "arq": _arq}
 
