@@ -28,6 +28,8 @@ from .memory import _check, _split
 BATCH = 100
 CONSUMERS = 4
 DEFAULT_ITEMS = 20_000
+#: Seconds a peer's clean-up may take after its run (then it is left behind).
+CLEANUP = 10.0
 SINGLE, BATCHED = "single", "batched"
 
 _server: Any = None
@@ -272,9 +274,6 @@ async def _arq(url: str, n: int, kind: str) -> list[list[int]]:
             await asyncio.wait_for(pool.aclose(), CLEANUP)
     return [got]
 
-
-#: Seconds a peer's clean-up may take after its run (then it is left behind).
-CLEANUP = 10.0
 
 RUNNERS: dict[str, Runner] = {"chute": _chute, "redis-py": _raw, "saq": _saq, "arq": _arq}
 

@@ -32,7 +32,7 @@ async def test_a_timer_still_to_come_is_handed_on_without_a_ring() -> None:
     hub.remove(leaving, timer=True)
     assert not next_.woken  # not rung: nothing new to take
     assert next_.future.done()  # woken only to sleep again, until the timer
-    assert next_.wakes_at() == due
+    assert next_.due == due
     assert hub.hold(next_)  # sleeps on
     assert not next_.future.done()
     assert hub.idle(Wait.GET)  # still a getter that found nothing: others line up

@@ -470,11 +470,11 @@ class DurableQueue(DeadLetterMixin[T]):
 
     def _getter_sleep(self, waiter: Waiter, deadline: float | None) -> Steps[None]:
         """A getter's sleep: until rung, its deadline, its next look, or
-        the moment a lease or delay runs out (``waiter.due``, or a timer
-        handed to it meanwhile by one that left: ``Hub.hold``)."""
-        yield Sleep(waiter, self._delay(deadline, waiter.wakes_at(), getter=True))
+        the moment a lease or delay runs out (``waiter.due``: from its look,
+        or from one that left meanwhile: ``Hub.hold``)."""
+        yield Sleep(waiter, self._delay(deadline, waiter.due, getter=True))
         while self._hub.hold(waiter):
-            yield Sleep(waiter, self._delay(deadline, waiter.wakes_at(), getter=True))
+            yield Sleep(waiter, self._delay(deadline, waiter.due, getter=True))
 
     def _take_steps(
         self,

@@ -55,7 +55,6 @@ class Waiter:
         "due",
         "event",
         "future",
-        "handed",
         "kind",
         "loop",
         "nudged",
@@ -71,18 +70,12 @@ class Waiter:
         self.event = threading.Event() if loop is None else None
         self.woken = False  # rung since it last looked (under the hub's lock)
         self.rings = 0  # rings received since it last looked
-        #: When (wall clock) its sleep ends for a lease or delay running out, if it does.
+        #: When (wall clock) its sleep ends for a lease or delay running out,
+        #: if it does: seen by its own look, or handed to it (``Hub.remove``).
         self.due: float | None = None
         #: Rung to take over the timer of one that left (see ``Hub.remove``).
         self.timed = False
-        #: When the timer it was handed runs out (wall clock), if one was
-        #: handed to it without a ring (see ``Hub.hold``).
-        self.handed: float | None = None
-        self.nudged = False  # woken to sleep on until ``handed``, not rung
-
-    def wakes_at(self) -> float | None:
-        """The earlier of its own timer and the one handed to it."""
-        return _earlier(self.due, self.handed)
+        self.nudged = False  # woken to sleep on until a ``due`` handed to it, not rung
 
     async def sleep(self, delay: float | None) -> None:
         """Until rung, or ``delay`` seconds (None: no limit). On its loop."""
@@ -135,8 +128,6 @@ class Hub:
         with self._lock:
             timed, w.timed = w.timed, False
             w.woken = w.nudged = False
-            # A timer handed to it is its own now (passed on when it leaves).
-            w.due, w.handed = w.wakes_at(), None
             # The rings that woke it are spent by this look, whatever it
             # finds (found nothing: another took the item it was rung for);
             # only those that come during or after it are spare on leaving.
@@ -146,12 +137,12 @@ class Hub:
 
     def hold(self, w: Waiter) -> bool:
         """After a sleep: True if only a timer was handed to it (``remove``)
-        that has not run out yet, so it sleeps on until then (``wakes_at``)
+        that has not run out yet, so it sleeps on until then (its ``due``)
         rather than look now; False if it was rung, or its sleep ended, or
         the timer ran out: it looks."""
         with self._lock:
             nudged, w.nudged = w.nudged, False
-            if w.woken or not nudged or w.handed is None or w.handed <= time.time():
+            if w.woken or not nudged or w.due is None or w.due <= time.time():
                 return False
             self._new_sleep(w)
             return True
@@ -185,13 +176,11 @@ class Hub:
             line = self._lines[w.kind]
             if line.pop(w, 0) is not None:
                 return  # not in line
-            due = w.wakes_at()
+            due = w.due
             # Its timer goes on only if no one left in line wakes as soon
             # (with leases out, every getter's look sees one: passing it
             # on anyway made a woken getter look for nothing, per item).
-            covered = due is not None and any(
-                (d := o.wakes_at()) is not None and d <= due for o in line
-            )
+            covered = due is not None and any(o.due is not None and o.due <= due for o in line)
             # A ring it took to hold a timer, and did not act on, goes on as one.
             timed = (timer and not covered) or w.timed
             spare = max(w.rings, 1 if timed else 0)
@@ -200,7 +189,7 @@ class Hub:
                 handed = next((o for o in line if not o.woken), None)
                 if handed is not None:
                     handed.timed = handed.nudged = True
-                    handed.handed = _earlier(handed.handed, due)
+                    handed.due = _earlier(handed.due, due)
         if self._on_waiting is not None:
             self._on_waiting(-1)
         if spare and w.kind is not Wait.JOIN:
@@ -249,7 +238,7 @@ class Hub:
                         w.rings += 1
                         if timed:
                             w.timed = True
-                            w.handed = _earlier(w.handed, due)
+                            w.due = _earlier(w.due, due)
                         todo.append(w)
                         n -= 1
         self._wake(todo, into)
