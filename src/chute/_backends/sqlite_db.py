@@ -482,14 +482,14 @@ class Database:
         """Ring waiters: ``plan`` maps a queue to how many of each kind;
         None rings everyone (another process changed the file). With
         ``into``, tasks' wake-ups are gathered there (see ``Hub.ring``)."""
-        with self._cond:
-            hubs = dict(self._hubs)
         if plan is None:
-            for hub in hubs.values():
+            with self._cond:
+                hubs = list(self._hubs.values())
+            for hub in hubs:
                 hub.ring(EVERYONE, into=into)
             return
         for queue, rings in plan.items():
-            found = hubs.get(queue)
+            found = self._hubs.get(queue)  # (one look: atomic, unlike a walk over them)
             if found is not None:
                 found.ring(rings, into=into)
 
@@ -662,6 +662,8 @@ class Database:
         if here is not None and wakes:
             for future in wakes.pop(here, ()):
                 wake(future)
+        if not by_loop and not wakes:
+            return  # (the common case of a loop's own group)
         for loop in by_loop.keys() | (wakes or {}).keys():
             with self._cond:  # a loop's group and the thread may both deliver
                 box = self._mailboxes.get(loop)
@@ -701,6 +703,7 @@ class Database:
         writes = began or any(c.write for c in calls)
         alone = len(calls) == 1  # no savepoint needed: the transaction is the call
         results: list[Answer] = []
+        failed = False  # a call failed (or was withdrawn): its answer is an error
         try:
             if not began:
                 conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
@@ -744,6 +747,7 @@ class Database:
                     # What it noted of when items come due may be undone.
                     self.due.clear()
                     results.append((c, None, exc))
+                    failed = True
                 else:
                     if not alone:
                         conn.execute("RELEASE call")
@@ -765,8 +769,18 @@ class Database:
             error = _translate(exc, self.path)
             self._deliver([(c, None, error) for c in calls], here=here)
             return
+        if failed:
+            results = [
+                (
+                    c,
+                    v,
+                    None
+                    if e is None
+                    else _translate(_WITHDRAWN if isinstance(e, _Withdrawn) else e, self.path),
+                )
+                for c, v, e in results
+            ]
         plan: dict[str, dict[Wait, int]] = {}
-        results = [(c, v, _WITHDRAWN if isinstance(e, _Withdrawn) else e) for c, v, e in results]
         for c, _, err in results:
             if c.touches is not None and err is None:
                 rings = plan.setdefault(c.touches, {})
@@ -777,14 +791,7 @@ class Database:
             # Rung before the answers go: a thread waiting here wakes as
             # before, a task's wake-up goes with its loop's answers.
             self._ring(plan, into=wakes)
-        self._deliver(
-            [
-                (c, value, None if err is None else _translate(err, self.path))
-                for c, value, err in results
-            ],
-            wakes,
-            here,
-        )
+        self._deliver(results, wakes, here)
 
 
 _all: weakref.WeakSet[Database] = weakref.WeakSet()
