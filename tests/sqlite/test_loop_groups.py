@@ -63,6 +63,39 @@ async def test_the_log_is_copied_back_while_single_calls_run(tmp_path, monkeypat
         assert await q.aqsize() == 0
 
 
+async def test_what_is_committed_while_the_log_is_copied_back_is_kept(tmp_path, monkeypatch):
+    # The thread copies the log on a connection of its own while the loop
+    # goes on committing, and starts it again once it is long: every item
+    # committed meanwhile is in the file, in order, for whoever opens it
+    # next (here: after every connection of this process was closed, when
+    # SQLite copies the rest and removes the log).
+    monkeypatch.setattr(sqlite_db, "CHECKPOINT_LOOK", 4)
+    monkeypatch.setattr(sqlite_db, "CHECKPOINT_BYTES", 64 << 10)
+    path = tmp_path / "q.db"
+    items = [f"{i}:" + "x" * 500 for i in range(2000)]
+    async with chute.open(f"sqlite:///{path}", "q") as q:
+        for item in items:
+            await q.put(item)
+        # Taken and acknowledged, between copies: gone for good.
+        for item in items[:500]:
+            async with q.reserve(timeout=5) as job:
+                assert job.item == item
+    assert _stored_in_the_file_alone(path) == 1500
+    async with chute.open(f"sqlite:///{path}", "q") as q:
+        assert await q.get_batch(2000, timeout=5) == items[500:]
+
+
+def _stored_in_the_file_alone(path: os.PathLike[str]) -> int:
+    """Items in the file, read as another program reads it; none of them
+    left in a log beside it."""
+    assert not os.path.exists(f"{os.fspath(path)}-wal")
+    plain = sqlite3.connect(path)
+    try:
+        return int(plain.execute("SELECT count(*) FROM chute_item").fetchone()[0])
+    finally:
+        plain.close()
+
+
 def test_loops_in_several_threads_share_one_file(tmp_path):
     # Each loop commits its own groups when the file is free, and sends them
     # to the file's thread when another loop (or the thread) has it.
