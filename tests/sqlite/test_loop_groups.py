@@ -14,7 +14,7 @@ import time
 import pytest
 
 import chute
-from chute._backends import sqlite_db
+from chute._backends import sqlite_db, sqlite_log
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,7 +49,7 @@ async def test_the_log_is_copied_back_while_single_calls_run(tmp_path, monkeypat
     # checkpoint is off: the file's thread must make them, or the log
     # grows by every commit (here well over 10 MiB).
     monkeypatch.setattr(sqlite_db, "CHECKPOINT_LOOK", 8)
-    monkeypatch.setattr(sqlite_db, "CHECKPOINT_BYTES", 256 << 10)
+    monkeypatch.setattr(sqlite_log, "CHECKPOINT_BYTES", 256 << 10)
     path = tmp_path / "q.db"
     item = "x" * 2000
     async with chute.open(f"sqlite:///{path}", "q") as q:
@@ -70,7 +70,7 @@ async def test_what_is_committed_while_the_log_is_copied_back_is_kept(tmp_path, 
     # next (here: after every connection of this process was closed, when
     # SQLite copies the rest and removes the log).
     monkeypatch.setattr(sqlite_db, "CHECKPOINT_LOOK", 4)
-    monkeypatch.setattr(sqlite_db, "CHECKPOINT_BYTES", 64 << 10)
+    monkeypatch.setattr(sqlite_log, "CHECKPOINT_BYTES", 64 << 10)
     path = tmp_path / "q.db"
     items = [f"{i}:" + "x" * 500 for i in range(2000)]
     async with chute.open(f"sqlite:///{path}", "q") as q:

@@ -11,7 +11,8 @@ processes the thread looks at ``PRAGMA data_version`` every few
 milliseconds, and only while someone here is waiting, and then rings
 everyone. A call whose caller is cancelled is never run, rolled back, or
 undone (see ``Database.run``). The file's schema and opening are in
-``sqlite_file``.
+``sqlite_file``; a call and the mailbox that answers a loop in
+``sqlite_calls``; checkpoints in ``sqlite_log``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from typing import Any, ClassVar, TypeVar
 
 from .._durable.waiting import ALL, EVERYONE, Hub, Rings, Wait, Wakes, wake
 from .._exceptions import ChuteError
-from .sqlite_file import BUSY_MS, DURABILITY, _connect, _translate, _uri
+from .sqlite_calls import WITHDRAWN, Answer, DbCall, Mailbox, Withdrawn
+from .sqlite_file import BUSY_MS, _connect, _translate
+from .sqlite_log import LogCopier
 
 R = TypeVar("R")
 
@@ -42,132 +45,9 @@ MAX_GROUP = 512  # calls committed together at most
 LOOP_GROUP = 32
 #: Every this many commits, the thread copies the write-ahead log into the
 #: file (a checkpoint, with its fsync: never on a loop; SQLite's own, after
-#: a commit, is turned off), alongside the loops' commits; once the log is
-#: this long, it also has it start again from its beginning (see
-#: ``_copy_log_back``).
+#: a commit, is turned off), alongside the loops' commits (``sqlite_log``).
 CHECKPOINT_LOOK = 64
-CHECKPOINT_BYTES = 4 << 20
-#: Before the log starts again, it is copied alongside at most this many
-#: times, until the loops added no more than a few pages meanwhile (a
-#: commit of a single item adds about five).
-COPY_ROUNDS, FEW_FRAMES = 4, 32
 SIGNAL_SLICE = 0.05  # seconds a blocking caller waits before it looks at signals
-
-
-class _Call:
-    """One call for the database thread. Its answer goes to a concurrent
-    future (sync callers) or, in one batch per loop, to an asyncio future."""
-
-    __slots__ = (
-        "abandoned",
-        "finished",
-        "fn",
-        "future",
-        "loop",
-        "outcome",
-        "taken",
-        "touches",
-        "wakes",
-        "write",
-    )
-
-    def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        touches: str | None,
-        wakes: Rings | None,
-        write: bool,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        self.fn = fn
-        self.touches = touches  # the queue whose waiters to ring after commit
-        self.wakes = EVERYONE if wakes is None else wakes
-        self.write = write
-        self.loop = loop
-        self.future: Any = concurrent.futures.Future() if loop is None else loop.create_future()
-        self.taken = False  # the thread has it (under the database's lock)
-        self.abandoned = False  # its caller left before the thread took it
-        self.outcome: tuple[Any, BaseException | None] | None = None
-        self.finished: asyncio.Future[None] | None = None  # for a caller that left
-
-    def settle(self, value: Any, exc: BaseException | None) -> None:
-        """On the database thread (sync callers) or the caller's loop."""
-        self.outcome = (value, exc)
-        if self.loop is None:
-            if not self.future.done():  # a waiter may have cancelled it
-                if exc is None:
-                    self.future.set_result(value)
-                else:
-                    self.future.set_exception(exc)
-            return
-        if self.finished is not None and not self.finished.done():
-            self.finished.set_result(None)
-        if not self.future.done():
-            if exc is None:
-                self.future.set_result(value)
-            else:
-                self.future.set_exception(exc)
-
-
-class _Withdrawn(Exception):
-    """A call rolled back because its caller had been cancelled."""
-
-
-_WITHDRAWN = _Withdrawn()
-
-
-Answer = tuple[_Call, Any, BaseException | None]
-
-
-class _Mailbox:
-    """What the database thread owes one event loop: answers, and waiters
-    to wake. The first post since the loop last emptied it wakes the loop
-    (``call_soon_threadsafe``, a write to its self-pipe); what is posted
-    before the loop gets to it rides along. A profile of one producer and
-    four consumers showed the loop woken 4.3 times per item, one wake-up
-    for each group's answers and one for its rings, each costing the loop
-    more than the Python it then ran."""
-
-    __slots__ = ("_answers", "_futures", "_lock", "_posted")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._answers: list[Answer] = []
-        self._futures: list[asyncio.Future[None]] = []
-        self._posted = False
-
-    def post(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        answers: list[Answer],
-        futures: list[asyncio.Future[None]],
-    ) -> None:
-        """From the database thread, or another loop's group (the box keeps
-        no reference to its loop: boxes are kept by loop, weakly)."""
-        with self._lock:
-            self._answers += answers
-            self._futures += futures
-            if self._posted:
-                return
-            self._posted = True
-        try:
-            loop.call_soon_threadsafe(self._open)
-        except RuntimeError:  # its loop is closed: no one is left to answer
-            with self._lock:
-                self._posted = False
-                self._answers.clear()
-                self._futures.clear()
-
-    def _open(self) -> None:
-        """On the loop."""
-        with self._lock:
-            answers, futures = self._answers, self._futures
-            self._answers, self._futures = [], []
-            self._posted = False
-        for call, value, exc in answers:
-            call.settle(value, exc)
-        for future in futures:
-            wake(future)
 
 
 class Database:
@@ -227,20 +107,19 @@ class Database:
         self._looked = 0.0  # time.monotonic() of the last look at data_version
         self._users = 0
         self._closed = False
-        self._inbox: collections.deque[_Call] = collections.deque()
+        self._inbox: collections.deque[DbCall] = collections.deque()
         #: Held while the connection is in use: by the thread for a group
         #: (or a look, or a checkpoint), by a loop for a group of its own.
         self._file_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None  # the thread's, while open
-        self._copier: sqlite3.Connection | None = None  # the thread's, for checkpoints
-        self._frame_bytes = 0  # the size of a page in the log, with its header
+        self._log = LogCopier(path, durability)  # the thread's checkpoints
         #: In each thread, its loop and the calls it gathered in its current
         #: pass (see ``run``).
         self._gathered = threading.local()
         self._commits = 0  # since the last look at the log's size
         self._checkpoint_due = False
         #: Each loop's mailbox (see ``_deliver``); a loop that is gone leaves with it.
-        self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox]
+        self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Mailbox]
         self._mailboxes = weakref.WeakKeyDictionary()
         self._cond = threading.Condition(threading.Lock())
         self._hubs: dict[str, Hub] = {}
@@ -267,11 +146,11 @@ class Database:
             raise ChuteError(
                 "a SQLite queue cannot be used across fork(): open it again in the child"
             )
-        call = _Call(fn, touches, wakes, write)
+        call = DbCall(fn, touches, wakes, write)
         self._enqueue(call)
         return call.future  # type: ignore[no-any-return]
 
-    def _enqueue(self, call: _Call) -> None:
+    def _enqueue(self, call: DbCall) -> None:
         with self._cond:
             if self._closed:
                 raise ChuteError(f"the queue file {self.path} was closed in this process")
@@ -315,7 +194,7 @@ class Database:
             raise ChuteError(
                 "a SQLite queue cannot be used across fork(): open it again in the child"
             )
-        call = _Call(fn, touches, wakes, write)
+        call = DbCall(fn, touches, wakes, write)
         self._enqueue(call)
         try:
             # In slices: a signal is handled by the main thread only, and one
@@ -364,7 +243,7 @@ class Database:
                 "a SQLite queue cannot be used across fork(): open it again in the child"
             )
         loop = asyncio.get_running_loop()
-        call = _Call(fn, touches, wakes, write, loop)
+        call = DbCall(fn, touches, wakes, write, loop)
         if short and self._on_loop:
             here = self._gathered
             if getattr(here, "loop", None) is not loop or not here.calls:
@@ -422,7 +301,7 @@ class Database:
             with self._cond:
                 self._cond.notify()
 
-    def _commit_here(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> bool:
+    def _commit_here(self, loop: asyncio.AbstractEventLoop, calls: list[DbCall]) -> bool:
         """With the file held: ``calls`` in one transaction on this loop, or
         False (nothing begun) if another process holds the write lock."""
         conn = self._conn
@@ -455,7 +334,7 @@ class Database:
             raise
         return True
 
-    def _enqueue_or_fail(self, call: _Call) -> None:
+    def _enqueue_or_fail(self, call: DbCall) -> None:
         try:
             self._enqueue(call)
         except ChuteError as exc:  # closed meanwhile
@@ -536,7 +415,7 @@ class Database:
                                 break  # time to look at the file
                         else:
                             self._cond.wait()
-                    calls: list[_Call] = []
+                    calls: list[DbCall] = []
                     while self._inbox and len(calls) < MAX_GROUP:
                         call = self._inbox.popleft()
                         if not call.abandoned:
@@ -570,13 +449,12 @@ class Database:
                     # Failed (a disk error, say), the log stays as it was,
                     # every commit in it: the next look tries again.
                     with contextlib.suppress(Exception):
-                        self._copy_log_back(conn)
+                        self._log.copy_back(conn, self._file_lock)
         finally:
             with self._file_lock:
                 self._conn = None
                 conn.close()
-                if self._copier is not None:
-                    self._copier.close()
+                self._log.close()
             with self._cond:
                 self._closed = True
                 leftover = list(self._inbox)
@@ -584,33 +462,6 @@ class Database:
             closed = ChuteError("the queue file was closed")
             self._deliver([(call, None, closed) for call in leftover if not call.abandoned])
             self._ring(None)  # whoever still waits looks again, and finds it closed
-
-    def _copy_log_back(self, conn: sqlite3.Connection) -> None:
-        """A checkpoint. The log is copied on a connection of the thread's
-        own while loops go on committing on theirs: timed, one producer and
-        four consumers on one loop left it idle through every checkpoint
-        made holding the file (2-5 ms each), 18% of its time. Once the log is
-        ``CHECKPOINT_BYTES`` long, it is copied again for what the loops
-        added meanwhile, until that is a few commits, and the rest on
-        ``conn``, holding the file: the next commit then finds the log
-        copied back and writes it from the start. (Copied alongside alone,
-        the log kept growing, and it grew without end.)"""
-        if self._copier is None:
-            # (Read and write, never create: a file removed meanwhile is not made again.)
-            self._copier = sqlite3.connect(_uri(self.path, "rw"), uri=True, isolation_level=None)
-            # Its copy is synced as the queue's own commits are.
-            self._copier.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
-            self._frame_bytes = self._copier.execute("PRAGMA page_size").fetchone()[0] + 24
-        copied = 0
-        for _ in range(COPY_ROUNDS):
-            busy, frames, _ = self._copier.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if not copied and frames * self._frame_bytes < CHECKPOINT_BYTES:
-                return  # not long enough yet to start again
-            if busy or frames - copied <= FEW_FRAMES:
-                break
-            copied = frames
-        with self._file_lock:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def may_come_due(self, queue: str, at: float) -> None:
         """A call of ours set a lease, a delay or a delayed put of ``queue``
@@ -651,7 +502,7 @@ class Database:
     ) -> None:
         """Answer the calls, and wake the tasks in ``wakes``: at once on the
         loop ``here`` (the one running this), one wake-up for each other
-        loop (see ``_Mailbox``)."""
+        loop (see ``Mailbox``)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
         for answer in answers:
             call = answer[0]
@@ -668,10 +519,10 @@ class Database:
             with self._cond:  # a loop's group and the thread may both deliver
                 box = self._mailboxes.get(loop)
                 if box is None:
-                    box = self._mailboxes[loop] = _Mailbox()
+                    box = self._mailboxes[loop] = Mailbox()
             box.post(loop, by_loop.get(loop, []), (wakes or {}).get(loop, []))
 
-    def _run_plain(self, conn: sqlite3.Connection, calls: list[_Call]) -> list[Answer]:
+    def _run_plain(self, conn: sqlite3.Connection, calls: list[DbCall]) -> list[Answer]:
         """Every call's answer, or [] if one failed (the transaction is
         still open, with what the calls before it did)."""
         results: list[Answer] = []
@@ -692,7 +543,7 @@ class Database:
     def _run_group(
         self,
         conn: sqlite3.Connection,
-        calls: list[_Call],
+        calls: list[DbCall],
         *,
         began: bool = False,
         here: asyncio.AbstractEventLoop | None = None,
@@ -731,7 +582,7 @@ class Database:
                     if c.loop is not None and c.future.cancelled():
                         # Its caller was cancelled while it ran: undo it here,
                         # before anyone can see it (and before a close).
-                        raise _Withdrawn
+                        raise Withdrawn
                 except BaseException as exc:
                     if not conn.in_transaction:
                         # SQLite rolled the whole transaction back (a full
@@ -776,7 +627,7 @@ class Database:
                     v,
                     None
                     if e is None
-                    else _translate(_WITHDRAWN if isinstance(e, _Withdrawn) else e, self.path),
+                    else _translate(WITHDRAWN if isinstance(e, Withdrawn) else e, self.path),
                 )
                 for c, v, e in results
             ]
