@@ -30,6 +30,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
+from .._durable.steps import finish_quietly
 from .._durable.waiting import ALL, EVERYONE, Hub, Rings, Wait, Wakes, wake
 from .._exceptions import ChuteError
 from .sqlite_calls import WITHDRAWN, Answer, DbCall, Mailbox, Withdrawn
@@ -261,11 +262,11 @@ class Database:
                     raise
             if call.outcome is None:
                 call.finished = call.loop.create_future()  # type: ignore[union-attr]
-                await _uninterrupted(call.finished)
+                await finish_quietly(call.finished)
             assert call.outcome is not None
             value, exc = call.outcome
             if exc is None and on_cancel is not None:  # it ran, and stands: undo it
-                await _uninterrupted(on_cancel(value))
+                await finish_quietly(asyncio.ensure_future(on_cancel(value)))
             raise
 
     def _run_gathered(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -667,12 +668,3 @@ def _forked_all() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked_all)
-
-
-async def _uninterrupted(aw: Any) -> None:
-    """Await ``aw`` to its end even if the caller is cancelled meanwhile
-    (the caller is already on its way out with a cancellation)."""
-    task = asyncio.ensure_future(aw)
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
