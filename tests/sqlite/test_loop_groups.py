@@ -63,6 +63,33 @@ async def test_the_log_is_copied_back_while_single_calls_run(tmp_path, monkeypat
         assert await q.aqsize() == 0
 
 
+async def test_a_slow_copy_of_the_log_holds_the_loops_back(tmp_path, monkeypatch):
+    # A disk that takes the copy slowly (here: every copy 50 ms late) must
+    # not let the loop's commits run ahead of it: past two rounds of
+    # CHECKPOINT_LOOK commits, the loop's calls wait for the thread, and
+    # the log stays within a few commits of its limit.
+    monkeypatch.setattr(sqlite_db, "CHECKPOINT_LOOK", 8)
+    monkeypatch.setattr(sqlite_log, "CHECKPOINT_BYTES", 256 << 10)
+    copy_back = sqlite_log.LogCopier.copy_back
+
+    def slowly(self, conn, file_lock):
+        time.sleep(0.05)
+        copy_back(self, conn, file_lock)
+
+    monkeypatch.setattr(sqlite_log.LogCopier, "copy_back", slowly)
+    path = tmp_path / "q.db"
+    item = "x" * 2000
+    async with chute.open(f"sqlite:///{path}", "q") as q:
+        largest = 0
+        for _ in range(300):
+            await q.put(item)
+            async with q.reserve() as job:
+                assert job.item == item
+            largest = max(largest, os.stat(f"{path}-wal").st_size)
+        assert largest < 1 << 20
+        assert await q.aqsize() == 0
+
+
 async def test_what_is_committed_while_the_log_is_copied_back_is_kept(tmp_path, monkeypatch):
     # The thread copies the log on a connection of its own while the loop
     # goes on committing, and starts it again once it is long: every item
