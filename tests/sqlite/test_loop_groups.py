@@ -44,23 +44,29 @@ async def test_a_put_does_not_hold_the_loop_while_another_process_writes(tmp_pat
         assert [await q.get(), await q.get()] == [0, 1]
 
 
+async def _largest_log(path: os.PathLike[str], rounds: int) -> int:
+    """Put and reserve an item of 2,000 characters ``rounds`` times, one
+    at a time (each call committed on the loop), then find the queue
+    empty; the largest the log beside the file was after a round."""
+    item = "x" * 2000
+    largest = 0
+    async with chute.open(f"sqlite:///{os.fspath(path)}", "q") as q:
+        for _ in range(rounds):
+            await q.put(item)
+            async with q.reserve() as job:
+                assert job.item == item
+            largest = max(largest, os.stat(f"{os.fspath(path)}-wal").st_size)
+        assert await q.aqsize() == 0
+    return largest
+
+
 async def test_the_log_is_copied_back_while_single_calls_run(tmp_path, monkeypatch):
     # Every single call here commits on the loop, where SQLite's own
     # checkpoint is off: the file's thread must make them, or the log
     # grows by every commit (here well over 10 MiB).
     monkeypatch.setattr(sqlite_db, "CHECKPOINT_LOOK", 8)
     monkeypatch.setattr(sqlite_log, "CHECKPOINT_BYTES", 256 << 10)
-    path = tmp_path / "q.db"
-    item = "x" * 2000
-    async with chute.open(f"sqlite:///{path}", "q") as q:
-        largest = 0
-        for _ in range(1500):
-            await q.put(item)
-            async with q.reserve() as job:
-                assert job.item == item
-            largest = max(largest, os.stat(f"{path}-wal").st_size)
-        assert largest < 4 << 20
-        assert await q.aqsize() == 0
+    assert await _largest_log(tmp_path / "q.db", 1500) < 4 << 20
 
 
 async def test_a_slow_copy_of_the_log_holds_the_loops_back(tmp_path, monkeypatch):
@@ -77,17 +83,7 @@ async def test_a_slow_copy_of_the_log_holds_the_loops_back(tmp_path, monkeypatch
         copy_back(self, conn, file_lock)
 
     monkeypatch.setattr(sqlite_log.LogCopier, "copy_back", slowly)
-    path = tmp_path / "q.db"
-    item = "x" * 2000
-    async with chute.open(f"sqlite:///{path}", "q") as q:
-        largest = 0
-        for _ in range(300):
-            await q.put(item)
-            async with q.reserve() as job:
-                assert job.item == item
-            largest = max(largest, os.stat(f"{path}-wal").st_size)
-        assert largest < 1 << 20
-        assert await q.aqsize() == 0
+    assert await _largest_log(tmp_path / "q.db", 300) < 1 << 20
 
 
 async def test_what_is_committed_while_the_log_is_copied_back_is_kept(tmp_path, monkeypatch):
