@@ -27,6 +27,8 @@ from .redis_client import (
     Backoff,
     PackedScript,
     bounded,
+    checkin,
+    checkout,
     client_options,
     failure,
     packed,
@@ -282,7 +284,7 @@ class ServerLink:
         # may have gone since the claim that found nothing.
         self._backoff.check()
         try:
-            conn = await pool.get_connection()
+            conn = await checkout(pool)
         except (redis.RedisError, OSError) as exc:
             error = self._lost(exc)
             with contextlib.suppress(Exception):  # as in _script
@@ -292,7 +294,7 @@ class ServerLink:
             # redis-py checks a pooled connection under asyncio.timeout(0),
             # which on CPython 3.11 can swallow a cancellation meant for the
             # caller: it goes on from here instead of being lost.
-            await pool.release(conn)
+            await checkin(pool, conn)
             raise asyncio.CancelledError
         known = asyncio.Event()  # the connection's client id, for CLIENT UNBLOCK
         ids: list[tuple[Any, int]] = []
@@ -335,7 +337,7 @@ class ServerLink:
         finally:
             if ids:
                 self._blocked.discard(ids[0])
-            await pool.release(conn)
+            await checkin(pool, conn)
             if self._closed:  # closed meanwhile: nothing may stay connected
                 with contextlib.suppress(Exception):
                     await conn.disconnect()
