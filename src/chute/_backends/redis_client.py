@@ -226,9 +226,7 @@ class PackedScript:
 
     def packed(self, args: list[Any]) -> bytes:
         """The call as a command, packed (to send alone, or behind others)."""
-        parts = [b"*%d\r\n" % (self.fixed + len(args)), self.prefix]
-        parts += [_bulk(_encoded(arg)) for arg in args]
-        return b"".join(parts)
+        return b"".join([b"*%d\r\n" % (self.fixed + len(args)), self.prefix, *_bulks(args)])
 
     async def __call__(self, client: Any, args: list[Any]) -> Any:
         pool = client.connection_pool
@@ -301,7 +299,26 @@ def packed(command: list[Any] | tuple[Any, ...]) -> bytes:
     """A command as the server reads it (RESP): what redis-py's
     ``pack_command`` makes, without its general path (a fifth of a waiting
     consumer's Python, measured, for the three commands of a blocked read)."""
-    return b"".join([b"*%d\r\n" % len(command), *(_bulk(_encoded(arg)) for arg in command)])
+    return b"".join([b"*%d\r\n" % len(command), *_bulks(command)])
+
+
+def _bulks(args: list[Any] | tuple[Any, ...]) -> list[bytes]:
+    """Each argument as a bulk string. Text, bytes and ints (nearly every
+    argument) take the short way: about 30 arguments an item, and two
+    calls each were 6% of a waiting consumer's Python (cProfile)."""
+    out = []
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            value = arg.encode()
+        elif kind is bytes:
+            value = arg
+        elif kind is int:
+            value = b"%d" % arg
+        else:
+            value = _encoded(arg)
+        out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+    return out
 
 
 def _bulk(value: bytes) -> bytes:
