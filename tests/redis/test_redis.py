@@ -711,6 +711,28 @@ async def test_errors_are_public_types(server, name):
         assert _public(caught.value), repr(caught.value)
 
 
+async def test_a_pooled_connection_the_server_closed_is_replaced_before_a_call(server, name):
+    # The server closes a connection while it idles in the pool (a server
+    # timeout, CLIENT KILL): the next call that takes it sees it closed and
+    # connects anew, so the call goes through instead of failing.
+    from tests.conftest import wait_until
+
+    async with chute.open(server.url, name) as q:
+        await q.put("before")
+        idle = list(q._backend._client()[0].connection_pool._available_connections)
+        assert idle
+        r = redis.Redis.from_url(server.url)
+        try:
+            for c in idle:
+                host, port = c._writer.get_extra_info("sockname")[:2]
+                r.client_kill(f"{host}:{port}")
+        finally:
+            r.close()
+        await wait_until(lambda: all(c._reader is None or c._reader.at_eof() for c in idle))
+        await q.put("after")
+        assert [await q.get(timeout=10), await q.get(timeout=10)] == ["before", "after"]
+
+
 @pytest.mark.parametrize("call", ["get", "reserve"])
 async def test_a_server_lost_before_the_blocked_read_connects_is_a_chute_error(own_server, call):
     """The server stops right after a claim found nothing, before the wait
