@@ -244,9 +244,9 @@ class PackedScript:
 async def checkout(pool: Any) -> Any:
     """A connection from an event loop's pool, checked as redis-py checks
     one (connected, nothing unread on it), without the rest of redis-py's
-    checkout: since 6.x its pools take an asyncio lock and record four
-    metrics a call, and announce each return for credentials that renew
-    themselves, which chute's pools (made from a URL) never have. cProfile
+    checkout: its pools take an asyncio lock (since 6.x) and record four
+    metrics a call (since 8.x), and announce each return for credentials
+    that renew themselves, which chute's pools (made from a URL) never have. cProfile
     of single items end to end put its checkout and return at 15% of the
     client's time, three calls an item. A new connection is made by
     redis-py's own path, with its limits."""
