@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -459,15 +458,13 @@ def test_a_worker_on_a_queue_of_another_codec_stops_at_the_first_item(url, name,
 
 
 def test_the_demo_runs_and_loses_nothing(tmp_path):
-    r = run("demo", "--jobs", "60", "--file", str(tmp_path / "demo.db"))
+    # No flaky failures (--fail 0): by default one job in about 140 runs
+    # fails all three of its tries by chance. The one that always fails is
+    # still tried three times, and is the one dead letter.
+    r = run("demo", "--jobs", "60", "--fail", "0", "--file", str(tmp_path / "demo.db"))
     assert r.returncode == 0, r.stderr
-    # One job always fails; a flaky one may fail all three of its tries too
-    # (5% a try, so about once in 140 runs). Every job ends in one place.
-    done = re.search(r"handled (\d+) jobs .*; dead letters (\d+); left in the queue 0", r.stderr)
-    assert done, r.stderr
-    handled, dead = map(int, done.groups())
-    assert dead >= 1, r.stderr
-    assert handled + dead == 60, r.stderr
+    assert "handled 59 jobs" in r.stderr
+    assert "(3 failed tries, 2 retried); dead letters 1; left in the queue 0" in r.stderr
     assert "Traceback" not in r.stderr  # its failures are on purpose: one line each
     assert r.stderr.rstrip().endswith("lost 0")
 
