@@ -94,6 +94,10 @@ _SCHEDULED = 3
 #: Before the first item in the queue's order (priority, id).
 _FIRST = (-(2**31) - 1, 0)
 _NO_RINGS: Rings = {}
+#: Whom a single put, claim and ack ring (made once: three calls an item).
+_PUT_RINGS: Rings = {Wait.GET: 1}
+_CLAIM_RINGS: Rings = {Wait.PUT: 1, Wait.JOIN: ALL}
+_ACK_RINGS: Rings = _CLAIM_RINGS
 #: No lease, delay or delayed put to run out.
 _NEVER = float("inf")
 #: The largest item a put may commit on its loop (a short call).
@@ -167,6 +171,13 @@ def _take_any(
     if lease is None:
         return rows
     return [Record(i, d, k + 1, t + 1, x) for i, d, k, t, x in rows]
+
+
+def _lost(name: str) -> str:
+    return (
+        f"queue {name!r}: this job's lease ran out and the item was delivered "
+        "again; it is settled by whoever holds it now"
+    )
 
 
 class Op(Call[R]):
@@ -368,8 +379,9 @@ class SqliteBackend:
             return last - n + 1, last  # consecutive: one statement, AUTOINCREMENT
 
         # Rung for a delayed put too: the getter looks, and sleeps until it is due.
-        short = len(records) == 1 and len(records[0]) <= SHORT_BYTES
-        return Op(insert, {Wait.GET: len(records)}, short=short)
+        if len(records) == 1:
+            return Op(insert, _PUT_RINGS, short=len(records[0]) <= SHORT_BYTES)
+        return Op(insert, {Wait.GET: len(records)})
 
     def subscribe(self) -> None:
         return None  # nothing to make: this process's watcher rings for every change made elsewhere
@@ -440,7 +452,7 @@ class SqliteBackend:
             # As of our commit, if this is the last call of its group.
             return Claimed(rows, None, db.seq_after)
 
-        return Op(claim, {Wait.PUT: n, Wait.JOIN: ALL}, short=n == 1)
+        return Op(claim, _CLAIM_RINGS if n == 1 else {Wait.PUT: n, Wait.JOIN: ALL}, short=n == 1)
 
     def give_back(self, records: list[Record], *, leased: bool) -> Op[None]:
         """Same ids, same places."""
@@ -494,19 +506,18 @@ class SqliteBackend:
         self, record: Record, how: Settle, *, delay: float | None, error: ErrorInfo | None
     ) -> Op[Outcome]:
         name, id_, token, db = self.name, record.key, record.token, self._db
-        why = None if error is None else error.to_json()
-        lost = (
-            f"queue {name!r}: this job's lease ran out and the item was delivered "
-            "again; it is settled by whoever holds it now"
-        )
 
         def ack(c: sqlite3.Connection) -> Outcome:  # the common case, in two statements
             if not c.execute(
                 "DELETE FROM chute_item WHERE id = ? AND token = ? AND leased = 1", (id_, token)
             ).rowcount:
-                raise LeaseLost(lost)
+                raise LeaseLost(_lost(name))
             count_settled(c, name)  # on failure the savepoint restores the row
             return "acked"
+
+        if how is Settle.ACK:
+            return Op(ack, _ACK_RINGS, short=True)
+        why = None if error is None else error.to_json()
 
         def nack(c: sqlite3.Connection) -> Outcome:
             row = c.execute(
@@ -514,7 +525,7 @@ class SqliteBackend:
                 (id_, token),
             ).fetchone()
             if row is None:
-                raise LeaseLost(lost)
+                raise LeaseLost(_lost(name))
             queue = queue_row(c, name)
             limit = queue.max_deliveries
             if queue.state == QueueState.IMMEDIATE or (limit is not None and row[0] >= limit):
@@ -537,8 +548,6 @@ class SqliteBackend:
                 )
             return "retried"
 
-        if how is Settle.ACK:
-            return Op(ack, {Wait.PUT: 1, Wait.JOIN: ALL}, short=True)
         # A nack may turn into a dead letter (JOIN); after a delay, sleeping
         # getters look again at when to wake.
         return Op(nack, EVERYONE if delay else {Wait.GET: 1, Wait.JOIN: ALL}, short=True)

@@ -200,8 +200,11 @@ class Hub:
     def idle(self, kind: Wait) -> bool:
         """Someone waits in this line, not rung since it last looked: what
         it found then (nothing) still holds, as far as this process was told."""
+        line = self._lines[kind]
+        if not line:  # (one look: atomic) no one waits, the common case of a get
+            return False
         with self._lock:
-            return any(not w.woken for w in self._lines[kind])
+            return any(not w.woken for w in line)
 
     def waiting(self, kind: Wait) -> int:
         return len(self._lines[kind])
