@@ -733,6 +733,26 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_before_a_call(s
         assert [await q.get(timeout=10), await q.get(timeout=10)] == ["before", "after"]
 
 
+async def test_a_pooled_connection_holding_an_unread_reply_is_replaced_before_a_call(server, name):
+    # A connection goes back to the pool with a reply nobody read (code
+    # that sent a command on it and never read the answer). The next call
+    # that takes it must not read that stale reply as its own: it connects
+    # anew, and both items come back as they were put.
+    from tests.conftest import wait_until
+
+    async with chute.open(server.url, name) as q:
+        await q.put("before")
+        pool = q._backend._client()[0].connection_pool
+        idle = list(pool._available_connections)
+        assert idle
+        for c in idle:
+            await c.send_command("PING")  # its +PONG is left unread
+        await wait_until(lambda: all(c._reader is not None and c._reader._buffer for c in idle))
+        await q.put("after")
+        assert [await q.get(timeout=10), await q.get(timeout=10)] == ["before", "after"]
+        assert q.qsize() == 0
+
+
 @pytest.mark.parametrize("call", ["get", "reserve"])
 async def test_a_server_lost_before_the_blocked_read_connects_is_a_chute_error(own_server, call):
     """The server stops right after a claim found nothing, before the wait
