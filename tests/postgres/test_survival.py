@@ -127,13 +127,20 @@ async def test_a_consumer_killed_holding_leases_loses_nothing_and_acks_nothing_t
             sys.executable, "-c", HOLDER, url, name, "3",
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
+        killed = False
         try:
             line = await asyncio.wait_for(holder.stdout.readline(), 30)  # type: ignore[union-attr]
             assert json.loads(line) == ["a", "b", "c"], line
             holder.send_signal(signal.SIGKILL)
+            killed = True
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                holder.kill()
+            # Not a second kill after the first: subprocess's send_signal
+            # polls the child first, and a poll that finds it dead reaps
+            # it before asyncio's child watcher can, which then reports
+            # 255 instead of -9 (seen once on 3.11).
+            if not killed:
+                with contextlib.suppress(ProcessLookupError):
+                    holder.kill()
             _, stderr = await asyncio.wait_for(holder.communicate(), 30)
         assert holder.returncode == -signal.SIGKILL, stderr.decode(errors="replace")
         # The leases run out (reserve waits for that, no sleep here): every
