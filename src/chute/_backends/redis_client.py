@@ -283,21 +283,24 @@ async def _unread(conn: Any) -> bool:
     disconnects its connection in redis-py, so an unread one can only be
     whole, and buffered). Connections laid out otherwise get redis-py's own
     look."""
+    seen = _buffered(conn)
+    return bool(await getattr(conn, _UNREAD)()) if seen is None else seen
+
+
+def _buffered(conn: Any) -> bool | None:
+    """Whether anything is buffered on ``conn`` (or its stream ended or
+    failed); None if it is not laid out as this look knows."""
     stream, parser = getattr(conn, "_reader", None), getattr(conn, "_parser", None)
     buffered = getattr(stream, "_buffer", None)
     if stream is None or parser is None or not isinstance(buffered, bytearray):
-        return bool(await getattr(conn, _UNREAD)())
+        return None
     if buffered or stream.at_eof() or stream.exception() is not None:
         return True
     hiredis = getattr(parser, "_reader", None)  # a hiredis.Reader, with hiredis
     if hiredis is not None:
-        if not hasattr(hiredis, "has_data"):
-            return bool(await getattr(conn, _UNREAD)())
-        return bool(hiredis.has_data())
+        return bool(hiredis.has_data()) if hasattr(hiredis, "has_data") else None
     pending = getattr(parser, "_buffer", None)  # the Python parser's unread bytes
-    if not isinstance(pending, bytes | bytearray):
-        return bool(await getattr(conn, _UNREAD)())
-    return bool(pending)
+    return bool(pending) if isinstance(pending, bytes | bytearray) else None
 
 
 #: The check for a reply left unread (or a closed socket): renamed in

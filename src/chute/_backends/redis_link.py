@@ -291,9 +291,11 @@ class ServerLink:
                 await pool.disconnect(inuse_connections=False)
             raise error from exc
         if me is not None and me.cancelling() > before:
-            # redis-py checks a pooled connection under asyncio.timeout(0),
-            # which on CPython 3.11 can swallow a cancellation meant for the
-            # caller: it goes on from here instead of being lost.
+            # redis-py's own steps here (a new connection's connect, and
+            # the look at a pooled one on a redis-py laid out otherwise, see
+            # redis_client._unread) run under asyncio.timeout, which on
+            # CPython 3.11 can swallow a cancellation meant for the caller:
+            # it goes on from here instead of being lost.
             await checkin(pool, conn)
             raise asyncio.CancelledError
         known = asyncio.Event()  # the connection's client id, for CLIENT UNBLOCK
