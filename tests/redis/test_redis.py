@@ -531,39 +531,83 @@ async def test_what_a_get_took_is_deleted_even_if_its_deletion_is_cancelled(serv
         r.close()
 
 
-async def test_a_give_back_fences_off_the_late_holder(server, name):
+class HeldReply:
+    """The first reply that ``matches`` stays in the client's buffer, not
+    read out, until ``release()``: a read cancelled meanwhile leaves it
+    there for the next read, as redis-py's parsers do (an explicit step for
+    "the server answered, the caller has not seen it yet")."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, matches: Any) -> None:
+        from chute._backends import redis_client
+
+        self.arrived, self._released = asyncio.Event(), asyncio.Event()
+        self.reply: Any = None
+        read = redis_client._BoundedAsyncConnection.read_response
+        buffered: dict[Any, Any] = {}
+
+        async def read_response(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            if conn in buffered:
+                return buffered.pop(conn)
+            reply = await read(conn, *args, **kwargs)
+            if self.arrived.is_set() or not matches(reply):
+                return reply
+            self.reply = buffered[conn] = reply
+            self.arrived.set()
+            await self._released.wait()
+            return buffered.pop(conn)
+
+        self._undo = monkeypatch.undo
+        monkeypatch.setattr(redis_client._BoundedAsyncConnection, "read_response", read_response)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def stop(self) -> None:
+        self._undo()
+
+
+def _status(reply: Any, status: bytes) -> bool:
+    return isinstance(reply, list) and reply[:1] == [status]
+
+
+async def test_a_give_back_fences_off_the_late_holder(server, name, monkeypatch):
     async with chute.open(server.url, name, maxsize=1, visibility_timeout=0.2) as q:
         await q.put("a")
         job = await q.reserve()
         await asyncio.sleep(0.3)  # its lease runs out
-        backend = q._backend
-        script = backend._script
-        claimed, answer_read = asyncio.Event(), asyncio.Event()
-        replies: list[Any] = []
-
-        async def claim_then_hold(name: str, args: list[Any], *more: Any) -> Any:
-            reply = await script(name, args, *more)
-            if name == "claim" and not claimed.is_set():
-                # The server's answer is in: the getter has not seen it yet.
-                replies.append(reply)
-                claimed.set()
-                await answer_read.wait()
-            return reply
-
-        backend._script = claim_then_hold
+        held = HeldReply(monkeypatch, lambda reply: _status(reply, b"ok"))
         getter = asyncio.create_task(q.get())
-        await claimed.wait()  # the get claimed the item on the server...
-        assert replies[0][0] == b"ok"
+        await held.arrived.wait()  # the get claimed the item on the server...
         getter.cancel()  # ...and, cancelled before it had the answer, gives it back
-        answer_read.set()
+        held.release()
         with pytest.raises(asyncio.CancelledError):
             await getter
+        held.stop()
         with pytest.raises(chute.ChuteError, match="lease ran out"):
             job.ack()  # the item is nobody's now: the old holder cannot delete it
         assert q.qsize() == 1
         assert await q.get() == "a"
         assert q.qsize() == 0
         q.put_nowait("b")  # the bound counts what is there, nothing more
+
+
+async def test_a_put_cancelled_once_the_server_stored_it_is_taken_back(server, name, monkeypatch):
+    async with chute.open(server.url, name, maxsize=2) as q:
+        await q.put("a")
+        held = HeldReply(monkeypatch, lambda reply: _status(reply, b"ok"))
+        putter = asyncio.create_task(q.put("b"))
+        await held.arrived.wait()  # stored on the server; the putter has not seen it
+        assert q.qsize() == 2
+        putter.cancel()
+        held.release()
+        with pytest.raises(asyncio.CancelledError):
+            await putter
+        held.stop()
+        assert q.qsize() == 1  # as if it never was: the cancellation took it back
+        assert await q.get() == "a"
+        q.put_nowait("c")
+        q.put_nowait("d")  # the bound's room is whole again
+        assert q.statistics().total_put == 3
 
 
 async def test_a_cancelled_wait_answered_by_the_server_counts_nothing(server, name):

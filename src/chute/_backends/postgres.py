@@ -103,6 +103,7 @@ class PostgresBackend(PostgresDeadLetters):
     )
     poll_interval: float | None = POLL
     idle_poll_interval: float | None = IDLE_LOOK
+    sees_calls_through = False  # its calls run in a task of their own
 
     def __init__(
         self,

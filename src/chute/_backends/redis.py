@@ -67,7 +67,7 @@ from .._durable.backend import (
     never_fits,
 )
 from .._durable.queue import DurableQueue, check_visibility, checked_opening
-from .._durable.steps import answer, shielded
+from .._durable.steps import see_through
 from .._durable.waiting import ALL, EVERYONE, Rings, Wait
 from .._exceptions import ChuteError, LeaseLost, QueueNotFound, QueueShutDown
 from .redis_client import (
@@ -140,6 +140,9 @@ class RedisBackend(ServerLink):
     #: Other clients' changes are not seen: full puts and joins look again.
     poll_interval: float | None = POLL
     idle_poll_interval: float | None = POLL  # unused: its getters wait on the server
+    #: A call is sent within ``run``'s first step and its reply read to the
+    #: end in the calling task (``redis_client.read_through``).
+    sees_calls_through = True
 
     def __init__(
         self,
@@ -236,25 +239,37 @@ class RedisBackend(ServerLink):
 
     # -- running calls -------------------------------------------------------------------
 
-    async def _send(self, call: Call[R], batch: list[Pair] | None = None) -> R:
+    async def _send(
+        self,
+        call: Call[R],
+        batch: list[Pair] | None = None,
+        held: list[asyncio.CancelledError] | None = None,
+    ) -> R:
         if type(call) is Claim:
-            return cast(R, await self._claim(call, batch))
+            return cast(R, await self._claim(call, batch, held))
         script = cast("Script[R]", call)
-        return script.parse(await self._script(script.name, script.args, batch))
+        return script.parse(await self._script(script.name, script.args, batch, held))
 
     async def run(self, call: Call[R], *, undo: Undo[R] | None = None) -> R:
         if type(call) is Claim and call.wait > 0:
             # Cuts its wait short and gives back what it got if cancelled.
             return cast(R, await self._claim(call))
-        # Cancelled after it was sent: what it did is undone before going on.
         name = "claim" if type(call) is Claim else cast("Script[R]", call).name
-
-        def undoing(task: asyncio.Future[R]) -> Any:
-            answered, value = answer(task)
-            back = undo(cast(R, value)) if answered and undo is not None else None
-            return None if back is None else self._send(back)
-
-        result = await shielded(self._send(call, self._finishes_for(name)), undoing)
+        # Seen through in this task once sent: a cancellation meanwhile is
+        # held until the reply is read, and what the call did is undone
+        # before it goes on.
+        held: list[asyncio.CancelledError] = []
+        try:
+            result = await self._send(call, self._finishes_for(name), held)
+        except Exception:
+            if held:  # failed, or refused: nothing to undo
+                raise held[0] from None
+            raise
+        if held:
+            back = undo(result) if undo is not None else None
+            if back is not None:
+                await see_through(self._send(back))
+            raise held[0]
         if type(call) is Claim and not call.leased:
             self._taken(cast(Claimed, result).records)
         return result
@@ -298,7 +313,12 @@ class RedisBackend(ServerLink):
             raise QueueShutDown()
         raise self._gone()
 
-    async def _claim(self, call: Claim, batch: list[Pair] | None = None) -> Claimed:
+    async def _claim(
+        self,
+        call: Claim,
+        batch: list[Pair] | None = None,
+        held: list[asyncio.CancelledError] | None = None,
+    ) -> Claimed:
         if call.wait > 0:
             got, status = await self._blocked_read(call.n, call.wait)
             if status == "ok":
@@ -317,7 +337,7 @@ class RedisBackend(ServerLink):
                 return self.give_back(claimed.records, leased=leased) if claimed.records else None
 
             return await self.run(Claim(call.n, leased, 0.0), undo=undo)
-        reply = await self._script("claim", self._claim_args(call.n), batch)
+        reply = await self._script("claim", self._claim_args(call.n), batch, held)
         return self._claimed(reply, call.leased)
 
     def _claim_sync(self, call: Claim) -> Claimed:

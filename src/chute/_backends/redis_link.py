@@ -178,17 +178,29 @@ class ServerLink:
             )
         return made
 
-    async def _script(self, name: str, args: list[Any], batch: list[Pair] | None = None) -> Any:
-        """Run a script (``batch``: finishes taken for it, see ``_finishes_for``)."""
+    async def _script(
+        self,
+        name: str,
+        args: list[Any],
+        batch: list[Pair] | None = None,
+        held: list[asyncio.CancelledError] | None = None,
+    ) -> Any:
+        """Run a script (``batch``: finishes taken for it, see ``_finishes_for``;
+        ``held``: seen through once sent, see ``redis_client.read_through``)."""
         if batch is None:
             batch = self._finishes_for(name)
         self._backoff.check()
         client, scripts = self._client()
         try:
-            reply = await scripts[name](client, [*args, *_flat(batch)])
+            reply = await scripts[name](client, [*args, *_flat(batch)], held)
             if self._closed:  # a call that outlived aclose() left no connection open
-                with contextlib.suppress(Exception):
-                    await client.connection_pool.disconnect()
+                try:
+                    with contextlib.suppress(Exception):
+                        await client.connection_pool.disconnect()
+                except asyncio.CancelledError as exc:
+                    if held is None:
+                        raise
+                    held.append(exc)
         except redis.ResponseError as exc:
             error = self._refusal(exc)
             self._unsent(batch, error)

@@ -217,6 +217,7 @@ class SqliteBackend:
     #: The file's thread watches other processes' commits and rings the hub.
     poll_interval: float | None = None
     idle_poll_interval: float | None = None
+    sees_calls_through = False  # a call is taken by a later pass, or the thread
 
     def __init__(
         self,

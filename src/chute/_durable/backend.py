@@ -25,7 +25,10 @@ the undoing (an ``undo`` answering None has nothing to undo: a put that
 found the queue full). The core passes ``undo`` for the two changes a cancelled get
 or put must not leave behind: ``store`` (undone by ``take_back``) and
 ``claim`` (undone by ``give_back``). ``settle`` is awaited shielded by the
-core: a settle that was sent is seen through.
+core: a settle that was sent is seen through. A backend whose ``run``
+sends at once and sees a sent call through in the calling task says so
+(``sees_calls_through``), and the core then awaits it as it is: a shield
+is a task of its own, and its passes of the loop.
 
 **Waiting.** A backend owns a :class:`~chute._durable.waiting.Hub` per queue
 per process, where this process's tasks and threads wait in line, and rings
@@ -297,6 +300,10 @@ class Backend(Protocol):
     #: ``LISTEN``): its getters look again only this often, for leases of
     #: other clients that ran out.
     idle_poll_interval: float | None
+    #: ``run`` sends a call before it first waits (unless it must connect
+    #: first), and sees a sent call through in the calling task: the core
+    #: need not shield a settle.
+    sees_calls_through: bool
 
     @property
     def seq(self) -> int:

@@ -82,8 +82,13 @@ class DurableJob(JobBase[T]):
 
     async def _asettle(self, how: Settle, delay: float | None, error: BaseException | None) -> None:
         call = self._settle_call(how, delay, error)
-        # Shielded: a settle that was sent is seen through, cancelled or not.
-        self._outcome = await asyncio.shield(self._queue._backend.run(call))
+        backend = self._queue._backend
+        # A settle that was sent is seen through, cancelled or not: by the
+        # backend in this task, or else in a task of its own, shielded.
+        if backend.sees_calls_through:
+            self._outcome = await backend.run(call)
+        else:
+            self._outcome = await asyncio.shield(backend.run(call))
         self._settled = True
 
     async def _settle_async(
