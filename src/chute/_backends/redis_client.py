@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import json
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -257,7 +258,9 @@ class PackedScript:
         return await self(client, args, held)
 
 
-async def read_through(conn: Any, held: list[asyncio.CancelledError]) -> Any:
+async def read_through(
+    conn: Any, held: list[asyncio.CancelledError], on_hold: Callable[[], None] | None = None
+) -> Any:
     """The reply to the command just sent on ``conn``, read in the calling
     task to its end: a cancellation meanwhile is put off (appended to
     ``held``, for the caller to raise once it has dealt with the reply).
@@ -268,12 +271,15 @@ async def read_through(conn: Any, held: list[asyncio.CancelledError]) -> Any:
     passes an item). A cancelled read leaves the connection as it was
     (redis-py's parsers keep what they have read, and a ``StreamReader``
     read cancelled while waiting takes nothing), so it is read again; a
-    failed one disconnects, as redis-py's own does."""
+    failed one disconnects, as redis-py's own does. ``on_hold``: called at
+    each cancellation held (to cut a wait short)."""
     while True:
         try:
             return await conn.read_response(disconnect_on_error=False)
         except asyncio.CancelledError as exc:
             held.append(exc)
+            if on_hold is not None:
+                on_hold()
         except redis.ResponseError:
             raise  # the server's answer: the connection is fine
         except BaseException:
