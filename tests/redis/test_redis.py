@@ -468,6 +468,42 @@ async def test_scripts_flushed_while_a_get_waits_are_sent_again(server, name):
         assert q.statistics().total_got == 1
 
 
+async def wait_blocked_on_server(url: str, q: Any) -> None:
+    """Until ``q``'s waiting get is blocked in its ``XREADGROUP`` on the
+    server (asked of the server: an explicit step)."""
+    from tests.conftest import wait_until
+
+    r = redis.Redis.from_url(url)
+
+    def blocked() -> bool:
+        ids = {cid for _client, cid in q._backend._blocked}
+        return any(
+            int(c["id"]) in ids and c["cmd"] == "xreadgroup" and "b" in c["flags"]
+            for c in r.client_list()
+        )
+
+    try:
+        await wait_until(blocked)
+    finally:
+        r.close()
+
+
+async def test_a_cancelled_wait_whose_count_the_server_lost_gives_its_item_back(server, name):
+    # The read is answered, its count (TOOK) finds the script gone, and the
+    # get is cancelled meanwhile: the count is sent again all the same, and
+    # the item given back, not left pending with the read's own consumer.
+    async with chute.open(server.url, name) as q, chute.open(server.url, name) as other:
+        getter = asyncio.create_task(q.get(timeout=30))
+        await wait_blocked_on_server(server.url, q)
+        _flush_scripts(server.url)
+        other.put_nowait("x")  # answers the read; TOOK, behind it, is refused
+        getter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+        assert await q.get(timeout=10) == "x"
+        assert q.statistics().total_got == 1
+
+
 def test_scripts_flushed_while_a_sync_get_waits_are_sent_again(server, name):
     # The same from a thread: the sync face's read and count.
     with chute.open(server.url, name) as q, chute.open(server.url, name) as other:

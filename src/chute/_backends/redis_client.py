@@ -234,15 +234,33 @@ class PackedScript:
     ) -> Any:
         """The script's reply. With ``held``, a call that was sent is seen
         through in the calling task (see ``read_through``)."""
+        try:
+            return await self._send(client, self.packed(args), held)
+        except redis.exceptions.NoScriptError:
+            if held is None:
+                return await self.script(keys=self.keys, args=args)
+        # The server lost it (restarted, or flushed): loaded, and sent again
+        # behind the load, seen through as the first try was.
+        return await self._send(client, self.packed(args), held, load=True)
+
+    async def _send(
+        self,
+        client: Any,
+        command: bytes,
+        held: list[asyncio.CancelledError] | None,
+        load: bool = False,
+    ) -> Any:
         pool = client.connection_pool
         conn = await checkout(pool)
         try:
-            await conn.send_packed_command(self.packed(args), check_health=False)
+            if load:
+                command = packed(("SCRIPT", "LOAD", self.script.script)) + command
+            await conn.send_packed_command(command, check_health=False)
             if held is None:
                 return await conn.read_response()
+            if load:
+                await read_through(conn, held)  # the script's sha
             return await read_through(conn, held)
-        except redis.exceptions.NoScriptError:
-            pass  # sent below, once the connection is back in the pool
         finally:
             try:
                 await checkin(pool, conn)  # waits only for one redis-py reconnects
@@ -250,12 +268,6 @@ class PackedScript:
                 if held is None:
                     raise
                 held.append(exc)
-        if held is None:
-            return await self.script(keys=self.keys, args=args)
-        if held:  # cancelled, and the script did nothing: the cancellation goes on
-            raise held[0]
-        await client.script_load(self.script.script)  # the server lost it (restarted, flushed)
-        return await self(client, args, held)
 
 
 async def read_through(

@@ -347,6 +347,8 @@ class ServerLink:
                     status = await took(client, took_args, held)
             finally:
                 reading[0] = False
+                if cutter:  # the read is over: no more unblocks
+                    cutter[0].cancel()
         except BaseException as exc:
             # Whatever it was, the connection may hold an unread reply.
             with contextlib.suppress(Exception):
