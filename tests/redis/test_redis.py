@@ -504,6 +504,38 @@ async def test_a_cancelled_wait_whose_count_the_server_lost_gives_its_item_back(
         assert q.statistics().total_got == 1
 
 
+async def test_a_count_sent_again_while_its_get_is_cancelled_is_seen_through(
+    server, name, monkeypatch
+):
+    # As above, but the count sent again must first connect (the read
+    # holds its own connection), and the get is cancelled meanwhile: the
+    # count goes on all the same, and the item comes back.
+    from chute._backends import redis_client
+
+    async with chute.open(server.url, name) as q, chute.open(server.url, name) as other:
+        getter = asyncio.create_task(q.get(timeout=30))
+        await wait_blocked_on_server(server.url, q)
+        connecting, connected = asyncio.Event(), asyncio.Event()
+        checkout = redis_client.checkout
+
+        async def slow_checkout(pool: Any) -> Any:
+            connecting.set()
+            await connected.wait()
+            return await checkout(pool)
+
+        monkeypatch.setattr(redis_client, "checkout", slow_checkout)
+        _flush_scripts(server.url)
+        other.put_nowait("x")  # answers the read; TOOK, behind it, is refused
+        await connecting.wait()  # TOOK is about to be sent again
+        getter.cancel()
+        monkeypatch.undo()
+        connected.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(getter, 10)
+        assert await q.get(timeout=10) == "x"
+        assert q.statistics().total_got == 1
+
+
 def test_scripts_flushed_while_a_sync_get_waits_are_sent_again(server, name):
     # The same from a thread: the sync face's read and count.
     with chute.open(server.url, name) as q, chute.open(server.url, name) as other:

@@ -141,7 +141,8 @@ class RedisBackend(ServerLink):
     poll_interval: float | None = POLL
     idle_poll_interval: float | None = POLL  # unused: its getters wait on the server
     #: A call is sent within ``run``'s first step and its reply read to the
-    #: end in the calling task (``redis_client.read_through``).
+    #: end in the calling task (``redis_client.read_through``); a large one,
+    #: or one sent again after NOSCRIPT, by a task of its own (``through``).
     sees_calls_through = True
 
     def __init__(

@@ -10,8 +10,8 @@ import contextlib
 import inspect
 import json
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from .._contract import ErrorInfo
@@ -27,6 +27,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "the redis:// transport needs the Redis client: pip install 'chute[redis]'"
     ) from exc
+
+R = TypeVar("R")
 
 #: What marks a queue on a server: its meta hash.
 META_PATTERN = "chute:{*}:meta"
@@ -233,34 +235,50 @@ class PackedScript:
         self, client: Any, args: list[Any], held: list[asyncio.CancelledError] | None = None
     ) -> Any:
         """The script's reply. With ``held``, a call that was sent is seen
-        through in the calling task (see ``read_through``)."""
+        through whatever becomes of the caller (see ``read_through``)."""
+        command = self.packed(args)
         try:
-            return await self._send(client, self.packed(args), held)
+            if held is not None and len(command) > SMALL_WRITE:
+                # A large write may wait for the socket, where a cancelled
+                # write would still be flushed: sent by a task of its own.
+                return await through(self._send(client, command), held)
+            return await self._send(client, command, held)
         except redis.exceptions.NoScriptError:
             if held is None:
                 return await self.script(keys=self.keys, args=args)
-        # The server lost it (restarted, or flushed): loaded, and sent again
-        # behind the load, seen through as the first try was.
-        return await self._send(client, self.packed(args), held, load=True)
+        return await self.again(client, args, held)
+
+    async def again(self, client: Any, args: list[Any], held: list[asyncio.CancelledError]) -> Any:
+        """After NOSCRIPT (the server restarted, or was flushed): the script
+        loaded and the call sent behind the load, in one write, by a task of
+        its own seen through (it may have to connect: the caller may hold
+        the pool's other connections)."""
+        command = packed(("SCRIPT", "LOAD", self.script.script)) + self.packed(args)
+        return await through(self._send(client, command, load=True), held)
 
     async def _send(
         self,
         client: Any,
         command: bytes,
-        held: list[asyncio.CancelledError] | None,
+        held: list[asyncio.CancelledError] | None = None,
         load: bool = False,
     ) -> Any:
         pool = client.connection_pool
         conn = await checkout(pool)
         try:
-            if load:
-                command = packed(("SCRIPT", "LOAD", self.script.script)) + command
             await conn.send_packed_command(command, check_health=False)
-            if held is None:
-                return await conn.read_response()
+            if held is not None:
+                return await read_through(conn, held)
             if load:
-                await read_through(conn, held)  # the script's sha
-            return await read_through(conn, held)
+                try:
+                    await conn.read_response()  # the script's sha
+                except redis.ResponseError:
+                    # Refused (an ACL without SCRIPT LOAD, say): the call's own
+                    # answer behind it is read too, leaving nothing unread.
+                    with contextlib.suppress(redis.ResponseError):
+                        await conn.read_response()
+                    raise
+            return await conn.read_response()
         finally:
             try:
                 await checkin(pool, conn)  # waits only for one redis-py reconnects
@@ -268,6 +286,19 @@ class PackedScript:
                 if held is None:
                     raise
                 held.append(exc)
+
+
+async def through(aw: Awaitable[R], held: list[asyncio.CancelledError]) -> R:
+    """``aw`` in a task of its own, awaited to its end: each cancellation of
+    the caller meanwhile is held (see ``read_through``)."""
+    task = asyncio.ensure_future(aw)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.cancelled():
+                raise  # the task itself was cancelled (the loop is closing)
+            held.append(exc)  # (a task that just ended answers the next await)
 
 
 async def read_through(

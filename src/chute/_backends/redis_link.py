@@ -344,7 +344,7 @@ class ServerLink:
                 try:
                     status = await read_through(conn, held)
                 except redis.exceptions.NoScriptError:  # the server lost it: sent again
-                    status = await took(client, took_args, held)
+                    status = await took.again(client, took_args, held)
             finally:
                 reading[0] = False
                 if cutter:  # the read is over: no more unblocks

@@ -26,7 +26,8 @@ found the queue full). The core passes ``undo`` for the two changes a cancelled 
 or put must not leave behind: ``store`` (undone by ``take_back``) and
 ``claim`` (undone by ``give_back``). ``settle`` is awaited shielded by the
 core: a settle that was sent is seen through. A backend whose ``run``
-sends at once and sees a sent call through in the calling task says so
+commits to a call in its first step (sends it, or hands it to a task of
+its own) and sees it through whatever becomes of the caller says so
 (``sees_calls_through``), and the core then awaits it as it is: a shield
 is a task of its own, and its passes of the loop.
 
@@ -301,8 +302,8 @@ class Backend(Protocol):
     #: other clients that ran out.
     idle_poll_interval: float | None
     #: ``run`` sends a call before it first waits (unless it must connect
-    #: first), and sees a sent call through in the calling task: the core
-    #: need not shield a settle.
+    #: first), or hands it to a task of its own, and sees it through
+    #: whatever becomes of the caller: the core need not shield a settle.
     sees_calls_through: bool
 
     @property
