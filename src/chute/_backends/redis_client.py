@@ -10,7 +10,7 @@ import contextlib
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
@@ -280,12 +280,8 @@ class PackedScript:
                     raise
             return await conn.read_response()
         finally:
-            try:
+            with holding(held):
                 await checkin(pool, conn)  # waits only for one redis-py reconnects
-            except asyncio.CancelledError as exc:
-                if held is None:
-                    raise
-                held.append(exc)
 
 
 async def through(aw: Awaitable[R], held: list[asyncio.CancelledError]) -> R:
@@ -326,12 +322,21 @@ async def read_through(
         except redis.ResponseError:
             raise  # the server's answer: the connection is fine
         except BaseException:
-            try:
-                with contextlib.suppress(Exception):  # the read's own error is raised
-                    await conn.disconnect(nowait=True)
-            except asyncio.CancelledError as exc:
-                held.append(exc)
+            with holding(held), contextlib.suppress(Exception):  # the read's error is raised
+                await conn.disconnect(nowait=True)
             raise
+
+
+@contextlib.contextmanager
+def holding(held: list[asyncio.CancelledError] | None) -> Iterator[None]:
+    """A cancellation in the block is held (appended to ``held``, see
+    ``read_through``); with ``held`` None it goes on at once."""
+    try:
+        yield
+    except asyncio.CancelledError as exc:
+        if held is None:
+            raise
+        held.append(exc)
 
 
 async def checkout(pool: Any) -> Any:

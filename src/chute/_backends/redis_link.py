@@ -31,6 +31,7 @@ from .redis_client import (
     checkout,
     client_options,
     failure,
+    holding,
     packed,
     read_through,
     refused,
@@ -195,13 +196,8 @@ class ServerLink:
         try:
             reply = await scripts[name](client, [*args, *_flat(batch)], held)
             if self._closed:  # a call that outlived aclose() left no connection open
-                try:
-                    with contextlib.suppress(Exception):
-                        await client.connection_pool.disconnect()
-                except asyncio.CancelledError as exc:
-                    if held is None:
-                        raise
-                    held.append(exc)
+                with holding(held), contextlib.suppress(Exception):
+                    await client.connection_pool.disconnect()
         except redis.ResponseError as exc:
             error = self._refusal(exc)
             self._unsent(batch, error)
@@ -362,13 +358,11 @@ class ServerLink:
         finally:
             if blocked:
                 self._blocked.discard(blocked[0])
-            try:
+            with holding(held):
                 await checkin(pool, conn)
                 if self._closed:  # closed meanwhile: nothing may stay connected
                     with contextlib.suppress(Exception):
                         await conn.disconnect()
-            except asyncio.CancelledError as exc:
-                held.append(exc)
         answer = text(status[0])
         if held:
             if answer == "ok":  # this get's, and counted: given back
