@@ -20,7 +20,9 @@ import pytest
 
 import chute
 from chute._process import ProcessQueue
+from chute._process.layout import H_HOLDER, H_TAIL_HOLDER
 from chute._process.layout import shm_dir as _shm_dir
+from chute._process.lock import SPLIT_LOCKS
 from tests.conftest import wait_until
 
 pytestmark = [
@@ -33,7 +35,7 @@ METHODS = [m for m in ("fork", "spawn", "forkserver") if m in mp.get_all_start_m
 
 def leftovers(name: str) -> list[str]:
     return glob.glob(os.path.join(_shm_dir(), f"chute-{name}*")) + glob.glob(
-        f"/dev/shm/sem.chute-{name}"
+        f"/dev/shm/sem.chute-{name}*"  # the head lock's and the tail lock's
     )
 
 
@@ -200,7 +202,7 @@ def test_a_lock_held_by_a_killed_process_is_recovered():
         holder = ctx.Process(target=hold_the_lock, args=(q, ready))
         holder.start()
         pid = ready.sync.get(timeout=30)
-        assert q._h[12] == pid  # H_HOLDER: it holds the lock now
+        assert q._h[H_HOLDER] == pid  # it holds the lock now
         os.kill(pid, signal.SIGKILL)
         holder.join(30)
         q.sync.put("after")  # takes the lock over, repairs, goes on
@@ -457,7 +459,7 @@ def get_and_die_after(q, cell):
     q.sync.get(timeout=5)
 
 
-@pytest.mark.parametrize("cell", ["H_HEAD", "H_COUNT", "H_TAIL"])
+@pytest.mark.parametrize("cell", ["H_HOLDER", "H_HEAD", "H_TAKEN", "H_TOTAL_GOT"])
 def test_a_getter_killed_while_emptying_the_ring_leaves_it_consistent(cell):
     from chute._process import layout as _process
 
@@ -475,6 +477,76 @@ def test_a_getter_killed_while_emptying_the_ring_leaves_it_consistent(cell):
             except chute.QueueEmpty:
                 break
         assert got in (["b"], ["a", "b"])  # never garbage, never "b" lost
+
+
+def put_and_die_after(q, cell):
+    q._h = _DieAfterStoring(q._h, cell)
+    q.sync.put("x", timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("cell", "x_stored"),
+    [
+        ("H_TAIL_HOLDER", False),  # holding the tail lock, nothing written yet
+        ("H_TAIL", True),  # the record published, not yet counted
+        ("H_ADDED", True),
+        ("H_UNFINISHED", True),
+    ],
+)
+def test_a_putter_killed_while_storing_leaves_the_ring_consistent(cell, x_stored):
+    from chute._process import layout as _process
+
+    ctx = mp.get_context("fork")
+    with ProcessQueue(capacity=4096) as q:
+        q.sync.put("a")
+        p = ctx.Process(target=put_and_die_after, args=(q, getattr(_process, cell)))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0  # it died where it was told to, not of an error
+        q.sync.put("b", timeout=10)  # takes the tail lock over, repairs
+        assert q.qsize() == (3 if x_stored else 2)
+        got = [q.sync.get(timeout=10) for _ in range(q.qsize())]
+        assert got == (["a", "x", "b"] if x_stored else ["a", "b"])
+        assert q.qsize() == 0
+        q.sync.put("c")  # and it goes on
+        assert q.sync.get(timeout=10) == "c"
+
+
+def hold_one_lock(q, which, ready):
+    sem, cell = (q._sem, H_HOLDER) if which == "head" else (q._tail_sem, H_TAIL_HOLDER)
+    sem.acquire()  # as a get (head) or a put (tail) would, then stop there
+    q._h[cell] = os.getpid()
+    ready.sync.put(os.getpid())
+    threading.Event().wait(60)
+
+
+@pytest.mark.skipif(not SPLIT_LOCKS, reason="this CPU may reorder stores: a put takes both locks")
+@pytest.mark.parametrize("held", ["tail", "head"])
+def test_a_put_and_a_get_do_not_wait_for_each_other(held):
+    ctx = mp.get_context("fork")
+    with ProcessQueue() as q, ProcessQueue() as ready:
+        q.sync.put("stored before")
+        holder = ctx.Process(target=hold_one_lock, args=(q, held, ready))
+        holder.start()
+        pid = ready.sync.get(timeout=30)
+        if held == "tail":
+            # A put is under way in another process: a get goes on without it.
+            assert q.sync.get(timeout=0.1) == "stored before"
+            assert q._h[H_TAIL_HOLDER] == pid  # still held: the get did not wait it out
+        else:
+            # A get is under way: a put goes on.
+            q.sync.put("put meanwhile", timeout=0.1)
+            assert q._h[H_HOLDER] == pid
+        os.kill(pid, signal.SIGKILL)
+        holder.join(30)
+        # The dead holder's lock is taken over by the next call that needs it.
+        if held == "tail":
+            q.sync.put("put meanwhile", timeout=10)
+            expected = ["put meanwhile"]
+        else:
+            expected = ["stored before", "put meanwhile"]
+        assert [q.sync.get(timeout=10) for _ in expected] == expected
+        assert q.qsize() == 0
 
 
 def lock_and_wait(q, ready):
@@ -697,7 +769,7 @@ def test_a_failed_attach_does_not_spoil_fork_children():
         holder = ctx.Process(target=hold_the_lock, args=(q, ready))
         holder.start()
         pid = ready.sync.get(timeout=30)
-        assert q._h[12] == pid  # H_HOLDER: the child's own pid, not ours
+        assert q._h[H_HOLDER] == pid  # the child's own pid, not ours
         os.kill(pid, signal.SIGKILL)
         holder.join(30)
         q.sync.put("after")

@@ -67,7 +67,7 @@ class Resources:
     """What this process must let go of when its handle ends."""
 
     base: str  # the shared file's path; bells and held files start with it
-    sem_name: str
+    sem_names: tuple[str, str]  # the head lock's and the tail lock's
     fd: int | None = None  # the shared file
     mm: mmap.mmap | None = None
     files: list[Any] = field(default_factory=list)  # bells and held-item files (.close())
@@ -93,13 +93,15 @@ class ProcessHandle(Generic[T]):
     _capacity: int
     _bytes_max: int
     _fd: int
-    _sem: Any  # the cross-process lock: a named POSIX semaphore
+    _sem: Any  # the head lock: a named POSIX semaphore (see lock.py)
+    _tail_sem: Any  # the tail lock: another
     _finalizer: weakref.finalize[Any, Any]
 
     def _setup(self, name: str, *, owner: bool) -> None:
         self._name = name
         self._base = os.path.join(shm_dir(), f"chute-{name}")
         self._sem_name = f"/chute-{name}"
+        self._tail_sem_name = f"/chute-{name}.tail"
         self._owner = owner
         self._pid = os.getpid()
         self._closed = False
@@ -110,7 +112,9 @@ class ProcessHandle(Generic[T]):
         self._thread_bells = threading.local()
         self._ring_fds: dict[str, int] = {}
         self._orphan_since = 0.0
-        self._holding = 0  # the thread of ours holding the lock
+        self._holding = 0  # the thread of ours holding the head lock
+        self._tail_holding = 0  # and the tail lock
+        self._repair_due = False  # a lock was taken over from the dead: repair
         self._ring_start = 0
         self._arena: Arena | None = None
         self._dead: Arena | None = None
@@ -118,7 +122,7 @@ class ProcessHandle(Generic[T]):
         self._next_recovery = 0.0
         self._pending_rings: list[str] = []  # found under the lock, rung after it
         self._retired: list[Bell] = []  # bells of ended loops and threads
-        self._resources = Resources(self._base, self._sem_name)
+        self._resources = Resources(self._base, (self._sem_name, self._tail_sem_name))
 
     def _leave_peers(self) -> None:
         fd, self._resources.peers = self._resources.peers, None
@@ -268,8 +272,9 @@ def release(res: Resources, *, remove: bool, sem: bool = True) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(base)
         if sem:
-            with contextlib.suppress(FileNotFoundError, OSError):
-                _multiprocessing.sem_unlink(res.sem_name)
+            for sem_name in res.sem_names:
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    _multiprocessing.sem_unlink(sem_name)
         # Bells, held-item files, and the peers file last (attachers wait on it).
         for leftover in sorted(
             glob.glob(glob.escape(base) + ".*"), key=lambda p: p.endswith(".peers")

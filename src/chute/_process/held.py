@@ -23,7 +23,6 @@ from .dead import DeadLetters
 from .envelope import wrap
 from .handle import alive
 from .layout import (
-    H_COUNT,
     H_DELAYED,
     H_HEAD,
     H_IN_FLIGHT,
@@ -35,6 +34,7 @@ from .layout import (
     MAX_HOLDERS,
     RING_OFFSET,
     WRAP,
+    stored,
 )
 
 __all__ = ["RECOVERY_INTERVAL", "Held", "NoRoom", "Reserved"]
@@ -78,12 +78,12 @@ class Held(DeadLetters[T]):
         """Take the next item on reservation: (what was taken, bells to ring),
         or None if there is nothing yet."""
         h = self._h
-        if h[H_COUNT] == 0 and h[H_IN_FLIGHT] and time.monotonic() > self._next_recovery:
+        if stored(h) == 0 and h[H_IN_FLIGHT] and time.monotonic() > self._next_recovery:
             self._recover_dead_holders()
         state = h[H_STATE]
-        if state == IMMEDIATE or (state and h[H_COUNT] == 0):
+        if state == IMMEDIATE or (state and stored(h) == 0):
             raise QueueShutDown()
-        if h[H_COUNT] == 0:
+        if stored(h) == 0:
             return None
         cap, lengths = self._capacity, self._ring_q
         head = h[H_HEAD]

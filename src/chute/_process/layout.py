@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 from .._contract import check_maxsize
 
-MAGIC = 0x65747568_63000002  # "chute", layout 2
-VERSION = 2  # 2: records carry their last error; dead letters say why
+MAGIC = 0x65747568_63000003  # "chute", layout 3
+VERSION = 3  # 3: two locks, the head's and the tail's; the header regrouped by writer
 
 # The queue's state (the header's ``state`` cell).
 OPEN, SHUTDOWN, IMMEDIATE = 0, 1, 2
@@ -31,35 +31,57 @@ OPEN, SHUTDOWN, IMMEDIATE = 0, 1, 2
 
 class Header(NamedTuple):
     """The header's cells in order: a snapshot of them (``Header.read``), and
-    through the ``H_*`` constants below, the index of each cell."""
+    through the ``H_*`` constants below, the index of each cell.
+
+    Grouped by who writes them, a 64-byte cache line each: what rarely
+    changes; what a get writes (under the head lock); what a put writes
+    (under the tail lock); the waiters and the reservations. A get and a put
+    run at once on two CPUs, and each line then moves between them only
+    when the other side reads it.
+    """
 
     magic: int
     version: int
     capacity: int  # the ring's size in bytes
     maxsize: int
-    head: int  # ring positions: they grow for ever (mod capacity: where)
-    tail: int  # stored last: a record up to it is complete
-    size: int  # items in the ring (cell H_COUNT: a tuple has a count() already)
-    unfinished: int  # put and not yet done (join() waits on it)
     state: int  # OPEN, SHUTDOWN or IMMEDIATE
-    total_put: int
+    max_deliveries: int  # 0: no limit
+    rows: int  # bell rows ever used: rings scan only these
+    peers: int  # unused since the peers file (kept as a cell)
+    # -- written by gets (the head lock) --
+    head: int  # ring positions: they grow for ever (mod capacity: where)
+    taken: int  # records ever taken from the ring; the size is added - taken
     total_got: int
+    holder: int  # the pid holding the head lock (0: nobody, or not yet written)
+    spare_8: int
+    spare_9: int
+    spare_10: int
+    spare_11: int
+    # -- written by puts (the tail lock) --
+    tail: int  # stored before ``added``: a record up to it is complete
+    added: int  # records ever added to the ring (puts and items given back)
+    unfinished: int  # put and not yet done (join() waits on it)
+    total_put: int
     peak: int
-    holder: int  # the pid holding the lock (0: nobody, or not yet written)
-    peers: int  # unused since the peers file (layout 2 keeps the cell)
+    tail_holder: int  # the pid holding the tail lock, as ``holder``
+    spare_22: int
+    spare_23: int
+    # -- waiters and reservations (both locks) --
     get_waiters: int  # three cells in WaitKind's order: H_GET_WAITERS + kind
     put_waiters: int
     join_waiters: int
-    in_flight: int  # reserved and not yet settled, delayed ones included
-    rows: int  # bell rows ever used: rings scan only these
-    max_deliveries: int  # 0: no limit
-    dead: int  # dead letters kept
     batch_putters: int  # putters waiting to put more than one item
+    in_flight: int  # reserved and not yet settled, delayed ones included
+    dead: int  # dead letters kept
     delayed: int  # nacked with a delay, not yet back
 
     @classmethod
     def read(cls, cells: memoryview) -> Header:
         return cls._make(cells[: len(cls._fields)].tolist())
+
+    @property
+    def size(self) -> int:
+        return self.added - self.taken
 
 
 (
@@ -67,24 +89,32 @@ class Header(NamedTuple):
     H_VERSION,
     H_CAPACITY,
     H_MAXSIZE,
-    H_HEAD,
-    H_TAIL,
-    H_COUNT,
-    H_UNFINISHED,
     H_STATE,
-    H_TOTAL_PUT,
-    H_TOTAL_GOT,
-    H_PEAK,
-    H_HOLDER,
+    H_MAX_DELIVERIES,
+    H_ROWS,
     H_PEERS,
+    H_HEAD,
+    H_TAKEN,
+    H_TOTAL_GOT,
+    H_HOLDER,
+    _,
+    _,
+    _,
+    _,
+    H_TAIL,
+    H_ADDED,
+    H_UNFINISHED,
+    H_TOTAL_PUT,
+    H_PEAK,
+    H_TAIL_HOLDER,
+    _,
+    _,
     H_GET_WAITERS,
     H_PUT_WAITERS,
     H_JOIN_WAITERS,
-    H_IN_FLIGHT,
-    H_ROWS,
-    H_MAX_DELIVERIES,
-    H_DEAD,
     H_BATCH_PUTTERS,
+    H_IN_FLIGHT,
+    H_DEAD,
     H_DELAYED,
 ) = range(len(Header._fields))
 HEADER_CELLS = 32  # room to grow
@@ -144,6 +174,13 @@ STOP = 0x2E  # b"."
 # then the item's pickle.
 DEAD_HEAD = struct.Struct("<dQ")
 MAX_MAXSIZE = (1 << 63) - 1  # a header cell is an int64
+
+
+def stored(h: memoryview) -> int:
+    """The items in the ring now. ``taken`` is read first: ``added`` only
+    grows, so an unlocked read is never negative."""
+    taken = h[H_TAKEN]
+    return h[H_ADDED] - taken
 
 
 def pad(n: int) -> int:

@@ -35,8 +35,8 @@ from .layout import (
     B_PID,
     BELL_CELLS,
     BYTES_PICKLE,
+    H_ADDED,
     H_CAPACITY,
-    H_COUNT,
     H_GET_WAITERS,
     H_HEAD,
     H_HOLDER,
@@ -48,6 +48,8 @@ from .layout import (
     H_PUT_WAITERS,
     H_STATE,
     H_TAIL,
+    H_TAIL_HOLDER,
+    H_TAKEN,
     H_TOTAL_GOT,
     H_TOTAL_PUT,
     H_UNFINISHED,
@@ -64,7 +66,9 @@ from .layout import (
     VERSION,
     check_shared_maxsize,
     pad,
+    stored,
 )
+from .lock import SPLIT_LOCKS, acquire_soon
 from .settings import Settings
 from .sync import ProcessSyncQueue
 
@@ -121,6 +125,11 @@ class ProcessQueue(Settings[T]):
             self._resources.peers = join_peers(path, create=True)
             os.ftruncate(fd, RING_OFFSET + capacity)
             self._sem = _multiprocessing.SemLock(1, 1, 1, self._sem_name, False)
+            try:
+                self._tail_sem = _multiprocessing.SemLock(1, 1, 1, self._tail_sem_name, False)
+            except BaseException:
+                _multiprocessing.sem_unlink(self._sem_name)  # ours: made just now
+                raise
         except BaseException:
             os.close(fd)
             release(self._resources, remove=True, sem=False)
@@ -164,6 +173,7 @@ class ProcessQueue(Settings[T]):
             if self._h[H_MAGIC] != MAGIC or self._h[H_VERSION] != VERSION:
                 raise ChuteError(f"{name!r} is not a chute ProcessQueue of this version")
             self._sem = _multiprocessing.SemLock._rebuild(0, 1, 1, self._sem_name)
+            self._tail_sem = _multiprocessing.SemLock._rebuild(0, 1, 1, self._tail_sem_name)
         except BaseException:
             os.close(fd)
             self._leave_peers()
@@ -243,6 +253,8 @@ class ProcessQueue(Settings[T]):
             raise QueueShutDown()
         if not records:
             return []  # an empty batch needs no room, even over a lowered bound
+        if stored(self._h) == 0:
+            self._restart_empty()  # (a get, holding the head lock alone, does not)
         if not self._room(records):
             maxsize = self._h[H_MAXSIZE]
             if maxsize and len(records) > maxsize:  # the bound was lowered while it waited
@@ -256,15 +268,12 @@ class ProcessQueue(Settings[T]):
     def _try_get(self, max_items: int) -> tuple[list[bytes], list[str]] | None:
         """Lock held. (records, bells to ring) or None if there is nothing yet."""
         state = self._h[H_STATE]
-        if (
-            self._h[H_COUNT] == 0
-            and self._h[H_IN_FLIGHT]
-            and time.monotonic() > self._next_recovery
-        ):
+        if stored(self._h) == 0 and self._h[H_IN_FLIGHT] and time.monotonic() > self._next_recovery:
             self._recover_dead_holders()  # idle, and some items are out: any held by the dead?
-        if state == IMMEDIATE or (state and self._h[H_COUNT] == 0):
+        empty = stored(self._h) == 0
+        if state == IMMEDIATE or (state and empty):
             raise QueueShutDown()
-        if self._h[H_COUNT] == 0:
+        if empty:
             return None
         records = self._read(max_items)
         return records, self._to_ring(PUT, len(records))
@@ -284,15 +293,21 @@ class ProcessQueue(Settings[T]):
             self._ring_bells(done)
 
     def _put_one(self, item: Any) -> list[str] | bytes | None:
-        """The common put, in one short locked section: open, room, no wrap.
+        """The common put, in one short section under the tail lock alone:
+        open, room, no wrap.
 
         Returns the bells to ring once the item is stored. Otherwise the
         general path (which waits, wraps, or raises QueueShutDown) stores
         the item's pickle: returned, or None where it is ``_record(item)``,
-        made only then and not under the lock. The same logic as _room and _write, unrolled, with
-        the lock's fast path inline; a small int or a bytes is pickled
-        straight into the ring (layout.INT_PICKLE, BYTES_PICKLE), the
-        pickler's call and a copy of the bytes saved.
+        made only then and not under the lock. The same logic as _room and
+        _write, unrolled, with the lock's fast path inline; a small int or a
+        bytes is pickled straight into the ring (layout.INT_PICKLE,
+        BYTES_PICKLE), the pickler's call and a copy of the bytes saved.
+
+        The head side (``head``, ``taken``) is read without its lock: a get
+        only moves it forward, so the room seen is at most too little. The
+        record's bytes are stored first, then the tail, then ``added``: a
+        get that sees ``added`` grow finds the record whole (lock.py).
         """
         tp = type(item)
         if tp is int and -0x8000_0000 <= item < 0x8000_0000:
@@ -303,20 +318,24 @@ class ProcessQueue(Settings[T]):
         else:
             data = self._encode(item)
             n, length = len(data), -1
-        sem, h = self._sem, self._h
-        if self._closed or not sem.acquire(False):
-            self._lock()
+        sem, h = self._tail_sem, self._h
+        if SPLIT_LOCKS and not self._closed and (sem.acquire(False) or acquire_soon(sem)):
+            both = False
+            self._tail_holding = get_ident()  # before the pid: see Lock._lock_slowly
+            h[H_TAIL_HOLDER] = self._pid
         else:
-            self._holding = get_ident()  # before the pid: see Lock._lock_slowly
-            h[H_HOLDER] = self._pid
+            both = True
+            self._lock()
         try:
-            count, maxsize = h[H_COUNT], h[H_MAXSIZE]
+            maxsize = h[H_MAXSIZE]
+            taken = h[H_TAKEN]
+            added = h[H_ADDED]
             cap, tail = self._capacity, h[H_TAIL]
             rec = 8 + ((n + 7) & ~7)
             phys = tail % cap
             if (
                 h[H_STATE]
-                or (maxsize and count >= maxsize)
+                or (maxsize and added - taken >= maxsize)
                 or cap - phys < rec
                 or tail - h[H_HEAD] + rec > cap
             ):
@@ -335,21 +354,27 @@ class ProcessQueue(Settings[T]):
                 mm[start + n - 1] = STOP
             self._ring_q[cell] = n
             h[H_TAIL] = tail + rec  # publish
-            h[H_COUNT] = count + 1
+            h[H_ADDED] = added + 1
             h[H_UNFINISHED] += 1
             h[H_TOTAL_PUT] += 1
-            if count >= h[H_PEAK]:
-                h[H_PEAK] = count + 1
+            if added - taken >= h[H_PEAK]:
+                h[H_PEAK] = added - taken + 1
             if h[H_GET_WAITERS] <= 0:
                 return NO_RINGS
             return self._to_ring(GET, 1)
         finally:
-            if self._pending_rings or self._retired:
+            if both:
                 self._unlock()
             else:
-                h[H_HOLDER] = 0
-                self._holding = 0
+                # Taken while the lock is held: rings are added with both held.
+                rings = self._pending_rings
+                if rings:
+                    self._pending_rings = []
+                h[H_TAIL_HOLDER] = 0
+                self._tail_holding = 0
                 sem.release()
+                if rings:
+                    self._ring_bells(rings)
 
     def _record(self, item: Any) -> bytes:
         """The pickle _put_one writes for a small int or a bytes, as bytes."""
@@ -359,21 +384,26 @@ class ProcessQueue(Settings[T]):
         return b"".join((head, item, b"."))
 
     def _get_one(self) -> tuple[Any, bytes | None, list[str]] | None:
-        """The common get, in one short locked section (see _put_one).
+        """The common get, in one short section under the head lock alone
+        (see _put_one; ``added`` is read before the record it counts).
 
         (item, None, bells) where the record was one of the pickles read
         without the pickler; else (None, record, bells), the record to be
-        unpickled by the caller once the lock is let go.
+        unpickled by the caller once the lock is let go. None where the
+        general path must look: nothing stored, shut down, or a wrap at the
+        head (stepped over there, with both locks).
         """
         sem, h = self._sem, self._h
-        if self._closed or not sem.acquire(False):
-            self._lock()
-        else:
+        if not self._closed and (sem.acquire(False) or acquire_soon(sem)):
+            both = False
             self._holding = get_ident()  # before the pid: see Lock._lock_slowly
             h[H_HOLDER] = self._pid
+        else:
+            both = True
+            self._lock()
         try:
-            count = h[H_COUNT]
-            if not count or h[H_STATE]:
+            taken = h[H_TAKEN]
+            if h[H_ADDED] == taken or h[H_STATE]:
                 return None
             cap, head = self._capacity, h[H_HEAD]
             phys = head % cap
@@ -399,23 +429,25 @@ class ProcessQueue(Settings[T]):
                 item = self._mm[start + 7 : start + n - 1]
             else:
                 data = self._mm[start : start + n]
-            head += 8 + ((n + 7) & ~7)
-            count -= 1
-            h[H_HEAD] = head  # publish
-            h[H_COUNT] = count
-            if count == 0:
-                self._restart_empty()
+            h[H_HEAD] = head + 8 + ((n + 7) & ~7)  # publish
+            h[H_TAKEN] = taken + 1
             h[H_TOTAL_GOT] += 1
             if h[H_PUT_WAITERS] <= 0:
                 return item, data, NO_RINGS
             return item, data, self._to_ring(PUT, 1)
         finally:
-            if self._pending_rings or self._retired:
+            if both:
                 self._unlock()
             else:
+                # Taken while the lock is held: rings are added with both held.
+                rings = self._pending_rings
+                if rings:
+                    self._pending_rings = []
                 h[H_HOLDER] = 0
                 self._holding = 0
                 sem.release()
+                if rings:
+                    self._ring_bells(rings)
 
     async def put_batch(self, items: Iterable[T], timeout: float | None = None) -> None:
         """Put all ``items`` at once or none: one pickling pass, one lock."""
@@ -521,7 +553,7 @@ class ProcessQueue(Settings[T]):
             removed: list[bytes] = []
             if immediate:
                 h[H_STATE] = IMMEDIATE
-                removed = self._read(h[H_COUNT]) if h[H_COUNT] else []
+                removed = self._read(stored(h)) if stored(h) else []
                 h[H_UNFINISHED] = max(0, h[H_UNFINISHED] - len(removed))
             elif h[H_STATE] == OPEN:
                 h[H_STATE] = SHUTDOWN

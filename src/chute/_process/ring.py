@@ -1,10 +1,12 @@
-"""The ring: records ``[length word][pickle]`` in the shared file, lock held.
+"""The ring: records ``[length word][pickle]`` in the shared file, locks held.
 
 Positions grow for ever (``% capacity`` says where). A record is published
 by one aligned 8-byte store of the tail (or the head, for an item given
-back in front) after its bytes are written, so a process killed while
-writing leaves nothing half-visible; ``_recount`` rebuilds the count from
-what is published. Every method here runs with the queue's lock held.
+back in front) after its bytes are written, then counted in ``added``, so a
+process killed while writing leaves nothing half-visible; ``_recount``
+rebuilds the count from what is published. The size is ``added - taken``:
+a put adds under the tail lock, a get takes under the head lock (lock.py).
+Every method here runs with both locks held.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import TypeVar
 
 from .handle import ProcessHandle
 from .layout import (
-    H_COUNT,
+    H_ADDED,
     H_HEAD,
     H_MAXSIZE,
     H_PEAK,
     H_TAIL,
+    H_TAKEN,
     H_TOTAL_GOT,
     H_TOTAL_PUT,
     H_UNFINISHED,
@@ -26,6 +29,7 @@ from .layout import (
     RING_OFFSET,
     WRAP,
     pad,
+    stored,
 )
 
 __all__ = ["Ring"]
@@ -37,10 +41,10 @@ class Ring(ProcessHandle[T]):
     """Storing and taking records; the bound (maxsize) and the bytes."""
 
     def _room(self, records: list[bytes], *, bounded: bool = True) -> bool:
-        """Lock held: whether ``records`` fit the ring (and maxsize, if ``bounded``)."""
+        """Whether ``records`` fit the ring (and maxsize, if ``bounded``)."""
         h = self._h
         maxsize = h[H_MAXSIZE]
-        if bounded and maxsize and h[H_COUNT] + len(records) > maxsize:
+        if bounded and maxsize and stored(h) + len(records) > maxsize:
             return False
         cap, tail = self._capacity, h[H_TAIL]
         total = sum([(len(data) + 15) & ~7 for data in records])  # 8 + padded each
@@ -72,8 +76,8 @@ class Ring(ProcessHandle[T]):
             lengths[phys >> 3] = n | (deliveries << LEN_BITS)
             tail += rec
         h[H_TAIL] = tail  # publish: the records become visible at once
-        count = h[H_COUNT] + len(records)
-        h[H_COUNT] = count
+        h[H_ADDED] += len(records)
+        count = stored(h)
         if new:  # not for an item given back: it was counted when first put
             h[H_UNFINISHED] += len(records)
             h[H_TOTAL_PUT] += len(records)
@@ -81,7 +85,7 @@ class Ring(ProcessHandle[T]):
             h[H_PEAK] = count
 
     def _restart_empty(self) -> None:
-        """Lock held, ring empty (head == tail): restart at the ring's start,
+        """Both locks held, ring empty (head == tail): restart at the ring's start,
         so that any record up to the whole capacity fits next time.
 
         Crash-safe in this order: a wrap marker first (so a walk from the
@@ -110,10 +114,9 @@ class Ring(ProcessHandle[T]):
             start = RING_OFFSET + phys + 8
             out.append(mm[start : start + n])
             head += 8 + pad(n)
-        count = h[H_COUNT] - len(out)
         h[H_HEAD] = head
-        h[H_COUNT] = count
-        if count == 0:
+        h[H_TAKEN] += len(out)
+        if stored(self._h) == 0:
             self._restart_empty()
         h[H_TOTAL_GOT] += len(out)
         return out
@@ -132,7 +135,7 @@ class Ring(ProcessHandle[T]):
         # word over the start of the ring up to the head.
         gap = head % cap if rec > head % cap else 0
         front = head - gap - rec
-        if h[H_COUNT] and tail - front <= cap:
+        if stored(h) and tail - front <= cap:
             phys = front % cap
             start = RING_OFFSET + phys + 8
             self._mm[start : start + len(data)] = data
@@ -140,7 +143,7 @@ class Ring(ProcessHandle[T]):
             if gap:
                 self._ring_q[0] = -gap - 1
             h[H_HEAD] = front  # publish
-            h[H_COUNT] += 1
+            h[H_ADDED] += 1
         else:
             # Counted when it was put, as at the front: the bound does not
             # apply (a give-back that waited for room would stall its holder).
@@ -169,6 +172,6 @@ class Ring(ProcessHandle[T]):
                 break
             pos += 8 + pad(n)
             count += 1
-        h[H_COUNT] = count
+        h[H_ADDED] = h[H_TAKEN] + count
         if h[H_UNFINISHED] < count:
             h[H_UNFINISHED] = count

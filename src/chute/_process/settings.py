@@ -11,7 +11,6 @@ from typing import TypeVar
 from .._contract import UNSET, QueueStatistics, Unset, check_max_deliveries
 from .._waiters import PUT
 from .layout import (
-    H_COUNT,
     H_MAX_DELIVERIES,
     H_MAXSIZE,
     H_STATE,
@@ -19,6 +18,7 @@ from .layout import (
     OPEN,
     Header,
     check_shared_maxsize,
+    stored,
 )
 from .waits import Waits
 
@@ -80,13 +80,13 @@ class Settings(Waits[T]):
 
     def qsize(self) -> int:
         """The number of items stored now, exact across processes."""
-        return self._h[H_COUNT]
+        return stored(self._h)
 
     def empty(self) -> bool:
-        return self._h[H_COUNT] == 0
+        return stored(self._h) == 0
 
     def full(self) -> bool:
-        return 0 < self._h[H_MAXSIZE] <= self._h[H_COUNT]
+        return 0 < self._h[H_MAXSIZE] <= stored(self._h)
 
     @property
     def is_shutdown(self) -> bool:
@@ -121,7 +121,7 @@ class Settings(Waits[T]):
 
     async def aqsize(self) -> int:
         """``qsize()`` for code on a loop: one read of shared memory."""
-        return self._h[H_COUNT]
+        return stored(self._h)
 
     def __repr__(self) -> str:
         if self._closed:

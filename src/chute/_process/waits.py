@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .._waiters import GET, PUT, Expired, WaitKind, check_not_on_loop, expire
 from .held import RECOVERY_INTERVAL, Held
-from .layout import H_COUNT, H_IN_FLIGHT, H_MAXSIZE, H_STATE, H_UNFINISHED
+from .layout import H_IN_FLIGHT, H_MAXSIZE, H_STATE, H_UNFINISHED, stored
 
 __all__ = ["DeadlinePassed", "Waits"]
 
@@ -110,11 +110,11 @@ class Waits(Held[T]):
                 # CPUs, a spin that only looks steals from the other side.
                 yield_cpu()
             if kind is GET:
-                if h[H_COUNT] or h[H_STATE]:
+                if stored(h) or h[H_STATE]:
                     return budget - i - 1  # worth another try (0: then sleep)
             elif kind is PUT:
                 maxsize = h[H_MAXSIZE]
-                if h[H_STATE] or (maxsize and h[H_COUNT] < maxsize):
+                if h[H_STATE] or (maxsize and stored(h) < maxsize):
                     return budget - i - 1
             elif h[H_UNFINISHED] == 0:
                 return budget - i - 1
