@@ -20,7 +20,7 @@ import pytest
 
 import chute
 from chute._process import ProcessQueue
-from chute._process.layout import H_HOLDER, H_TAIL_HOLDER
+from chute._process.layout import H_HEAD, H_HOLDER, H_REPAIR_DUE, H_TAIL_HOLDER
 from chute._process.layout import shm_dir as _shm_dir
 from chute._process.lock import SPLIT_LOCKS
 from tests.conftest import wait_until
@@ -547,6 +547,63 @@ def test_a_put_and_a_get_do_not_wait_for_each_other(held):
             expected = ["stored before", "put meanwhile"]
         assert [q.sync.get(timeout=10) for _ in expected] == expected
         assert q.qsize() == 0
+
+
+def take_over_the_head_lock(q):
+    q.sync.get_nowait()  # a dead getter's lock: taken over, then the tail lock is waited for
+
+
+def test_a_repair_left_by_a_taker_killed_before_it_made_it_is_made_by_the_next():
+    ctx = mp.get_context("fork")
+    with ProcessQueue(capacity=4096) as q, ProcessQueue() as ready:
+        for i in range(300):  # a lap and more: old records stay in the ring
+            q.sync.put(i)
+            assert q.sync.get() == i
+        q.sync.put(300)
+        getter = ctx.Process(target=get_and_die_after, args=(q, H_HEAD))
+        getter.start()
+        getter.join(30)  # it took 300, then died: the head moved, "taken" did not
+        putter = ctx.Process(target=hold_one_lock, args=(q, "tail", ready))
+        putter.start()
+        putter_pid = ready.sync.get(timeout=30)
+        taker = ctx.Process(target=take_over_the_head_lock, args=(q,))
+        taker.start()
+        deadline = time.monotonic() + 30
+        while not (q._h[H_HOLDER] == taker.pid and q._h[H_REPAIR_DUE]):
+            assert time.monotonic() < deadline, "the head lock was never taken over"
+            time.sleep(0.01)
+        os.kill(taker.pid, signal.SIGKILL)  # holding the head lock, not yet the tail's
+        taker.join(30)
+        os.kill(putter_pid, signal.SIGKILL)
+        putter.join(30)
+        with pytest.raises(chute.QueueEmpty):
+            q.sync.get(timeout=1)  # not 300 again, nor an old record of the last lap
+        assert q.qsize() == 0
+        q.sync.put("after")
+        assert q.sync.get(timeout=10) == "after"
+
+
+def test_a_large_item_given_back_to_an_emptied_ring_fits():
+    with ProcessQueue(capacity=8192) as q:
+        big = b"B" * 5000  # over half the ring: it fits only from the ring's start
+        q.sync.put(big)
+        job = q.sync.reserve(timeout=1).__enter__()
+        q.sync.put(b"s" * 3500)  # the ring empties with its tail half way
+        assert q.sync.get(timeout=1) == b"s" * 3500
+        job.nack()
+        assert q.sync.get(timeout=1) == big
+
+
+def test_a_large_dead_letter_requeued_to_an_emptied_ring_fits():
+    with ProcessQueue(capacity=8192, max_deliveries=1) as q:
+        big = b"B" * 5000
+        q.sync.put(big)
+        with q.sync.reserve(timeout=1) as job:
+            job.nack()  # its last delivery: a dead letter
+        q.sync.put(b"s" * 3500)
+        assert q.sync.get(timeout=1) == b"s" * 3500
+        assert q.requeue_dead() == 1
+        assert q.sync.get(timeout=1) == big
 
 
 def lock_and_wait(q, ready):

@@ -28,6 +28,7 @@ from .layout import (
     H_UNFINISHED,
     IMMEDIATE,
     OPEN,
+    stored,
 )
 from .lock import Lock
 
@@ -109,6 +110,8 @@ class DeadLetters(Lock[T]):
                 return 0
             arena = self._dead_arena()
             moved = 0
+            if stored(self._h) == 0:
+                self._restart_empty()  # (a get, holding the head lock alone, does not)
             for offset, payload, _d in arena.held():
                 data = dead_parts(payload)[2]
                 if not self._room([data]):

@@ -114,7 +114,6 @@ class ProcessHandle(Generic[T]):
         self._orphan_since = 0.0
         self._holding = 0  # the thread of ours holding the head lock
         self._tail_holding = 0  # and the tail lock
-        self._repair_due = False  # a lock was taken over from the dead: repair
         self._ring_start = 0
         self._arena: Arena | None = None
         self._dead: Arena | None = None

@@ -47,7 +47,7 @@ class Header(NamedTuple):
     state: int  # OPEN, SHUTDOWN or IMMEDIATE
     max_deliveries: int  # 0: no limit
     rows: int  # bell rows ever used: rings scan only these
-    peers: int  # unused since the peers file (kept as a cell)
+    repair_due: int  # a lock was taken over from the dead: repair before use
     # -- written by gets (the head lock) --
     head: int  # ring positions: they grow for ever (mod capacity: where)
     taken: int  # records ever taken from the ring; the size is added - taken
@@ -92,7 +92,7 @@ class Header(NamedTuple):
     H_STATE,
     H_MAX_DELIVERIES,
     H_ROWS,
-    H_PEERS,
+    H_REPAIR_DUE,
     H_HEAD,
     H_TAKEN,
     H_TOTAL_GOT,
@@ -177,10 +177,13 @@ MAX_MAXSIZE = (1 << 63) - 1  # a header cell is an int64
 
 
 def stored(h: memoryview) -> int:
-    """The items in the ring now. ``taken`` is read first: ``added`` only
-    grows, so an unlocked read is never negative."""
-    taken = h[H_TAKEN]
-    return h[H_ADDED] - taken
+    """The items in the ring now, exact without a lock: the size when
+    ``added`` was read, ``taken`` the same before and after it."""
+    while True:
+        taken = h[H_TAKEN]
+        added = h[H_ADDED]
+        if h[H_TAKEN] == taken:
+            return added - taken
 
 
 def pad(n: int) -> int:

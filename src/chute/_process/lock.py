@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import os
 import platform
+import sys
 import time
 from collections.abc import Iterator
 from threading import get_ident
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 from .._exceptions import ChuteError
 from .bells import Bells
 from .handle import alive
-from .layout import H_HOLDER, H_TAIL_HOLDER
+from .layout import H_HOLDER, H_REPAIR_DUE, H_TAIL_HOLDER
 
 __all__ = ["Lock"]
 
@@ -47,7 +48,8 @@ LOCK_PATIENCE = 0.2  # seconds between checks that the lock holder is alive
 ORPHAN_LOCK = 1.0  # a lock held with no holder pid for this long: its taker died
 # Where a put may take the tail lock alone: CPUs that keep stores in order
 # (and loads), so that a get that sees ``added`` grow sees the record too.
-SPLIT_LOCKS = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
+# 64-bit only: a 32-bit build stores a cell in two halves.
+SPLIT_LOCKS = platform.machine().lower() in {"x86_64", "amd64"} and sys.maxsize > 2**32
 
 
 def acquire_soon(sem: Any) -> bool:
@@ -91,8 +93,7 @@ class Lock(Bells[T]):
             self._holding = 0
             self._sem.release()
             raise
-        if self._repair_due:
-            self._repair_due = False
+        if self._h[H_REPAIR_DUE]:
             try:
                 self._repair()
             except BaseException:
@@ -168,7 +169,10 @@ class Lock(Bells[T]):
             if self._h[H_HOLDER] != holder:
                 return False  # someone else took over meanwhile
             self._h[H_HOLDER] = self._pid
-            self._repair_due = True  # once the tail lock is ours too
+            # In the header, not in this process: if we are stopped before
+            # holding the tail lock too, the next taker repairs (and the
+            # single puts and gets leave it to them meanwhile).
+            self._h[H_REPAIR_DUE] = 1
             return True
         finally:
             os.close(fd)  # drops the flock
@@ -180,25 +184,30 @@ class Lock(Bells[T]):
         that cannot have it soon takes both, head first), so there is one
         taker at a time without an flock.
         """
+        h, sem = self._h, self._tail_sem
         orphan_since = 0.0
         while True:
-            holder = self._h[H_TAIL_HOLDER]
+            holder = h[H_TAIL_HOLDER]
             if holder == self._pid and self._tail_holding == get_ident():
                 break  # this very thread holds it: see _lock_slowly
-            if holder and not alive(holder):
+            # A holder writes 0 before it lets go: the same pid again after
+            # alive() said dead means it died holding the lock.
+            if holder and not alive(holder) and h[H_TAIL_HOLDER] == holder:
                 break
             if holder == 0:
                 # Taken by a process that died before writing its pid, or one
                 # about to write it.
                 orphan_since = orphan_since or time.monotonic()
                 if time.monotonic() - orphan_since >= ORPHAN_LOCK:
+                    if sem.acquire(False):
+                        return  # let go meanwhile after all
                     break
             else:
                 orphan_since = 0.0
-            if self._tail_sem.acquire(True, LOCK_PATIENCE):
+            if sem.acquire(True, LOCK_PATIENCE):
                 return
-        self._h[H_TAIL_HOLDER] = self._pid
-        self._repair_due = True
+        h[H_TAIL_HOLDER] = self._pid
+        h[H_REPAIR_DUE] = 1
 
     def _repair(self) -> None:
         """After taking a lock from a dead holder, both held: make the header
@@ -206,6 +215,7 @@ class Lock(Bells[T]):
         held."""
         try:
             self._recount()
+            self._h[H_REPAIR_DUE] = 0
             self._sweep_dead_bells()
             self._recover_dead_holders()
         except Exception:  # pragma: no cover - we hold the locks whatever happens

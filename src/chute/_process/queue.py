@@ -46,6 +46,7 @@ from .layout import (
     H_MAXSIZE,
     H_PEAK,
     H_PUT_WAITERS,
+    H_REPAIR_DUE,
     H_STATE,
     H_TAIL,
     H_TAIL_HOLDER,
@@ -319,7 +320,12 @@ class ProcessQueue(Settings[T]):
             data = self._encode(item)
             n, length = len(data), -1
         sem, h = self._tail_sem, self._h
-        if SPLIT_LOCKS and not self._closed and (sem.acquire(False) or acquire_soon(sem)):
+        # Bells to retire are freed with both locks: see Lock._unlock.
+        if (
+            SPLIT_LOCKS
+            and not (self._closed or self._retired)
+            and (sem.acquire(False) or acquire_soon(sem))
+        ):
             both = False
             self._tail_holding = get_ident()  # before the pid: see Lock._lock_slowly
             h[H_TAIL_HOLDER] = self._pid
@@ -335,6 +341,7 @@ class ProcessQueue(Settings[T]):
             phys = tail % cap
             if (
                 h[H_STATE]
+                or h[H_REPAIR_DUE]  # left for the general path, which repairs
                 or (maxsize and added - taken >= maxsize)
                 or cap - phys < rec
                 or tail - h[H_HEAD] + rec > cap
@@ -357,8 +364,11 @@ class ProcessQueue(Settings[T]):
             h[H_ADDED] = added + 1
             h[H_UNFINISHED] += 1
             h[H_TOTAL_PUT] += 1
-            if added - taken >= h[H_PEAK]:
-                h[H_PEAK] = added - taken + 1
+            # A size there was (``taken`` read again: a get may have gone on
+            # meanwhile; ``added`` stays ours until we let go).
+            size = added + 1 - h[H_TAKEN]
+            if size > h[H_PEAK]:
+                h[H_PEAK] = size
             if h[H_GET_WAITERS] <= 0:
                 return NO_RINGS
             return self._to_ring(GET, 1)
@@ -394,7 +404,7 @@ class ProcessQueue(Settings[T]):
         head (stepped over there, with both locks).
         """
         sem, h = self._sem, self._h
-        if not self._closed and (sem.acquire(False) or acquire_soon(sem)):
+        if not (self._closed or self._retired) and (sem.acquire(False) or acquire_soon(sem)):
             both = False
             self._holding = get_ident()  # before the pid: see Lock._lock_slowly
             h[H_HOLDER] = self._pid
@@ -403,8 +413,8 @@ class ProcessQueue(Settings[T]):
             self._lock()
         try:
             taken = h[H_TAKEN]
-            if h[H_ADDED] == taken or h[H_STATE]:
-                return None
+            if h[H_ADDED] == taken or h[H_STATE] or h[H_REPAIR_DUE]:
+                return None  # (a repair due: the general path makes it)
             cap, head = self._capacity, h[H_HEAD]
             phys = head % cap
             cell = phys >> 3

@@ -125,6 +125,8 @@ class Ring(ProcessHandle[T]):
         """Put a reserved item back at the front (the end if it cannot go
         there). False if the ring has no room for it at all right now."""
         h, cap = self._h, self._capacity
+        if stored(h) == 0:
+            self._restart_empty()  # (a get, holding the head lock alone, does not)
         rec = 8 + pad(len(data))
         head, tail = h[H_HEAD], h[H_TAIL]
         if tail - head + rec > cap:
