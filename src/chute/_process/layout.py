@@ -53,10 +53,10 @@ class Header(NamedTuple):
     taken: int  # records ever taken from the ring; the size is added - taken
     total_got: int
     holder: int  # the pid holding the head lock (0: nobody, or not yet written)
-    spare_8: int
-    spare_9: int
-    spare_10: int
-    spare_11: int
+    spare_12: int
+    spare_13: int
+    spare_14: int
+    spare_15: int
     # -- written by puts (the tail lock) --
     tail: int  # stored before ``added``: a record up to it is complete
     added: int  # records ever added to the ring (puts and items given back)

@@ -306,7 +306,8 @@ class ProcessQueue(Settings[T]):
         BYTES_PICKLE), the pickler's call and a copy of the bytes saved.
 
         The head side (``head``, ``taken``) is read without its lock: a get
-        only moves it forward, so the room seen is at most too little. The
+        only moves it forward (a give-back, which moves it back, takes both
+        locks), so the room seen is at most too little. The
         record's bytes are stored first, then the tail, then ``added``: a
         get that sees ``added`` grow finds the record whole (lock.py).
         """
