@@ -438,6 +438,9 @@ async def wait_until_dead_lettered(q: ProcessQueue[object]) -> None:
 # -- regressions found in review --------------------------------------------------------
 
 
+DIED_AT_CELL = 7  # the exit code of a child that died where it was told to
+
+
 class _DieAfterStoring:
     """Stands for q._h in a child: the process dies right after storing the
     given cell, as SIGKILL could at that instant."""
@@ -451,7 +454,17 @@ class _DieAfterStoring:
     def __setitem__(self, i, v):
         self.h[i] = v
         if i == self.cell:
-            os._exit(0)
+            os._exit(DIED_AT_CELL)
+
+
+def run_until_it_dies(target, q, cell_name):
+    """Run ``target(q, cell)`` in a fork child that dies right after storing the cell."""
+    from chute._process import layout
+
+    p = mp.get_context("fork").Process(target=target, args=(q, getattr(layout, cell_name)))
+    p.start()
+    p.join(30)
+    assert p.exitcode == DIED_AT_CELL  # it stored that cell: not finished, not failed
 
 
 def get_and_die_after(q, cell):
@@ -459,16 +472,19 @@ def get_and_die_after(q, cell):
     q.sync.get(timeout=5)
 
 
-@pytest.mark.parametrize("cell", ["H_HOLDER", "H_HEAD", "H_TAKEN", "H_TOTAL_GOT"])
-def test_a_getter_killed_while_emptying_the_ring_leaves_it_consistent(cell):
-    from chute._process import layout as _process
-
-    ctx = mp.get_context("fork")
+@pytest.mark.parametrize(
+    ("cell", "a_taken"),
+    [
+        ("H_HOLDER", False),  # holding the head lock, nothing taken yet
+        ("H_HEAD", True),  # "a" taken (the head moved), not yet counted
+        ("H_TAKEN", True),
+        ("H_TOTAL_GOT", True),
+    ],
+)
+def test_a_getter_killed_while_emptying_the_ring_leaves_it_consistent(cell, a_taken):
     with ProcessQueue(capacity=4096) as q:
         q.sync.put("a")
-        p = ctx.Process(target=get_and_die_after, args=(q, getattr(_process, cell)))
-        p.start()
-        p.join(30)
+        run_until_it_dies(get_and_die_after, q, cell)
         q.sync.put("b", timeout=10)  # takes the lock over if it was held, repairs
         got = []
         while True:
@@ -476,7 +492,7 @@ def test_a_getter_killed_while_emptying_the_ring_leaves_it_consistent(cell):
                 got.append(q.sync.get_nowait())
             except chute.QueueEmpty:
                 break
-        assert got in (["b"], ["a", "b"])  # never garbage, never "b" lost
+        assert got == (["b"] if a_taken else ["a", "b"])  # never garbage, never "b" lost
 
 
 def put_and_die_after(q, cell):
@@ -494,15 +510,9 @@ def put_and_die_after(q, cell):
     ],
 )
 def test_a_putter_killed_while_storing_leaves_the_ring_consistent(cell, x_stored):
-    from chute._process import layout as _process
-
-    ctx = mp.get_context("fork")
     with ProcessQueue(capacity=4096) as q:
         q.sync.put("a")
-        p = ctx.Process(target=put_and_die_after, args=(q, getattr(_process, cell)))
-        p.start()
-        p.join(30)
-        assert p.exitcode == 0  # it died where it was told to, not of an error
+        run_until_it_dies(put_and_die_after, q, cell)
         q.sync.put("b", timeout=10)  # takes the tail lock over, repairs
         assert q.qsize() == (3 if x_stored else 2)
         got = [q.sync.get(timeout=10) for _ in range(q.qsize())]
