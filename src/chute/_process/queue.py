@@ -72,6 +72,7 @@ from .layout import (
 from .lock import SPLIT_LOCKS, acquire_soon
 from .settings import Settings
 from .sync import ProcessSyncQueue
+from .waits import ASYNC_SPIN
 
 __all__ = ["ProcessQueue"]
 
@@ -288,6 +289,8 @@ class ProcessQueue(Settings[T]):
         if timeout is not None:
             timeout = check_timeout(timeout)
         done = self._put_one(item)
+        if not isinstance(done, list) and timeout != 0 and self._worth_again(PUT, ASYNC_SPIN):
+            done = self._put_one(item)
         if not isinstance(done, list):  # not stored: the general path stores it
             await self._put_records([done or self._record(item)], timeout, item)
         elif done:
@@ -511,6 +514,8 @@ class ProcessQueue(Settings[T]):
         if timeout is not None:
             timeout = check_timeout(timeout)
         got = self._get_one()
+        if got is None and timeout != 0 and self._worth_again(GET, ASYNC_SPIN):
+            got = self._get_one()
         if got is None:
             return (await self._get_records(1, timeout))[0]  # type: ignore[no-any-return]
         item, data, wake = got

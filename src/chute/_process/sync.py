@@ -14,7 +14,7 @@ from .._exceptions import QueueEmpty, QueueFull, QueueShutDown
 from .._waiters import GET, JOIN, PUT
 from .job import ProcessSyncReservation, blocking_deadline
 from .layout import H_UNFINISHED
-from .waits import DeadlinePassed
+from .waits import SYNC_SPIN, DeadlinePassed
 
 if TYPE_CHECKING:
     from .queue import ProcessQueue
@@ -39,6 +39,8 @@ class ProcessSyncQueue(SyncFaceBase[T]):
             check_timeout(timeout)  # refused at the call, even when no wait is needed
         q = self._q
         done = q._put_one(item)
+        if not isinstance(done, list) and block and timeout != 0 and q._worth_again(PUT, SYNC_SPIN):
+            done = q._put_one(item)
         if not isinstance(done, list):  # not stored: the general path stores it
             self._put([done or q._record(item)], item, block=block, timeout=timeout)
         elif done:
@@ -77,6 +79,8 @@ class ProcessSyncQueue(SyncFaceBase[T]):
             check_timeout(timeout)
         q = self._q
         got = q._get_one()
+        if got is None and block and timeout != 0 and q._worth_again(GET, SYNC_SPIN):
+            got = q._get_one()
         if got is None:
             return self._get(1, block=block, timeout=timeout)[0]  # type: ignore[no-any-return]
         item, data, wake = got
