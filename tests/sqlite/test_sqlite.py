@@ -218,6 +218,54 @@ async def test_immediate_shutdown_keeps_the_items_in_the_file(tmp_path):
         assert await q.get_batch(5) == [1, 2]
 
 
+async def test_the_peak_counts_items_waiting_not_items_out_on_a_lease(tmp_path):
+    async with chute.open(url(tmp_path), "q", maxsize=3) as q:
+        await q.put_batch([1, 2])
+        jobs = [await q.reserve(), await q.reserve()]  # both out: none waiting
+        await q.put(3)
+        assert (q.statistics().size, q.statistics().peak_size) == (1, 2)
+        await q.put_batch([4, 5])  # three waiting: the bound counts no lease
+        assert (q.statistics().size, q.statistics().peak_size) == (3, 3)
+        with pytest.raises(chute.QueueFull):
+            q.put_nowait(6)
+        for job in jobs:
+            await job.aack()
+        s = q.statistics()
+        assert (s.size, s.peak_size, s.total_put, s.total_got) == (3, 3, 5, 2)
+        assert await q.get_batch(5) == [3, 4, 5]
+
+
+async def test_a_shutdown_in_another_process_is_seen_by_a_put_and_a_get(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        await q.put_batch([1, 2])
+        code = f"""
+            import chute
+            with chute.open({url(tmp_path)!r}, "q") as q:
+                q.shutdown(immediate=True)
+        """
+        done = await asyncio.to_thread(_run, code)
+        assert done.returncode == 0, done.stderr
+        with pytest.raises(chute.QueueShutDown):
+            await q.put(3)
+        with pytest.raises(chute.QueueShutDown):
+            await q.get()
+        s = q.statistics()
+        assert (s.size, s.total_put, s.total_got) == (2, 2, 0)  # left as they were
+
+
+async def test_a_get_after_an_immediate_shutdown_through_another_queue_object(tmp_path):
+    # The same queue twice in one process: one file, one connection. The
+    # get's claim looks at the queue's state in the statement that counts it.
+    async with chute.open(url(tmp_path), "q") as q, chute.open(url(tmp_path), "q") as other:
+        await q.put_batch([1, 2])
+        assert await q.get() == 1  # this process knows when items come due
+        other.shutdown(immediate=True)
+        with pytest.raises(chute.QueueShutDown):
+            await q.get()
+        s = q.statistics()
+        assert (s.size, s.total_got) == (1, 1)
+
+
 # -- other processes ------------------------------------------------------------------------
 
 

@@ -50,6 +50,9 @@ from .sqlite_db import Database
 from .sqlite_file import DURABILITY, _stored_names
 from .sqlite_sql import (
     CHUNK,
+    COUNT_LEASED,
+    COUNT_PUT,
+    COUNT_TAKEN,
     DEAD_COLUMNS,
     DEAD_LETTERS,
     DUE_SCHEDULED,
@@ -171,6 +174,25 @@ def _take_any(
     if lease is None:
         return rows
     return [Record(i, d, k + 1, t + 1, x) for i, d, k, t, x in rows]
+
+
+def _insert_plain(
+    c: sqlite3.Connection, name: str, records: list[bytes], now: float
+) -> tuple[int, int]:
+    if len(records) == 1:
+        return _insert(c, INSERT, [(name, records[0], now)])
+    return _insert(c, INSERT, [(name, r, now) for r in records])
+
+
+def _insert(c: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
+    """Insert ``rows``; the first and last ids (consecutive: one statement,
+    AUTOINCREMENT)."""
+    if len(rows) == 1:
+        last = c.execute(statement, rows[0]).lastrowid or 0
+    else:
+        c.executemany(statement, rows)
+        last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+    return last - len(rows) + 1, last
 
 
 def _lost(name: str) -> str:
@@ -327,13 +349,16 @@ class SqliteBackend:
 
         def insert(c: sqlite3.Connection) -> tuple[int, int] | Stored | None:
             now = time.time()
+            n = len(records)
+            if options is PLAIN and c.execute(COUNT_PUT, (name, now, n)).rowcount:
+                # Open, and room (the common case: one statement fewer).
+                return _insert_plain(c, name, records, now)
             row = c.execute(ROOM, (name, now)).fetchone()
             if row is None:
                 raise ChuteError(f"no queue named {name!r} in this file")
             state, maxsize, ready = row  # the bound in the file: every process keeps it
             if state:
                 raise QueueShutDown()
-            n = len(records)
             if n > maxsize > 0:
                 raise never_fits(n, maxsize)
             if (
@@ -356,28 +381,20 @@ class SqliteBackend:
                     "ON CONFLICT (queue, name) DO UPDATE SET slot = excluded.slot",
                     (name, *mark),
                 )
-            rows: list[tuple[Any, ...]]
-            if options is PLAIN:
-                rows = [(name, r, now) for r in records]
-                statement = INSERT
-            else:
-                leased, due = (_SCHEDULED, now + delay) if delay else (_READY, 0)
-                if delay:
-                    db.may_come_due(name, due)
-                ready_at = due or now
-                rows = [(name, r, leased, due, priority, key, ready_at) for r in records]
-                statement = INSERT_WITH
-            if n == 1:
-                last = c.execute(statement, rows[0]).lastrowid or 0
-            else:
-                c.executemany(statement, rows)
-                last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
             c.execute(
                 "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
                 "total_put = total_put + ?1, peak = max(peak, ?2) WHERE name = ?3",
                 (n, ready + n, name),
             )
-            return last - n + 1, last  # consecutive: one statement, AUTOINCREMENT
+            if options is PLAIN:  # it did not fit when COUNT_PUT looked: it does now
+                return _insert_plain(c, name, records, now)
+            leased, due = (_SCHEDULED, now + delay) if delay else (_READY, 0)
+            if delay:
+                db.may_come_due(name, due)
+            ready_at = due or now
+            return _insert(
+                c, INSERT_WITH, [(name, r, leased, due, priority, key, ready_at) for r in records]
+            )
 
         # Rung for a delayed put too: the getter looks, and sleeps until it is due.
         if len(records) == 1:
@@ -433,23 +450,13 @@ class SqliteBackend:
                     raise QueueShutDown()
                 # Sleep until the first one runs out, at the latest.
                 return Claimed([], None if known == _NEVER else known, db.seq_after)
+            if not c.execute(
+                COUNT_TAKEN if lease is None else COUNT_LEASED, (len(rows), name)
+            ).rowcount:
+                queue_row(c, name)  # raises if there is no such queue: else it was shut down
+                raise QueueShutDown()  # at once: what this call changed is rolled back
             if lease is not None:
-                state = c.execute(
-                    "UPDATE chute_queue SET total_got = total_got + ? WHERE name = ? "
-                    "RETURNING state",
-                    (len(rows), name),
-                ).fetchone()
                 db.may_come_due(name, now + lease)
-            else:
-                state = c.execute(
-                    "UPDATE chute_queue SET stored = stored - ?1, total_got = total_got + ?1 "
-                    "WHERE name = ?2 RETURNING state",
-                    (len(rows), name),
-                ).fetchone()
-            if state is None:
-                raise ChuteError(f"no queue named {name!r} in this file")
-            if state[0] == QueueState.IMMEDIATE:
-                raise QueueShutDown()  # what this call changed is rolled back
             # As of our commit, if this is the last call of its group.
             return Claimed(rows, None, db.seq_after)
 

@@ -11,10 +11,14 @@ import sqlite3
 from typing import Any, NamedTuple
 
 from .._contract import UNSET, Unset
+from .._durable.backend import QueueState
 from .._exceptions import ChuteError, QueueNotFound
 
 __all__ = [
     "CHUNK",
+    "COUNT_LEASED",
+    "COUNT_PUT",
+    "COUNT_TAKEN",
     "DEAD_COLUMNS",
     "DEAD_LETTERS",
     "DUE_SCHEDULED",
@@ -105,6 +109,26 @@ _OUT_SUM = (
 )
 #: A queue's state, bound, and items stored and not out: what a put looks at.
 ROOM = f"SELECT state, maxsize, stored - ({_OUT_SUM}) FROM chute_queue WHERE name = ?1"
+#: A plain put of ?3 items (?1 the queue, ?2 the time) counted, if the queue
+#: is open and they fit: ROOM's look and the count's update in one
+#: statement (no row changed: the put looks with ROOM to say why). ``stored``
+#: on the right is the value before the update.
+COUNT_PUT = (
+    "UPDATE chute_queue SET stored = stored + ?3, unfinished = unfinished + ?3, "
+    f"total_put = total_put + ?3, peak = max(peak, stored + ?3 - ({_OUT_SUM})) "
+    f"WHERE name = ?1 AND state = 0 AND (maxsize = 0 OR stored + ?3 - ({_OUT_SUM}) <= maxsize)"
+)
+_IMMEDIATE = int(QueueState.IMMEDIATE)
+#: ?1 items claimed from queue ?2, leased (or deleted: ``stored`` too),
+#: unless it was shut down at once (no row changed: the claim looks why).
+#: A guard and a row count, not ``RETURNING state``: half the statement's time.
+COUNT_LEASED = (
+    f"UPDATE chute_queue SET total_got = total_got + ?1 WHERE name = ?2 AND state < {_IMMEDIATE}"
+)
+COUNT_TAKEN = (
+    "UPDATE chute_queue SET stored = stored - ?1, total_got = total_got + ?1 "
+    f"WHERE name = ?2 AND state < {_IMMEDIATE}"
+)
 #: When the next lease or delay runs out (each on its own index).
 NEXT_DUE = " UNION ALL ".join(
     f"SELECT min(visible_at) FROM chute_item WHERE queue = ?1 AND leased = {state}"
