@@ -176,14 +176,6 @@ def _take_any(
     return [Record(i, d, k + 1, t + 1, x) for i, d, k, t, x in rows]
 
 
-def _insert_plain(
-    c: sqlite3.Connection, name: str, records: list[bytes], now: float
-) -> tuple[int, int]:
-    if len(records) == 1:
-        return _insert(c, INSERT, [(name, records[0], now)])
-    return _insert(c, INSERT, [(name, r, now) for r in records])
-
-
 def _insert(c: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
     """Insert ``rows``; the first and last ids (consecutive: one statement,
     AUTOINCREMENT)."""
@@ -352,7 +344,7 @@ class SqliteBackend:
             n = len(records)
             if options is PLAIN and c.execute(COUNT_PUT, (name, now, n)).rowcount:
                 # Open, and room (the common case: one statement fewer).
-                return _insert_plain(c, name, records, now)
+                return _insert(c, INSERT, [(name, r, now) for r in records])
             row = c.execute(ROOM, (name, now)).fetchone()
             if row is None:
                 raise ChuteError(f"no queue named {name!r} in this file")
@@ -386,8 +378,9 @@ class SqliteBackend:
                 "total_put = total_put + ?1, peak = max(peak, ?2) WHERE name = ?3",
                 (n, ready + n, name),
             )
-            if options is PLAIN:  # it did not fit when COUNT_PUT looked: it does now
-                return _insert_plain(c, name, records, now)
+            # (A plain put gets here only if a look above returned or
+            # raised: COUNT_PUT's guard is theirs. Were it not, the insert
+            # below is a plain one's for it too.)
             leased, due = (_SCHEDULED, now + delay) if delay else (_READY, 0)
             if delay:
                 db.may_come_due(name, due)
