@@ -235,24 +235,6 @@ async def test_the_peak_counts_items_waiting_not_items_out_on_a_lease(tmp_path):
         assert await q.get_batch(5) == [3, 4, 5]
 
 
-async def test_a_shutdown_in_another_process_is_seen_by_a_put_and_a_get(tmp_path):
-    async with chute.open(url(tmp_path), "q") as q:
-        await q.put_batch([1, 2])
-        code = f"""
-            import chute
-            with chute.open({url(tmp_path)!r}, "q") as q:
-                q.shutdown(immediate=True)
-        """
-        done = await asyncio.to_thread(_run, code)
-        assert done.returncode == 0, done.stderr
-        with pytest.raises(chute.QueueShutDown):
-            await q.put(3)
-        with pytest.raises(chute.QueueShutDown):
-            await q.get()
-        s = q.statistics()
-        assert (s.size, s.total_put, s.total_got) == (2, 2, 0)  # left as they were
-
-
 async def test_a_get_after_an_immediate_shutdown_through_another_queue_object(tmp_path):
     # The same queue twice in one process: one file, one connection. The
     # get's claim looks at the queue's state in the statement that counts it.
@@ -277,6 +259,24 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
     )
+
+
+async def test_a_shutdown_in_another_process_is_seen_by_a_put_and_a_get(tmp_path):
+    async with chute.open(url(tmp_path), "q") as q:
+        await q.put_batch([1, 2])
+        code = f"""
+            import chute
+            with chute.open({url(tmp_path)!r}, "q") as q:
+                q.shutdown(immediate=True)
+        """
+        done = await asyncio.to_thread(_run, code)
+        assert done.returncode == 0, done.stderr
+        with pytest.raises(chute.QueueShutDown):
+            await q.put(3)
+        with pytest.raises(chute.QueueShutDown):
+            await q.get()
+        s = q.statistics()
+        assert (s.size, s.total_put, s.total_got) == (2, 2, 0)  # left as they were
 
 
 async def test_a_put_in_another_process_wakes_a_waiting_get(tmp_path):
