@@ -373,14 +373,10 @@ class SqliteBackend:
                     "ON CONFLICT (queue, name) DO UPDATE SET slot = excluded.slot",
                     (name, *mark),
                 )
-            c.execute(
-                "UPDATE chute_queue SET stored = stored + ?1, unfinished = unfinished + ?1, "
-                "total_put = total_put + ?1, peak = max(peak, ?2) WHERE name = ?3",
-                (n, ready + n, name),
-            )
-            # (A plain put gets here only if a look above returned or
-            # raised: COUNT_PUT's guard is theirs. Were it not, the insert
-            # below is a plain one's for it too.)
+            # Counted as a plain put is: the looks above are its guard's, so
+            # it changes the row (and a plain put, refused by that guard,
+            # never gets here).
+            c.execute(COUNT_PUT, (name, now, n))
             leased, due = (_SCHEDULED, now + delay) if delay else (_READY, 0)
             if delay:
                 db.may_come_due(name, due)

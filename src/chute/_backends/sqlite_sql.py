@@ -109,9 +109,10 @@ _OUT_SUM = (
 )
 #: A queue's state, bound, and items stored and not out: what a put looks at.
 ROOM = f"SELECT state, maxsize, stored - ({_OUT_SUM}) FROM chute_queue WHERE name = ?1"
-#: A plain put of ?3 items (?1 the queue, ?2 the time) counted, if the queue
-#: is open and they fit: ROOM's look and the count's update in one
-#: statement (no row changed: the put looks with ROOM to say why). ``stored``
+#: A put of ?3 items (?1 the queue, ?2 the time) counted, if the queue is
+#: open and they fit: ROOM's look and the count's update in one statement.
+#: A plain put runs it first (no row changed: it looks with ROOM to say
+#: why); a put with a delay, a priority or a key after its looks. ``stored``
 #: on the right is the value before the update.
 COUNT_PUT = (
     "UPDATE chute_queue SET stored = stored + ?3, unfinished = unfinished + ?3, "
